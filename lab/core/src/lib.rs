@@ -1,0 +1,14 @@
+//! Pure core of the atomic-write lab.
+//!
+//! Nothing in this crate touches a process, a socket or a file: it turns
+//! inputs (testcase YAML, device parameters, console text, results) into
+//! outputs (validated plans, QEMU argument lists, expected atomic-write
+//! limits, splat titles, JUnit). The I/O shells live in `lab-cli`.
+
+pub mod cpio;
+pub mod device;
+pub mod limits;
+pub mod qemu;
+pub mod report;
+pub mod splat;
+pub mod testcase;

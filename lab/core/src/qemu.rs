@@ -1,0 +1,304 @@
+//! QEMU command lines, built by small pure functions (one per concern) so
+//! each part can be unit-tested and read on its own.
+
+use crate::device::DeviceParams;
+
+/// How the guest CPU is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The NVMe disk of a VM: a backing image and the device it is presented as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvmeDisk {
+    /// Path of a raw image file.
+    pub image: String,
+    pub device: DeviceParams,
+    /// `write-cache` of the namespace; `None` leaves QEMU's default.
+    pub write_cache: Option<bool>,
+}
+
+/// Everything needed to start one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub kernel: String,
+    pub initrd: String,
+    pub cmdline: String,
+    /// File the serial console is written to.
+    pub console_log: String,
+    /// Unix socket QEMU listens on for QMP.
+    pub qmp_socket: String,
+    /// Host port (on 127.0.0.1 only) forwarded to the guest's sshd.
+    pub ssh_port: u16,
+    pub nvme: Option<NvmeDisk>,
+}
+
+/// QEMU's option syntax separates properties with commas; a literal comma
+/// inside a value (a path, say) is written as two.
+pub fn escape_opt(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Machine, CPU and memory. `-no-reboot` turns a guest reboot or panic
+/// (with `panic=-1`) into QEMU exiting, which the lab detects.
+pub fn machine_args(spec: &VmSpec) -> Vec<String> {
+    let (accel, cpu) = match spec.accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg,thread=multi", "max"),
+    };
+    let mut v = args(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-machine",
+        "pc",
+        "-accel",
+        accel,
+        "-cpu",
+        cpu,
+    ]);
+    v.extend(["-m".into(), spec.memory_mib.to_string()]);
+    v.extend(["-smp".into(), spec.cpus.to_string()]);
+    v
+}
+
+/// Direct kernel boot.
+pub fn kernel_args(spec: &VmSpec) -> Vec<String> {
+    vec![
+        "-kernel".into(),
+        spec.kernel.clone(),
+        "-initrd".into(),
+        spec.initrd.clone(),
+        "-append".into(),
+        spec.cmdline.clone(),
+    ]
+}
+
+/// Serial console to a file (the lab scans it for splats).
+pub fn console_args(spec: &VmSpec) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        format!("file,id=console,path={}", escape_opt(&spec.console_log)),
+        "-serial".into(),
+        "chardev:console".into(),
+    ]
+}
+
+/// QMP on a unix socket; QEMU waits for nothing (`server=on,wait=off`).
+pub fn qmp_args(spec: &VmSpec) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            escape_opt(&spec.qmp_socket)
+        ),
+        "-mon".into(),
+        "chardev=qmp,mode=control".into(),
+    ]
+}
+
+/// User-mode networking with only the SSH port forwarded, bound to 127.0.0.1.
+pub fn net_args(spec: &VmSpec) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!(
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+            spec.ssh_port
+        ),
+        "-device".into(),
+        "virtio-net-pci,netdev=net0".into(),
+    ]
+}
+
+/// The NVMe controller property list, atomic parameters included only when
+/// set so that a plain boot also works on a QEMU without them.
+pub fn nvme_controller_props(dev: &DeviceParams) -> String {
+    let mut p = String::from("nvme,id=nvme0,serial=labnvme0");
+    if dev.dn {
+        p.push_str(",atomic.dn=on");
+    }
+    if dev.awun != 0 || dev.awupf != 0 {
+        p.push_str(&format!(
+            ",atomic.awun={},atomic.awupf={}",
+            dev.awun, dev.awupf
+        ));
+    }
+    p
+}
+
+/// The namespace: block sizes equal to the LBA size so Linux sees that LBA.
+pub fn nvme_namespace_props(disk: &NvmeDisk) -> String {
+    let lba = disk.device.lba_size;
+    let mut p = format!(
+        "nvme-ns,id=ns1,drive=disk0,bus=nvme0,nsid=1,logical_block_size={lba},physical_block_size={lba}"
+    );
+    if let Some(wc) = disk.write_cache {
+        p.push_str(if wc {
+            ",write-cache=on"
+        } else {
+            ",write-cache=off"
+        });
+    }
+    p
+}
+
+pub fn nvme_args(disk: &NvmeDisk) -> Vec<String> {
+    vec![
+        "-blockdev".into(),
+        format!(
+            "driver=raw,node-name=disk0,file.driver=file,file.filename={},file.aio=threads,cache.direct=off",
+            escape_opt(&disk.image)
+        ),
+        "-device".into(),
+        nvme_controller_props(&disk.device),
+        "-device".into(),
+        nvme_namespace_props(disk),
+    ]
+}
+
+/// The whole argument list (without the program name).
+pub fn argv(spec: &VmSpec) -> Vec<String> {
+    let mut v = machine_args(spec);
+    v.extend(kernel_args(spec));
+    v.extend(console_args(spec));
+    v.extend(qmp_args(spec));
+    v.extend(net_args(spec));
+    if let Some(d) = &spec.nvme {
+        v.extend(nvme_args(d));
+    }
+    v
+}
+
+/// Kernel command line: serial console, reboot (so QEMU exits) at once on a
+/// panic, and the lab's own parameters for the guest's init.
+pub fn kernel_cmdline(lab_params: &[(&str, &str)], extra: &str) -> String {
+    let mut c = String::from("console=ttyS0,115200 panic=-1 quiet loglevel=4");
+    for (k, v) in lab_params {
+        c.push_str(&format!(" lab.{k}={v}"));
+    }
+    if !extra.is_empty() {
+        c.push(' ');
+        c.push_str(extra);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            cpus: 2,
+            kernel: "/k/vmlinuz".into(),
+            initrd: "/k/initrd".into(),
+            cmdline: "console=ttyS0".into(),
+            console_log: "/run/lab,1/console.log".into(),
+            qmp_socket: "/run/lab/qmp.sock".into(),
+            ssh_port: 2222,
+            nvme: Some(NvmeDisk {
+                image: "/img/disk.raw".into(),
+                device: DeviceParams {
+                    lba_size: 512,
+                    awun: 7,
+                    awupf: 3,
+                    dn: true,
+                    size_mib: 256,
+                },
+                write_cache: Some(false),
+            }),
+        }
+    }
+
+    fn window<'a>(v: &'a [String], flag: &str) -> Vec<&'a str> {
+        v.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn ssh_forward_binds_loopback_only() {
+        let v = argv(&spec());
+        let net = window(&v, "-netdev");
+        assert_eq!(net.len(), 1);
+        assert!(
+            net[0].contains("hostfwd=tcp:127.0.0.1:2222-:22"),
+            "{}",
+            net[0]
+        );
+    }
+
+    #[test]
+    fn tcg_uses_cpu_max() {
+        let v = machine_args(&spec());
+        assert_eq!(window(&v, "-cpu"), ["max"]);
+        assert_eq!(window(&v, "-accel"), ["tcg,thread=multi"]);
+        let mut s = spec();
+        s.accel = Accel::Kvm;
+        assert_eq!(window(&machine_args(&s), "-cpu"), ["host"]);
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        let v = console_args(&spec());
+        assert_eq!(v[1], "file,id=console,path=/run/lab,,1/console.log");
+    }
+
+    #[test]
+    fn nvme_carries_atomic_parameters_and_lba_size() {
+        let s = spec();
+        let d = s.nvme.as_ref().unwrap();
+        assert_eq!(
+            nvme_controller_props(&d.device),
+            "nvme,id=nvme0,serial=labnvme0,atomic.dn=on,atomic.awun=7,atomic.awupf=3"
+        );
+        let ns = nvme_namespace_props(d);
+        assert!(ns.contains("logical_block_size=512,physical_block_size=512"));
+        assert!(ns.ends_with(",write-cache=off"));
+    }
+
+    #[test]
+    fn plain_device_has_no_atomic_properties() {
+        let p = nvme_controller_props(&DeviceParams::default());
+        assert!(!p.contains("atomic"), "{p}");
+    }
+
+    #[test]
+    fn cmdline_carries_lab_params() {
+        let c = kernel_cmdline(&[("key", "AAAA")], "foo=1");
+        assert!(c.starts_with("console=ttyS0"));
+        assert!(c.contains(" panic=-1 "));
+        assert!(c.ends_with(" lab.key=AAAA foo=1"));
+    }
+
+    #[test]
+    fn no_disk_no_nvme() {
+        let mut s = spec();
+        s.nvme = None;
+        assert!(!argv(&s).iter().any(|a| a.contains("nvme")));
+    }
+}

@@ -1,0 +1,438 @@
+//! The testcase language: YAML files in `testcases/`, parsed strictly and
+//! validated before any VM starts. Every error names the file, the line and
+//! column, the field, and where it can, a hint.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceParams;
+
+/// One testcase, as written in YAML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Testcase {
+    /// Unique name; `lab run NAME` selects it.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub device: DeviceParams,
+    /// Filesystem made on the namespace (absent: raw device only).
+    #[serde(default)]
+    pub mkfs: Option<Mkfs>,
+    #[serde(default)]
+    pub mount: Mount,
+    pub workload: Workload,
+    #[serde(default = "one")]
+    pub repeat: u32,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mkfs {
+    /// XFS block size in bytes (v5 XFS: 1024..=65536, a power of two).
+    pub block_size: u32,
+    /// `-m reflink=`; reflink enables XFS's software (CoW) atomic writes.
+    #[serde(default)]
+    pub reflink: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Extra mount options, comma-separated, as `mount -o` takes them.
+    #[serde(default)]
+    pub options: String,
+}
+
+/// What the guest does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Read atomic-write limits from sysfs and statx on the raw device and on
+    /// a file of the fresh filesystem; compare with the device rules.
+    Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// From QEMU start to SSH ready.
+    #[serde(default = "boot_s")]
+    pub boot_s: u64,
+    /// For each command run in the guest.
+    #[serde(default = "command_s")]
+    pub command_s: u64,
+}
+
+fn boot_s() -> u64 {
+    120
+}
+fn command_s() -> u64 {
+    120
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            boot_s: boot_s(),
+            command_s: command_s(),
+        }
+    }
+}
+
+/// A testcase file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestcaseError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field, when known (`mkfs.block_size`).
+    pub field: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for TestcaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TestcaseError {}
+
+/// Parse and validate one testcase file's text.
+pub fn parse(file: &str, text: &str) -> Result<Testcase, TestcaseError> {
+    let tc: Testcase = serde_yaml::from_str(text).map_err(|e| from_yaml_error(file, text, &e))?;
+    validate(&tc).map_err(|(path, message, hint)| {
+        let (line, column) = locate(text, &path).unwrap_or((1, 1));
+        TestcaseError {
+            file: file.to_string(),
+            line,
+            column,
+            field: Some(path.join(".")),
+            message,
+            hint,
+        }
+    })?;
+    Ok(tc)
+}
+
+type Invalid = (Vec<&'static str>, String, Option<String>);
+
+/// Rules across fields that serde cannot express.
+fn validate(tc: &Testcase) -> Result<(), Invalid> {
+    let bad = |path: Vec<&'static str>, msg: String, hint: Option<&str>| {
+        Err((path, msg, hint.map(str::to_string)))
+    };
+    if tc.name.is_empty()
+        || !tc
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return bad(
+            vec!["name"],
+            format!("{:?} is not a valid testcase name", tc.name),
+            Some("use letters, digits, '-' and '_' (it becomes a directory name)"),
+        );
+    }
+    if let Err(e) = tc.device.validate() {
+        return bad(vec!["device", e.field], e.message, None);
+    }
+    if let Some(m) = &tc.mkfs {
+        if !m.block_size.is_power_of_two() || !(1024..=65536).contains(&m.block_size) {
+            return bad(
+                vec!["mkfs", "block_size"],
+                format!("{} is not a valid XFS block size", m.block_size),
+                Some("XFS v5 block sizes are powers of two from 1024 to 65536"),
+            );
+        }
+        if m.block_size < tc.device.lba_size {
+            return bad(
+                vec!["mkfs", "block_size"],
+                format!(
+                    "block size {} is below the device's LBA size {}",
+                    m.block_size, tc.device.lba_size
+                ),
+                Some("a filesystem block cannot be smaller than a logical block of the device"),
+            );
+        }
+    }
+    if tc.workload == Workload::Limits && tc.mkfs.is_none() {
+        return bad(
+            vec!["mkfs"],
+            "the limits workload checks a file on XFS and needs `mkfs:`".into(),
+            Some("add e.g. `mkfs: { block_size: 4096 }`"),
+        );
+    }
+    if tc.repeat == 0 {
+        return bad(vec!["repeat"], "repeat must be at least 1".into(), None);
+    }
+    if tc.timeouts.boot_s == 0 || tc.timeouts.command_s == 0 {
+        return bad(vec!["timeouts"], "timeouts must be above 0 s".into(), None);
+    }
+    Ok(())
+}
+
+fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseError {
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let raw = e.to_string();
+    // serde_yaml appends " at line N column M"; we print the location first.
+    let message = match raw.find(" at line ") {
+        Some(i) => raw[..i].to_string(),
+        None => raw.clone(),
+    };
+    let (field, hint) = unknown_field_hint(&message);
+    let field = field.or_else(|| field_path_at(text, line));
+    TestcaseError {
+        file: file.to_string(),
+        line,
+        column,
+        field,
+        message,
+        hint,
+    }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`": a "did you mean" hint.
+fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
+    let Some(start) = message.find("unknown field `") else {
+        return (None, None);
+    };
+    let rest = &message[start + "unknown field `".len()..];
+    let Some(end) = rest.find('`') else {
+        return (None, None);
+    };
+    let unknown = &rest[..end];
+    let expected: Vec<&str> = rest[end..].split('`').skip(2).step_by(2).collect();
+    let best = expected
+        .iter()
+        .map(|c| (edit_distance(unknown, c), *c))
+        .min()
+        .filter(|(d, _)| *d <= 3);
+    let hint = match best {
+        Some((_, c)) => Some(format!("did you mean `{c}`?")),
+        None if !expected.is_empty() => Some(format!("known fields: {}", expected.join(", "))),
+        None => None,
+    };
+    (None, hint)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn indent_and_key(line: &str) -> Option<(usize, &str)> {
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('#') || trimmed.is_empty() {
+        return None;
+    }
+    let indent = line.len() - trimmed.len();
+    let key = trimmed.split(':').next()?.trim().trim_start_matches("- ");
+    if key.contains(' ') || !trimmed.contains(':') {
+        return None;
+    }
+    Some((indent, key))
+}
+
+/// The dotted key path of the mapping entry at `line` (1-based), from indentation.
+fn field_path_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut indent, key) = indent_and_key(lines.get(line.checked_sub(1)?)?)?;
+    let mut path = vec![key];
+    for l in lines[..line - 1].iter().rev() {
+        if let Some((i, k)) = indent_and_key(l) {
+            if i < indent {
+                path.push(k);
+                indent = i;
+            }
+        }
+    }
+    path.reverse();
+    Some(path.join("."))
+}
+
+/// Line and column (1-based) of a key path such as ["mkfs", "block_size"],
+/// found by following indentation. Good enough for block-style YAML, which is
+/// what testcases use; flow-style maps fall back to their parent's line.
+pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
+    let mut found = None;
+    let mut min_indent = 0usize;
+    let mut depth = 0;
+    for (n, line) in text.lines().enumerate() {
+        if depth == path.len() {
+            break;
+        }
+        let Some((indent, key)) = indent_and_key(line) else {
+            // flow style: `mkfs: { block_size: 512 }`
+            if depth > 0 {
+                if let Some(col) = line.find(&format!("{}:", path[depth])) {
+                    return Some((n + 1, col + 1));
+                }
+            }
+            continue;
+        };
+        if depth > 0 && indent < min_indent {
+            break;
+        }
+        if key == path[depth] && indent >= min_indent {
+            found = Some((n + 1, indent + 1));
+            depth += 1;
+            min_indent = indent + 1;
+            // flow style on the same line: `mkfs: { block_size: 512 }`
+            if depth < path.len() && line.contains('{') {
+                if let Some(col) = line.find(&format!("{}:", path[depth])) {
+                    return Some((n + 1, col + 1));
+                }
+            }
+        } else if depth > 0 {
+            if let Some(col) = line.find(&format!("{}:", path[depth])) {
+                if line[..col].contains('{') {
+                    return Some((n + 1, col + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: limits-4k
+description: limits on 4 KiB LBAs
+device:
+  lba_size: 4096
+mkfs:
+  block_size: 4096
+workload: limits
+";
+
+    #[test]
+    fn parses_good_testcase_with_defaults() {
+        let tc = parse("t.yaml", GOOD).unwrap();
+        assert_eq!(tc.device.lba_size, 4096);
+        assert_eq!(tc.device.size_mib, 512);
+        assert_eq!(tc.repeat, 1);
+        assert_eq!(tc.workload, Workload::Limits);
+        assert_eq!(tc.timeouts.boot_s, 120);
+    }
+
+    #[test]
+    fn unknown_field_names_line_column_and_suggests() {
+        let text = GOOD.replace("  lba_size: 4096", "  lba_sise: 4096");
+        let e = parse("testcases/t.yaml", &text).unwrap_err();
+        assert_eq!((e.line, e.column), (4, 3));
+        assert!(
+            e.message.contains("unknown field `lba_sise`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `lba_size`?"));
+        let shown = e.to_string();
+        assert!(shown.starts_with("testcases/t.yaml:4:3: "), "{shown}");
+        assert_eq!(e.field.as_deref(), Some("device.lba_sise"));
+    }
+
+    #[test]
+    fn wrong_type_names_location() {
+        let text = GOOD.replace("lba_size: 4096", "lba_size: big");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
+
+    #[test]
+    fn block_below_lba_is_rejected_at_the_field() {
+        let text = GOOD.replace("  block_size: 4096", "  block_size: 1024");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("mkfs.block_size"));
+        assert_eq!((e.line, e.column), (6, 3));
+        assert!(
+            e.message.contains("below the device's LBA size 4096"),
+            "{}",
+            e.message
+        );
+        assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn bad_block_size_in_flow_style_is_located() {
+        let text = GOOD.replace(
+            "mkfs:\n  block_size: 4096\n",
+            "mkfs: { block_size: 3000 }\n",
+        );
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("mkfs.block_size"));
+        assert_eq!(e.line, 5);
+        assert_eq!(e.column, 9);
+    }
+
+    #[test]
+    fn device_rule_violation_names_field() {
+        let text = GOOD.replace(
+            "  lba_size: 4096\n",
+            "  lba_size: 4096\n  awun: 1\n  awupf: 2\n",
+        );
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("device.awupf"));
+        assert_eq!(e.line, 6);
+    }
+
+    #[test]
+    fn unknown_workload_lists_variants() {
+        let text = GOOD.replace("workload: limits", "workload: limitz");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.line, 7);
+        assert!(
+            e.message.contains("unknown variant `limitz`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn limits_needs_mkfs() {
+        let text = GOOD.replace("mkfs:\n  block_size: 4096\n", "");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("mkfs"));
+    }
+
+    #[test]
+    fn missing_required_field() {
+        let e = parse("t.yaml", "name: x\n").unwrap_err();
+        assert!(
+            e.message.contains("missing field `workload`"),
+            "{}",
+            e.message
+        );
+    }
+}

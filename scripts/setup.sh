@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Idempotent set-up for the atomic-write lab on Debian 12 (bookworm).
+#
+#   scripts/setup.sh          install packages, fetch the default kernel, build `lab`
+#   scripts/setup.sh run      ... then run the default testcases (results/)
+#   scripts/setup.sh test     ... then run the test suite
+#
+# Everything the lab downloads lives under $LAB_CACHE (default ~/.cache/lab).
+# The host's apt sources only gain bookworm-backports (for QEMU 10); kernels from
+# Debian's newer suites are fetched through a private apt configuration so the
+# host never sees sid.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${LAB_CACHE:-$HOME/.cache/lab}
+mode=${1:-setup}
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 3; }
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- 1. apt source for bookworm-backports -----------------------------------
+bpo=/etc/apt/sources.list.d/lab-bookworm-backports.sources
+need_update=0
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  log "adding bookworm-backports apt source ($bpo)"
+  sudo_ tee "$bpo" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  need_update=1
+fi
+
+# --- 2. packages ---------------------------------------------------------------
+# Host tools: QEMU 10 (backports), image building, SSH keys, the guest's userland
+# (busybox, dropbear, xfsprogs, fio are copied into the guest image from here),
+# and what the Rust crates need to build (ssh2 -> libssl-dev, pkg-config).
+pkgs=(qemu-system-x86 qemu-utils busybox-static dropbear-bin xfsprogs fio
+      openssh-client cpio xz-utils zstd kmod libssl-dev pkg-config build-essential
+      ca-certificates)
+bpo_pkgs=(qemu-system-x86 qemu-utils)
+
+qemu_ok() {
+  command -v qemu-system-x86_64 >/dev/null || return 1
+  local v; v=$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+  [ "${v:-0}" -ge 10 ]
+}
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] || ! qemu_ok; then
+  if [ "$need_update" = 1 ] || [ ! -d /var/lib/apt/lists ] || \
+     ! apt-cache policy qemu-system-x86 2>/dev/null | grep -q bookworm-backports; then
+    log "apt-get update"
+    sudo_ apt-get update -qq
+  fi
+  log "installing: ${missing[*]:-} (QEMU from bookworm-backports)"
+  export DEBIAN_FRONTEND=noninteractive
+  inst=()
+  for p in "${pkgs[@]}"; do [[ " ${bpo_pkgs[*]} " == *" $p "* ]] || inst+=("$p"); done
+  sudo_ apt-get install -y -qq --no-install-recommends "${inst[@]}" >/dev/null
+  # -t lets QEMU's own dependencies (seabios, ipxe) come from backports too.
+  sudo_ apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+    "${bpo_pkgs[@]}" >/dev/null
+  qemu_ok || die "QEMU >= 10 not installed after apt (check bookworm-backports)"
+fi
+log "QEMU: $(qemu-system-x86_64 --version | head -1)"
+
+# --- 3. default kernel: newest Debian prebuilt cloud-amd64 7.x -----------------
+# Private apt configuration: its own sources.list, lists and archives under the
+# cache, so `apt-get download` can see sid without the host knowing about it.
+apt_dir=$cache/apt
+mkdir -p "$apt_dir"/{lists/partial,archives/partial,etc/preferences.d} "$cache/kernels"
+cat > "$apt_dir/etc/sources.list" <<'SRC'
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
+SRC
+papt=(-o Dir::Etc::sourcelist="$apt_dir/etc/sources.list"
+      -o Dir::Etc::sourceparts=- -o Dir::Etc::preferencesparts="$apt_dir/etc/preferences.d"
+      -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir"
+      -o Dir::Cache::archives="$apt_dir/archives" -o Dir::State::status=/dev/null
+      -o APT::Architecture=amd64 -o Debug::NoLocking=1)
+
+default_link=$cache/kernels/default
+if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$default_link/vmlinuz" ]; then
+  log "resolving the newest Debian cloud-amd64 7.x kernel (private apt config: $apt_dir)"
+  apt-get "${papt[@]}" update -qq 2>&1 | grep -v 'unsandboxed' >&2 || true
+  # Debian splits a kernel into linux-binary-<abi>-cloud-amd64 (vmlinuz),
+  # linux-modules-<abi>-cloud-amd64 and linux-base-<abi>-cloud-amd64 (config,
+  # System.map); <abi> looks like 7.2.13+deb14.
+  abi=$(apt-cache "${papt[@]}" pkgnames linux-binary-7. 2>/dev/null \
+        | sed -nE 's/^linux-binary-(7\.[0-9][^-]*)-cloud-amd64$/\1/p' | sort -V | tail -1)
+  [ -n "$abi" ] || die "no linux-binary-7.x-cloud-amd64 package found in Debian sid"
+  kdir=$cache/kernels/$abi-cloud-amd64
+  if [ ! -e "$kdir/vmlinuz" ]; then
+    debs=()
+    for part in binary modules base; do
+      if apt-cache "${papt[@]}" show "linux-$part-$abi-cloud-amd64" >/dev/null 2>&1; then
+        debs+=("linux-$part-$abi-cloud-amd64")
+      fi
+    done
+    dl=$(mktemp -d "$cache/dl.XXXXXX")
+    log "downloading ${debs[*]}"
+    (cd "$dl" && apt-get "${papt[@]}" download "${debs[@]}" >/dev/null 2>&1) \
+      || die "apt-get download ${debs[*]} failed"
+    rm -rf "$kdir.tmp"; mkdir -p "$kdir.tmp/root"
+    for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$kdir.tmp/root"; done
+    # Newer Debian kernels keep vmlinuz beside their modules in
+    # /usr/lib/modules/<release>/; older ones in /boot.
+    moddir=$(cd "$kdir.tmp" && ls -d root/usr/lib/modules/*/ root/lib/modules/*/ 2>/dev/null | head -1 || true)
+    moddir=${moddir%/}
+    [ -n "$moddir" ] || die "no modules directory in ${debs[*]}"
+    release=${moddir##*/}
+    vmlinuz=$(cd "$kdir.tmp" && ls "$moddir/vmlinuz" root/boot/vmlinuz-"$release" 2>/dev/null | head -1 || true)
+    [ -n "$vmlinuz" ] || die "no vmlinuz in ${debs[*]}"
+    # modules.dep is normally made at install time; the image builder needs it.
+    depmod -b "$kdir.tmp/${moddir%/lib/modules/*}" "$release" \
+      || die "depmod failed for $release"
+    ln -s "$vmlinuz" "$kdir.tmp/vmlinuz"
+    ln -s "$moddir" "$kdir.tmp/modules"
+    echo "$release" > "$kdir.tmp/release"
+    printf '%s\n' "${debs[@]}" > "$kdir.tmp/packages"
+    rm -rf "$kdir"; mv "$kdir.tmp" "$kdir"; rm -rf "$dl"
+  fi
+  ln -sfn "$(basename "$kdir")" "$default_link"
+fi
+log "default kernel: $(readlink "$default_link")"
+
+# --- 4. the lab itself ------------------------------------------------------------
+command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
+log "cargo build --release"
+(cd "$here" && cargo build --release -q)
+# The guest agent is linked statically so it runs in the busybox initramfs.
+(cd "$here" && RUSTFLAGS="-C target-feature=+crt-static" \
+   cargo build --release -q -p lab-guest --target x86_64-unknown-linux-gnu \
+   --target-dir "$here/target/guest")
+
+case "$mode" in
+  setup) log "done. Try: target/release/lab doctor" ;;
+  run)   exec "$here/target/release/lab" run ;;
+  test)  cd "$here" && exec cargo test --release --workspace -- --test-threads=1 ;;
+  *) die "unknown mode '$mode' (setup|run|test)" ;;
+esac
