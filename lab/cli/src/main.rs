@@ -1,1 +1,385 @@
-fn main() {}
+//! `lab`: the atomic-write lab's command line.
+//!
+//! Exit codes (stable, scripts rely on them): 0 passed, 1 a test failed,
+//! 2 bad input, 3 the lab could not run, 130 interrupted (partial results kept).
+
+mod bench;
+mod doctor;
+mod host;
+mod image;
+mod kernel;
+mod paths;
+mod qmp;
+mod reaper;
+mod run;
+mod ssh;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lab_core::device::DeviceParams;
+use lab_core::qemu::NvmeDisk;
+
+use host::{AccelChoice, LabHost, ScratchDisk};
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_LAB: u8 = 3;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "QEMU-backed integration lab for Linux atomic writes (RWF_ATOMIC)"
+)]
+struct Cli {
+    /// More logging (-v info, -vv debug); or set RUST_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct KernelArgs {
+    /// Kernel to boot: a bzImage, or a directory with vmlinuz/modules/release
+    /// (default: the Debian cloud kernel the set-up downloaded).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Modules directory (lib/modules/<release>) for a bzImage given with --kernel.
+    #[arg(long)]
+    modules: Option<PathBuf>,
+    /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check the host: QEMU and its NVMe atomic properties, KVM, kernel, guest image.
+    Doctor {
+        #[command(flatten)]
+        k: KernelArgs,
+    },
+    /// Boot a VM on an NVMe device; run CMD over SSH (exit with its status) or open a shell.
+    Boot {
+        #[command(flatten)]
+        k: KernelArgs,
+        /// Logical block size of the namespace.
+        #[arg(long, default_value_t = 4096)]
+        lba_size: u32,
+        /// Controller AWUN (0's based LBA count).
+        #[arg(long, default_value_t = 0)]
+        awun: u16,
+        /// Controller AWUPF (0's based LBA count).
+        #[arg(long, default_value_t = 0)]
+        awupf: u16,
+        /// Controller atomic.dn (disable normal).
+        #[arg(long)]
+        dn: bool,
+        /// Namespace size in MiB.
+        #[arg(long, default_value_t = 512)]
+        size_mib: u64,
+        /// Seconds to wait for SSH.
+        #[arg(long, default_value_t = 120)]
+        boot_timeout: u64,
+        /// Seconds the command may run.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Where to write the serial console (default: a file in the VM's private dir, printed).
+        #[arg(long)]
+        console: Option<PathBuf>,
+        /// Command to run in the guest (after `--`).
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// Run YAML testcases (default: all of testcases/); results go to results/<run-id>/.
+    Run {
+        #[command(flatten)]
+        k: KernelArgs,
+        /// List the testcases and exit.
+        #[arg(long)]
+        list: bool,
+        /// Testcase files or directories.
+        #[arg(long = "testcases", default_value = "testcases")]
+        testcases: Vec<PathBuf>,
+        /// Results directory (default: results/ in the repo).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Run only testcases whose name contains one of these.
+        filters: Vec<String>,
+    },
+    /// Benchmarks; results go to results/bench/<what>.json.
+    Bench {
+        #[command(flatten)]
+        k: KernelArgs,
+        #[command(subcommand)]
+        what: bench::BenchWhat,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    reaper::install_signal_handler();
+    let code = match cli.command {
+        Cmd::Doctor { k } => doctor::doctor(k.kernel.as_deref(), k.modules.as_deref()),
+        Cmd::Boot {
+            k,
+            lba_size,
+            awun,
+            awupf,
+            dn,
+            size_mib,
+            boot_timeout,
+            timeout,
+            console,
+            cmd,
+        } => {
+            let device = DeviceParams {
+                lba_size,
+                awun,
+                awupf,
+                dn,
+                size_mib,
+            };
+            boot(&k, device, boot_timeout, timeout, console, &cmd)
+        }
+        Cmd::Run {
+            k,
+            list,
+            testcases,
+            results,
+            filters,
+        } => run_cmd(&k, list, &testcases, results, &filters),
+        Cmd::Bench { k, what } => {
+            match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
+                Ok(host) => bench::bench(&host, what),
+                Err(e) => lab_error(e),
+            }
+        }
+    };
+    if reaper::interrupted() {
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    ExitCode::from(code)
+}
+
+fn lab_error(e: anyhow::Error) -> u8 {
+    eprintln!("lab: error: {e:#}");
+    EXIT_LAB
+}
+
+fn boot(
+    k: &KernelArgs,
+    device: DeviceParams,
+    boot_timeout: u64,
+    timeout: u64,
+    console: Option<PathBuf>,
+    cmd: &[String],
+) -> u8 {
+    if let Err(e) = device.validate() {
+        eprintln!("lab: error: --{}: {}", e.field.replace('_', "-"), e.message);
+        return EXIT_BAD_INPUT;
+    }
+    let host = match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
+        Ok(h) => h,
+        Err(e) => return lab_error(e),
+    };
+    let disk = match ScratchDisk::new(device.size_bytes()) {
+        Ok(d) => d,
+        Err(e) => return lab_error(e),
+    };
+    let console_dir = match paths::PrivateDir::new("lab-console") {
+        Ok(d) => d,
+        Err(e) => return lab_error(e),
+    };
+    let console = console.unwrap_or_else(|| console_dir.path().join("console.log"));
+    let nvme = NvmeDisk {
+        image: disk.path.to_string_lossy().into_owned(),
+        device,
+        write_cache: None,
+    };
+    eprintln!(
+        "lab: booting {} ({}; {}), console: {}",
+        host.kernel.release,
+        host.accel.as_str(),
+        host.accel_reason,
+        console.display()
+    );
+    let opts = host.vm_options(
+        console.clone(),
+        Some(nvme),
+        Duration::from_secs(boot_timeout),
+    );
+    let mut vm = match vm::Vm::boot(&opts) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("lab: error: {e}");
+            if let Some(t) = e.console_tail() {
+                eprintln!("--- console tail ---\n{t}");
+            }
+            return EXIT_LAB;
+        }
+    };
+    eprintln!(
+        "lab: guest ready in {:.1} s (ssh on 127.0.0.1:{}, qmp {})",
+        vm.boot_time.unwrap_or_default().as_secs_f64(),
+        vm.ssh_port(),
+        vm.qmp_socket().display()
+    );
+    let status = if cmd.is_empty() {
+        vm.shell().map(|s| s.clamp(0, 255) as u8)
+    } else {
+        let line = cmd.join(" ");
+        vm.exec(&line, Duration::from_secs(timeout)).map(|o| {
+            print!("{}", o.stdout);
+            eprint!("{}", o.stderr);
+            o.status.clamp(0, 255) as u8
+        })
+    };
+    let splats = vm.splats();
+    for s in &splats {
+        eprintln!("lab: kernel splat: {} (console line {})", s.title, s.line);
+    }
+    let code = match status {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lab: error: {e}");
+            if let Some(t) = e.console_tail() {
+                eprintln!("--- console tail ---\n{t}");
+            }
+            EXIT_LAB
+        }
+    };
+    if let Err(e) = vm.shutdown() {
+        eprintln!("lab: error at shutdown: {e}");
+    }
+    if cmd.is_empty() {
+        return code;
+    }
+    if !splats.is_empty() && code == 0 {
+        return EXIT_FAILED;
+    }
+    code
+}
+
+fn run_cmd(
+    k: &KernelArgs,
+    list: bool,
+    testcases: &[PathBuf],
+    results: Option<PathBuf>,
+    filters: &[String],
+) -> u8 {
+    let root = match paths::repo_root() {
+        Ok(r) => r,
+        Err(e) => return lab_error(e),
+    };
+    let tc_paths: Vec<PathBuf> = testcases
+        .iter()
+        .map(|p| {
+            if p.is_relative() && !p.exists() {
+                root.join(p)
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    let all = match run::load(&tc_paths) {
+        Ok(v) => v,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "lab: {} testcase file(s) are invalid; nothing was run",
+                errs.len()
+            );
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let cases = run::select(all, filters);
+    if cases.is_empty() {
+        eprintln!("lab: no testcase matches {filters:?} (see `lab run --list`)");
+        return EXIT_BAD_INPUT;
+    }
+    if list {
+        for (path, tc) in &cases {
+            println!(
+                "{:<28} lba={:<5} fs_block={:<6} {:<8} {}  [{}]",
+                tc.name,
+                tc.device.lba_size,
+                tc.mkfs
+                    .as_ref()
+                    .map_or("-".to_string(), |m| m.block_size.to_string()),
+                format!("{:?}", tc.workload).to_lowercase(),
+                tc.description,
+                path.display()
+            );
+        }
+        return 0;
+    }
+    let host = match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
+        Ok(h) => h,
+        Err(e) => return lab_error(e),
+    };
+    eprintln!(
+        "lab: kernel {}, QEMU {}, accel {} ({})",
+        host.kernel.release,
+        host.qemu.version,
+        host.accel.as_str(),
+        host.accel_reason
+    );
+    let mut reproduce = String::from("lab run");
+    if let Some(kp) = &k.kernel {
+        reproduce.push_str(&format!(" --kernel {}", kp.display()));
+    }
+    reproduce.push_str(&format!(" --accel {}", host.accel.as_str()));
+    for (_, tc) in &cases {
+        reproduce.push(' ');
+        reproduce.push_str(&tc.name);
+    }
+    let opts = run::RunOptions {
+        results: results.unwrap_or_else(|| paths::results_dir(&root)),
+        reproduce,
+    };
+    match run::run(&host, &cases, &opts) {
+        Ok((report, dir)) => {
+            let c = report.counts();
+            println!(
+                "{} passed, {} failed, {} skipped, {} errors{}",
+                c.passed,
+                c.failed,
+                c.skipped,
+                c.errors,
+                if report.interrupted {
+                    " (interrupted: partial results)"
+                } else {
+                    ""
+                }
+            );
+            println!("results: {}", dir.display());
+            println!("reproduce: {}", report.reproduce);
+            report.exit_code() as u8
+        }
+        Err(e) => lab_error(e),
+    }
+}

@@ -1,0 +1,189 @@
+//! `lab bench <what>`: measured figures written to results/bench/<what>.json
+//! as a list of {"metric", "value", "unit"} records, ratios included.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::host::LabHost;
+use crate::paths;
+use crate::vm::Vm;
+
+#[derive(clap::Subcommand, Clone, Copy)]
+pub enum BenchWhat {
+    /// Boot to SSH ready (median of N), against a bare kernel boot baseline.
+    Boot {
+        /// Boots per measurement.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct Record {
+    pub metric: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+fn rec(metric: &str, value: f64, unit: &str) -> Record {
+    Record {
+        metric: metric.into(),
+        value: (value * 1000.0).round() / 1000.0,
+        unit: unit.into(),
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
+    let r = match what {
+        BenchWhat::Boot { runs } => bench_boot(host, runs.max(1)),
+    };
+    match r {
+        Ok(records) => {
+            let dir = paths::results_dir(&host.root).join("bench");
+            let name = match what {
+                BenchWhat::Boot { .. } => "boot",
+            };
+            let file = dir.join(format!("{name}.json"));
+            let write = std::fs::create_dir_all(&dir).and_then(|_| {
+                std::fs::write(
+                    &file,
+                    serde_json::to_string_pretty(&records).unwrap_or_default(),
+                )
+            });
+            if let Err(e) = write {
+                eprintln!("lab: error: writing {}: {e}", file.display());
+                return crate::EXIT_LAB;
+            }
+            for r in &records {
+                println!("{:<40} {:>10.3} {}", r.metric, r.value, r.unit);
+            }
+            println!("written: {}", file.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            crate::EXIT_LAB
+        }
+    }
+}
+
+/// Guest-side timestamps the init script prints (`LAB-T <event> <uptime>`).
+fn guest_marks(console: &str) -> (Option<f64>, Option<f64>) {
+    let find = |ev: &str| {
+        console.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("LAB-T ")?;
+            let (e, t) = rest.split_once(' ')?;
+            (e == ev).then(|| t.trim().parse().ok()).flatten()
+        })
+    };
+    (find("init"), find("sshd"))
+}
+
+fn bench_boot(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
+    let dir = paths::PrivateDir::new("lab-bench")?;
+    let mut total = Vec::new();
+    let mut kernel = Vec::new();
+    let mut userspace = Vec::new();
+    let mut sshd = Vec::new();
+    let mut bare = Vec::new();
+    for i in 0..runs {
+        // Baseline: the same kernel and image, init powers off at once; QEMU
+        // start to exit is firmware + kernel boot + teardown.
+        let mut opts = host.vm_options(
+            dir.path().join(format!("bare-{i}.log")),
+            None,
+            Duration::from_secs(120),
+        );
+        opts.extra_cmdline = "lab.mode=poweroff".into();
+        let t = Instant::now();
+        let mut vm = Vm::start(&opts)?;
+        if !vm.wait_exit(Duration::from_secs(120)) {
+            anyhow::bail!("baseline VM did not power off in 120 s");
+        }
+        bare.push(t.elapsed().as_secs_f64());
+        drop(vm);
+
+        let opts = host.vm_options(
+            dir.path().join(format!("boot-{i}.log")),
+            None,
+            Duration::from_secs(120),
+        );
+        let vm = Vm::boot(&opts).context("boot for the benchmark")?;
+        let boot = vm.boot_time.unwrap_or_default().as_secs_f64();
+        let console = std::fs::read_to_string(vm.console_log()).unwrap_or_default();
+        let (init, ready) = guest_marks(&console);
+        total.push(boot);
+        if let (Some(init), Some(ready)) = (init, ready) {
+            kernel.push(init);
+            userspace.push(ready - init);
+            // What is left: QEMU/firmware before the kernel, sshd accept, ssh2
+            // handshake and authentication, and the lab's polling.
+            sshd.push(boot - ready);
+        }
+        vm.shutdown()?;
+        eprintln!(
+            "boot {}/{runs}: {boot:.2} s to SSH (baseline {:.2} s)",
+            i + 1,
+            bare[i]
+        );
+    }
+    let ratio: Vec<f64> = total.iter().zip(&bare).map(|(t, b)| t / b).collect();
+    let mut out = vec![
+        rec(
+            "accel_is_kvm",
+            f64::from(u8::from(host.accel == lab_core::qemu::Accel::Kvm)),
+            "bool",
+        ),
+        rec("runs", runs as f64, "count"),
+        rec("boot_to_ssh_median", median(&mut total.clone()), "s"),
+        rec(
+            "boot_to_ssh_min",
+            total.iter().cloned().fold(f64::INFINITY, f64::min),
+            "s",
+        ),
+        rec(
+            "boot_to_ssh_max",
+            total.iter().cloned().fold(0.0, f64::max),
+            "s",
+        ),
+        rec(
+            "baseline_kernel_boot_poweroff_median",
+            median(&mut bare.clone()),
+            "s",
+        ),
+        rec(
+            "ratio_boot_to_ssh_vs_baseline",
+            median(&mut ratio.clone()),
+            "ratio",
+        ),
+    ];
+    if !kernel.is_empty() {
+        out.push(rec("phase_kernel_to_init_median", median(&mut kernel), "s"));
+        out.push(rec(
+            "phase_init_to_sshd_median",
+            median(&mut userspace),
+            "s",
+        ));
+        out.push(rec(
+            "phase_qemu_firmware_and_ssh_handshake_median",
+            median(&mut sshd),
+            "s",
+        ));
+    }
+    Ok(out)
+}

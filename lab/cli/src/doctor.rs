@@ -1,0 +1,203 @@
+//! `lab doctor`: what the host has, what is missing, and how to fix it.
+//! Exit 0 only when a run can work; the last check is a real boot to SSH.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::host::{self, LabHost};
+use crate::image;
+use crate::kernel::Kernel;
+use crate::paths;
+use crate::vm::Vm;
+
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: &str) {
+        println!("  ok       {what}: {detail}");
+    }
+    fn note(&self, what: &str, detail: &str) {
+        println!("  note     {what}: {detail}");
+    }
+    fn missing(&mut self, what: &str, detail: &str, fix: &str) {
+        self.problems += 1;
+        println!("  MISSING  {what}: {detail}\n           fix: {fix}");
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
+    let mut r = Report { problems: 0 };
+    const SETUP: &str = "scripts/setup.sh";
+    println!("lab doctor");
+
+    // QEMU and its NVMe atomic properties.
+    match host::find_qemu() {
+        Ok(q) => {
+            if q.major >= 10 {
+                r.ok("QEMU", &format!("{} {}", q.path.display(), q.version));
+            } else {
+                r.missing(
+                    "QEMU >= 10",
+                    &format!("{} is {}", q.path.display(), q.version),
+                    &format!("{SETUP} installs qemu-system-x86 from bookworm-backports"),
+                );
+            }
+            if q.controller_atomics {
+                r.ok(
+                    "nvme atomic properties",
+                    "atomic.awun, atomic.awupf, atomic.dn",
+                );
+            } else {
+                r.missing(
+                    "nvme atomic properties",
+                    "-device nvme has no atomic.awupf",
+                    &format!("{SETUP} (QEMU 10)"),
+                );
+            }
+            if q.namespace_atomics {
+                r.ok(
+                    "nvme-ns atomic properties",
+                    "atomic.nawupf, atomic.nabspf (multi-LBA units)",
+                );
+            } else {
+                r.note(
+                    "nvme-ns atomic properties",
+                    "absent (QEMU < 10.2): Linux 7.x reads only NAWUPF, so guests see a one-LBA atomic unit",
+                );
+            }
+        }
+        Err(e) => r.missing("QEMU", &format!("{e:#}"), SETUP),
+    }
+
+    // Host tools the lab calls.
+    for (tool, why) in [
+        ("ssh-keygen", "per-VM SSH keys"),
+        ("dropbearkey", "guest host keys"),
+        ("ldd", "guest image libraries"),
+        ("xz", "kernel module decompression"),
+    ] {
+        if have(tool) {
+            r.ok(tool, why);
+        } else {
+            r.missing(tool, &format!("not found ({why})"), SETUP);
+        }
+    }
+
+    // Kernel.
+    let cache = paths::cache_dir();
+    let kernel = match kernel_arg {
+        Some(p) => Kernel::from_arg(p, modules_arg),
+        None => Kernel::default_kernel(&cache),
+    };
+    let kernel = match kernel {
+        Ok(k) => {
+            r.ok(
+                "kernel",
+                &format!("{} ({})", k.release, k.vmlinuz.display()),
+            );
+            Some(k)
+        }
+        Err(e) => {
+            r.missing("kernel", &format!("{e:#}"), SETUP);
+            None
+        }
+    };
+
+    // Guest image.
+    let root = paths::repo_root();
+    let image = match (&root, &kernel) {
+        (Ok(root), Some(k)) => match image::ensure_image(root, &cache, k) {
+            Ok(img) => {
+                r.ok(
+                    "guest image",
+                    &format!(
+                        "{} ({})",
+                        img.path.display(),
+                        if img.built { "built now" } else { "cached" }
+                    ),
+                );
+                true
+            }
+            Err(e) => {
+                r.missing("guest image", &format!("{e:#}"), SETUP);
+                false
+            }
+        },
+        (Err(e), _) => {
+            r.missing(
+                "repository",
+                &format!("{e:#}"),
+                "run lab from the repository or set LAB_ROOT",
+            );
+            false
+        }
+        _ => false,
+    };
+
+    if r.problems > 0 || !image {
+        println!("\n{} problem(s): a run cannot work yet.", r.problems.max(1));
+        return crate::EXIT_LAB;
+    }
+
+    // Accelerator (a real KVM probe boot) and a boot to SSH with it.
+    let host = match LabHost::resolve(kernel_arg, modules_arg, host::AccelChoice::Auto) {
+        Ok(h) => h,
+        Err(e) => {
+            r.missing("lab host", &format!("{e:#}"), SETUP);
+            return crate::EXIT_LAB;
+        }
+    };
+    match host.accel {
+        lab_core::qemu::Accel::Kvm => r.ok("accelerator", &format!("KVM ({})", host.accel_reason)),
+        lab_core::qemu::Accel::Tcg => r.note("accelerator", &host.accel_reason),
+    }
+    let dir = match paths::PrivateDir::new("lab-doctor") {
+        Ok(d) => d,
+        Err(e) => {
+            r.missing("private dir", &format!("{e:#}"), "check /tmp permissions");
+            return crate::EXIT_LAB;
+        }
+    };
+    let opts = host.vm_options(
+        dir.path().join("console.log"),
+        None,
+        Duration::from_secs(120),
+    );
+    match Vm::boot(&opts).and_then(|mut vm| {
+        let out = vm.exec("uname -r", Duration::from_secs(30))?;
+        let t = vm.boot_time.unwrap_or_default();
+        vm.shutdown()?;
+        Ok((out.stdout.trim().to_string(), t))
+    }) {
+        Ok((uname, t)) => r.ok(
+            "boot to SSH",
+            &format!(
+                "guest runs {uname}, SSH ready in {:.1} s ({})",
+                t.as_secs_f64(),
+                host.accel.as_str()
+            ),
+        ),
+        Err(e) => r.missing(
+            "boot to SSH",
+            &format!("{e}\n{}", e.console_tail().unwrap_or("")),
+            "see the console tail above; `lab boot -v` shows more",
+        ),
+    }
+    if r.problems > 0 {
+        println!("\n{} problem(s): a run cannot work yet.", r.problems);
+        return crate::EXIT_LAB;
+    }
+    println!("\nall good: `lab run` can work.");
+    0
+}

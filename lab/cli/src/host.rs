@@ -1,0 +1,291 @@
+//! The host side of the lab: which QEMU, what it can do, which accelerator
+//! really runs a guest (a probe boot, not a look at /dev/kvm), the kernel
+//! and the guest image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lab_core::qemu::Accel;
+use serde::{Deserialize, Serialize};
+
+use crate::image::{self, GuestImage};
+use crate::kernel::Kernel;
+use crate::paths;
+use crate::vm::{Vm, VmOptions, READY_MARKER};
+
+/// A QEMU binary and what it supports.
+#[derive(Debug, Clone, Serialize)]
+pub struct QemuInfo {
+    pub path: PathBuf,
+    pub version: String,
+    pub major: u32,
+    pub minor: u32,
+    /// The controller has atomic.awun/atomic.awupf/atomic.dn (QEMU >= 10.0).
+    pub controller_atomics: bool,
+    /// nvme-ns has atomic.nawupf etc. (QEMU >= 10.2).
+    pub namespace_atomics: bool,
+}
+
+/// $LAB_QEMU or qemu-system-x86_64 on PATH.
+pub fn find_qemu() -> Result<QemuInfo> {
+    let path = std::env::var_os("LAB_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
+    let out = Command::new(&path)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "{} not found: run scripts/setup.sh (installs QEMU 10 from bookworm-backports)",
+                path.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .context("cannot parse `qemu --version`")?
+        .to_string();
+    let mut nums = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    let help = |dev: &str| -> String {
+        Command::new(&path)
+            .args([
+                "-nodefaults",
+                "-machine",
+                "none",
+                "-device",
+                &format!("{dev},help"),
+            ])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            })
+            .unwrap_or_default()
+    };
+    Ok(QemuInfo {
+        controller_atomics: help("nvme").contains("atomic.awupf"),
+        namespace_atomics: help("nvme-ns").contains("atomic.nawupf"),
+        path,
+        version,
+        major,
+        minor,
+    })
+}
+
+/// Accelerator choice on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// KVM when a probe boot works, TCG otherwise.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccelProbe {
+    pub key: String,
+    pub kvm_works: bool,
+    pub reason: String,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Boots the kernel under KVM and waits for the guest's ready marker. The
+/// answer is cached per host boot, QEMU and kernel: a KVM that fails here
+/// (as nested KVM does on these machines) fails the same way until reboot.
+pub fn probe_kvm(cache: &Path, qemu: &QemuInfo, kernel: &Kernel, image: &GuestImage) -> AccelProbe {
+    let key = format!("{}/{}/{}", boot_id(), qemu.version, kernel.release);
+    let file = cache.join("accel-probe.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Ok(p) = serde_json::from_str::<AccelProbe>(&text) {
+            if p.key == key {
+                return p;
+            }
+        }
+    }
+    let (kvm_works, reason) = run_kvm_probe(qemu, kernel, image);
+    let p = AccelProbe {
+        key,
+        kvm_works,
+        reason,
+    };
+    let _ = std::fs::write(&file, serde_json::to_string_pretty(&p).unwrap_or_default());
+    p
+}
+
+fn run_kvm_probe(qemu: &QemuInfo, kernel: &Kernel, image: &GuestImage) -> (bool, String) {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return (false, format!("/dev/kvm cannot be opened: {e}"));
+    }
+    let dir = match paths::PrivateDir::new("lab-kvm-probe") {
+        Ok(d) => d,
+        Err(e) => return (false, format!("probe failed to start: {e}")),
+    };
+    let opts = VmOptions {
+        qemu: qemu.path.clone(),
+        accel: Accel::Kvm,
+        kernel: kernel.clone(),
+        initrd: image.path.clone(),
+        memory_mib: 512,
+        cpus: 1,
+        nvme: None,
+        console_log: dir.path().join("console.log"),
+        boot_timeout: Duration::from_secs(20),
+        extra_cmdline: String::new(),
+    };
+    let mut vm = match Vm::start(&opts) {
+        Ok(vm) => vm,
+        Err(e) => return (false, format!("QEMU with -accel kvm did not start: {e}")),
+    };
+    let deadline = std::time::Instant::now() + opts.boot_timeout;
+    loop {
+        let console = std::fs::read_to_string(vm.console_log()).unwrap_or_default();
+        if console.contains(READY_MARKER) {
+            return (true, "a probe guest booted to userspace under KVM".into());
+        }
+        // A broken nested KVM either kills QEMU or leaves the guest paused
+        // after "KVM internal error": both are seen here, so watch stderr too.
+        let exited = vm.wait_exit(Duration::from_millis(100));
+        let stderr =
+            std::fs::read_to_string(vm.private_dir().join("qemu.stderr")).unwrap_or_default();
+        if exited || stderr.contains("KVM internal error") || stderr.contains("kvm run failed") {
+            let first = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            return (false, format!("a KVM guest died before userspace: {first}"));
+        }
+        if std::time::Instant::now() > deadline {
+            return (
+                false,
+                format!(
+                    "a KVM guest did not reach userspace in {} s",
+                    opts.boot_timeout.as_secs()
+                ),
+            );
+        }
+    }
+}
+
+/// Everything a run needs from the host, resolved once.
+pub struct LabHost {
+    pub root: PathBuf,
+    pub cache: PathBuf,
+    pub qemu: QemuInfo,
+    pub kernel: Kernel,
+    pub image: GuestImage,
+    pub accel: Accel,
+    /// Why this accelerator (probe result or the user's choice).
+    pub accel_reason: String,
+}
+
+impl LabHost {
+    pub fn resolve(
+        kernel_arg: Option<&Path>,
+        modules_arg: Option<&Path>,
+        accel: AccelChoice,
+    ) -> Result<LabHost> {
+        let root = paths::repo_root()?;
+        let cache = paths::cache_dir();
+        std::fs::create_dir_all(&cache)?;
+        let qemu = find_qemu()?;
+        let kernel = match kernel_arg {
+            Some(p) => Kernel::from_arg(p, modules_arg)?,
+            None => Kernel::default_kernel(&cache)?,
+        };
+        let image = image::ensure_image(&root, &cache, &kernel)?;
+        let (accel, accel_reason) = match accel {
+            AccelChoice::Tcg => (Accel::Tcg, "--accel tcg".to_string()),
+            AccelChoice::Kvm => (Accel::Kvm, "--accel kvm".to_string()),
+            AccelChoice::Auto => {
+                let p = probe_kvm(&cache, &qemu, &kernel, &image);
+                if p.kvm_works {
+                    (Accel::Kvm, p.reason)
+                } else {
+                    (Accel::Tcg, format!("TCG, because {}", p.reason))
+                }
+            }
+        };
+        if accel == Accel::Kvm && !Path::new("/dev/kvm").exists() {
+            bail!("--accel kvm but /dev/kvm does not exist");
+        }
+        Ok(LabHost {
+            root,
+            cache,
+            qemu,
+            kernel,
+            image,
+            accel,
+            accel_reason,
+        })
+    }
+
+    /// VM options for this host with the given console log and disk.
+    pub fn vm_options(
+        &self,
+        console_log: PathBuf,
+        nvme: Option<lab_core::qemu::NvmeDisk>,
+        boot_timeout: Duration,
+    ) -> VmOptions {
+        VmOptions {
+            qemu: self.qemu.path.clone(),
+            accel: self.accel,
+            kernel: self.kernel.clone(),
+            initrd: self.image.path.clone(),
+            memory_mib: 1024,
+            cpus: 2,
+            nvme,
+            console_log,
+            boot_timeout,
+            extra_cmdline: String::new(),
+        }
+    }
+
+    pub fn properties(&self) -> Vec<(String, String)> {
+        vec![
+            ("kernel.release".into(), self.kernel.release.clone()),
+            (
+                "kernel.path".into(),
+                self.kernel.vmlinuz.display().to_string(),
+            ),
+            ("qemu.version".into(), self.qemu.version.clone()),
+            (
+                "qemu.namespace_atomics".into(),
+                self.qemu.namespace_atomics.to_string(),
+            ),
+            ("accel".into(), self.accel.as_str().into()),
+            ("accel.reason".into(), self.accel_reason.clone()),
+            ("image.hash".into(), self.image.hash.clone()),
+        ]
+    }
+}
+
+/// A sparse raw disk image in a private directory, removed on drop.
+pub struct ScratchDisk {
+    _dir: paths::PrivateDir,
+    pub path: PathBuf,
+}
+
+impl ScratchDisk {
+    pub fn new(size_bytes: u64) -> Result<ScratchDisk> {
+        let dir = paths::PrivateDir::new("lab-disk")?;
+        let path = dir.path().join("nvme0n1.raw");
+        let f = std::fs::File::create(&path)?;
+        f.set_len(size_bytes)?;
+        Ok(ScratchDisk { _dir: dir, path })
+    }
+}

@@ -1,0 +1,264 @@
+//! The guest image: an initramfs assembled from the recipe in
+//! `vm-images/guest.yaml`, cached by a hash of everything that goes in.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use lab_core::cpio::CpioWriter;
+use lab_core::kmod::{self, ModulesDep};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::kernel::Kernel;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipe {
+    binaries: Vec<String>,
+    modules: Vec<String>,
+    init: String,
+}
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub path: PathBuf,
+    pub hash: String,
+    /// False when it came from the cache.
+    pub built: bool,
+}
+
+/// Where the static guest agent is built.
+pub fn agent_path(root: &Path) -> PathBuf {
+    root.join("target/guest/x86_64-unknown-linux-gnu/release/lab-guest")
+}
+
+/// Builds the static guest agent (cargo is incremental: a no-op when fresh).
+/// Without cargo, an already built agent is used as it is.
+pub fn ensure_agent(root: &Path) -> Result<PathBuf> {
+    let path = agent_path(root);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "lab-guest",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--target-dir",
+        ])
+        .arg(root.join("target/guest"))
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(path),
+        Ok(s) => bail!("building the guest agent failed ({s}); try: scripts/setup.sh"),
+        Err(_) if path.is_file() => Ok(path),
+        Err(e) => bail!(
+            "cannot build the guest agent (cargo: {e}) and {} is missing",
+            path.display()
+        ),
+    }
+}
+
+/// Shared libraries a dynamic executable loads, from `ldd`.
+fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("not a dynamic executable") {
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+fn decompress_module(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        Some("xz")
+    } else if name.ends_with(".zst") {
+        Some("zstd")
+    } else if name.ends_with(".gz") {
+        Some("gzip")
+    } else {
+        None
+    };
+    match tool {
+        None => Ok(std::fs::read(path)?),
+        Some(t) => {
+            let out = Command::new(t)
+                .args(["-dc"])
+                .arg(path)
+                .output()
+                .with_context(|| format!("running {t} to decompress {}", path.display()))?;
+            if !out.status.success() {
+                bail!("{t} -dc {} failed", path.display());
+            }
+            Ok(out.stdout)
+        }
+    }
+}
+
+/// Everything that goes into the image: destination path -> (mode, bytes).
+type Contents = BTreeMap<String, (u32, Vec<u8>)>;
+
+fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<(Contents, Vec<String>)> {
+    let recipe_path = root.join("vm-images/guest.yaml");
+    let text = std::fs::read_to_string(&recipe_path)
+        .with_context(|| format!("reading {}", recipe_path.display()))?;
+    let recipe: Recipe = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_path.display()))?;
+    let mut files = Contents::new();
+    let init = root.join("vm-images").join(&recipe.init);
+    files.insert(
+        "init".into(),
+        (
+            0o755,
+            std::fs::read(&init).with_context(|| format!("reading {}", init.display()))?,
+        ),
+    );
+    for b in &recipe.binaries {
+        let p = Path::new(b);
+        let data = std::fs::read(p).with_context(|| {
+            format!(
+                "guest image needs {b} (from the recipe {}); run scripts/setup.sh",
+                recipe_path.display()
+            )
+        })?;
+        files.insert(b.trim_start_matches('/').into(), (0o755, data));
+        for lib in shared_libs(p)? {
+            let key = lib.to_string_lossy().trim_start_matches('/').to_string();
+            if !files.contains_key(&key) {
+                files.insert(key, (0o755, std::fs::read(&lib)?));
+            }
+        }
+    }
+    files.insert("usr/bin/lab-guest".into(), (0o755, std::fs::read(agent)?));
+
+    // Modules, dependencies first, decompressed (busybox insmod cannot
+    // decompress); their load order goes to /etc/lab-modules.
+    let mut order_names = Vec::new();
+    if let Some(mdir) = &kernel.modules {
+        let dep = std::fs::read_to_string(mdir.join("modules.dep"))
+            .with_context(|| format!("{}/modules.dep (run depmod)", mdir.display()))?;
+        let builtin = std::fs::read_to_string(mdir.join("modules.builtin"))
+            .map(|t| kmod::parse_builtin(&t))
+            .unwrap_or_default();
+        let wanted: Vec<&str> = recipe.modules.iter().map(String::as_str).collect();
+        for m in ModulesDep::parse(&dep).load_order(&wanted, &builtin)? {
+            let name = kmod::module_name(&m);
+            files.insert(
+                format!("lib/modules/{name}.ko"),
+                (0o644, decompress_module(&mdir.join(&m))?),
+            );
+            order_names.push(name);
+        }
+    }
+    files.insert(
+        "etc/lab-modules".into(),
+        (0o644, format!("{}\n", order_names.join("\n")).into_bytes()),
+    );
+    files.insert(
+        "etc/passwd".into(),
+        (0o644, b"root:x:0:0:root:/root:/bin/sh\n".to_vec()),
+    );
+    files.insert("etc/group".into(), (0o644, b"root:x:0:\n".to_vec()));
+    files.insert("etc/shells".into(), (0o644, b"/bin/sh\n".to_vec()));
+    files.insert(
+        "etc/lab-image".into(),
+        (0o644, format!("kernel={}\n", kernel.release).into_bytes()),
+    );
+    Ok((files, order_names))
+}
+
+fn image_hash(files: &Contents) -> String {
+    let mut h = Sha256::new();
+    for (path, (mode, data)) in files {
+        h.update(path.as_bytes());
+        h.update(mode.to_le_bytes());
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn write_cpio(files: &Contents, out: &Path) -> Result<()> {
+    let f = std::fs::File::create(out)?;
+    let mut w = CpioWriter::new(std::io::BufWriter::new(f));
+    let mut dirs = HashSet::new();
+    for d in [
+        "proc", "sys", "dev", "tmp", "run", "mnt", "root", "bin", "sbin", "usr/bin", "usr/sbin",
+    ] {
+        dirs.insert(d.to_string());
+    }
+    for path in files.keys() {
+        let mut p = Path::new(path).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            p = d.parent();
+        }
+    }
+    let mut dirs: Vec<_> = dirs.into_iter().collect();
+    dirs.sort();
+    for d in &dirs {
+        w.dir(d, if d == "root" { 0o700 } else { 0o755 })?;
+    }
+    for (path, (mode, data)) in files {
+        w.file(path, *mode, data)?;
+    }
+    use std::io::Write;
+    w.finish()?.flush()?;
+    Ok(())
+}
+
+/// The image for `kernel`, from the cache or freshly built.
+pub fn ensure_image(root: &Path, cache: &Path, kernel: &Kernel) -> Result<GuestImage> {
+    let agent = ensure_agent(root)?;
+    let (files, _) = collect(root, kernel, &agent)?;
+    let hash = image_hash(&files);
+    let dir = cache.join("images");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("guest-{hash}.cpio"));
+    if path.is_file() {
+        return Ok(GuestImage {
+            path,
+            hash,
+            built: false,
+        });
+    }
+    let tmp = dir.join(format!(".guest-{hash}.{}.tmp", std::process::id()));
+    write_cpio(&files, &tmp)?;
+    std::fs::rename(&tmp, &path)?;
+    tracing::info!(image = %path.display(), "built guest image");
+    Ok(GuestImage {
+        path,
+        hash,
+        built: true,
+    })
+}

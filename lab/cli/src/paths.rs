@@ -1,0 +1,77 @@
+//! Where the lab finds its inputs (repo, cache) and puts its outputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// The repository root: $LAB_ROOT, else the nearest ancestor of the current
+/// directory holding `vm-images/guest.yaml`, else the tree `lab` was built from.
+pub fn repo_root() -> Result<PathBuf> {
+    if let Some(r) = std::env::var_os("LAB_ROOT") {
+        return Ok(PathBuf::from(r));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            if dir.join("vm-images/guest.yaml").is_file() {
+                return Ok(dir.to_path_buf());
+            }
+        }
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if built.join("vm-images/guest.yaml").is_file() {
+        return Ok(built.canonicalize()?);
+    }
+    bail!("cannot find the lab's repository (vm-images/guest.yaml); run from the repo or set LAB_ROOT")
+}
+
+/// The cache the set-up script fills: $LAB_CACHE or ~/.cache/lab.
+pub fn cache_dir() -> PathBuf {
+    if let Some(c) = std::env::var_os("LAB_CACHE") {
+        return PathBuf::from(c);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/lab")
+}
+
+/// Where runs are written: $LAB_RESULTS or `<repo>/results`.
+pub fn results_dir(root: &Path) -> PathBuf {
+    std::env::var_os("LAB_RESULTS").map_or_else(|| root.join("results"), PathBuf::from)
+}
+
+/// A private directory (mode 0700) for sockets and keys, removed on drop.
+pub struct PrivateDir {
+    path: PathBuf,
+}
+
+impl PrivateDir {
+    pub fn new(prefix: &str) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        for attempt in 0..100u32 {
+            let name = format!("{prefix}-{}-{attempt}", std::process::id());
+            let path = base.join(name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(PrivateDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!(
+            "could not create a private directory under {}",
+            base.display()
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,506 @@
+//! `lab run`: load testcases, run each in a fresh VM, judge, report.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use lab_core::limits::{self, LimitsReport, NamespaceAtomic};
+use lab_core::qemu::NvmeDisk;
+use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
+use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
+
+use crate::host::{LabHost, ScratchDisk};
+use crate::reaper;
+use crate::vm::{Vm, VmError};
+
+/// Loads testcases from files or directories (default `testcases/`).
+/// All errors are returned together so a user fixes them in one go.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Testcase)>, Vec<TestcaseError>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            v.retain(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+            v.sort();
+            files.extend(v);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut ok = Vec::new();
+    let mut errs = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        match std::fs::read_to_string(&f) {
+            Ok(text) => match testcase::parse(&name, &text) {
+                Ok(tc) => ok.push((f, tc)),
+                Err(e) => errs.push(e),
+            },
+            Err(e) => errs.push(TestcaseError {
+                file: name,
+                line: 0,
+                column: 0,
+                field: None,
+                message: format!("cannot read: {e}"),
+                hint: None,
+            }),
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (f, tc) in &ok {
+        if let Some(prev) = seen.insert(tc.name.clone(), f.clone()) {
+            errs.push(TestcaseError {
+                file: f.display().to_string(),
+                line: 1,
+                column: 1,
+                field: Some("name".into()),
+                message: format!(
+                    "duplicate testcase name {:?} (also in {})",
+                    tc.name,
+                    prev.display()
+                ),
+                hint: None,
+            });
+        }
+    }
+    if errs.is_empty() {
+        Ok(ok)
+    } else {
+        Err(errs)
+    }
+}
+
+/// Keeps the testcases whose name contains one of the filters (all when none).
+pub fn select(all: Vec<(PathBuf, Testcase)>, filters: &[String]) -> Vec<(PathBuf, Testcase)> {
+    if filters.is_empty() {
+        return all;
+    }
+    all.into_iter()
+        .filter(|(_, tc)| filters.iter().any(|f| tc.name.contains(f.as_str())))
+        .collect()
+}
+
+pub struct RunOptions {
+    pub results: PathBuf,
+    /// The command line that reproduces this run.
+    pub reproduce: String,
+}
+
+fn run_id() -> String {
+    // UTC timestamp plus pid: sortable and unique on one host.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let t = time_fmt(now);
+    format!("{t}-{}", std::process::id())
+}
+
+/// Seconds since the epoch as "YYYYmmddTHHMMSSZ" (civil-from-days, UTC).
+fn time_fmt(secs: i64) -> String {
+    let (d, s) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, m, day) = civil_from_days(d);
+    format!(
+        "{y:04}{m:02}{day:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+fn rfc3339(secs: i64) -> String {
+    let (d, s) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, m, day) = civil_from_days(d);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn spinner(msg: String) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        eprintln!("{msg}");
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb.set_message(msg);
+    pb
+}
+
+/// Runs the testcases and writes results/<run-id>/. Returns the report.
+pub fn run(
+    host: &LabHost,
+    cases: &[(PathBuf, Testcase)],
+    opts: &RunOptions,
+) -> Result<(RunReport, PathBuf)> {
+    let id = run_id();
+    let dir = opts.results.join(&id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let mut report = RunReport {
+        run_id: id.clone(),
+        started_at: rfc3339(started),
+        properties: host.properties(),
+        suites: Vec::new(),
+        reproduce: opts.reproduce.clone(),
+        interrupted: false,
+    };
+    // Point results/latest at this run now, so a run cut short is still found.
+    let latest = opts.results.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(&id, &latest);
+
+    'cases: for (_, tc) in cases {
+        for rep in 0..tc.repeat {
+            if reaper::interrupted() {
+                report.interrupted = true;
+                break 'cases;
+            }
+            let suite_name = if tc.repeat > 1 {
+                format!("{}#{}", tc.name, rep + 1)
+            } else {
+                tc.name.clone()
+            };
+            let case_dir = dir.join(&suite_name);
+            std::fs::create_dir_all(&case_dir)?;
+            let pb = spinner(format!("{suite_name}: booting ({})", host.accel.as_str()));
+            let suite = run_case(host, tc, &suite_name, &case_dir, &pb);
+            pb.finish_and_clear();
+            print_suite(&suite);
+            report.suites.push(suite);
+            write_results(&dir, &report)?;
+        }
+    }
+    if reaper::interrupted() {
+        report.interrupted = true;
+    }
+    write_results(&dir, &report)?;
+    Ok((report, dir))
+}
+
+fn write_results(dir: &Path, report: &RunReport) -> Result<()> {
+    std::fs::write(dir.join("junit.xml"), report.junit_xml())?;
+    std::fs::write(dir.join("summary.json"), report.summary_json())?;
+    Ok(())
+}
+
+fn print_suite(s: &SuiteReport) {
+    for r in &s.results {
+        let mark = match &r.outcome {
+            Outcome::Passed => "PASS".to_string(),
+            Outcome::Failed { message, .. } => format!("FAIL  {message}"),
+            Outcome::Skipped { reason } => format!("SKIP  {reason}"),
+            Outcome::Error { message, .. } => format!("ERROR {message}"),
+        };
+        let (status, rest) = mark.split_at(4.min(mark.len()));
+        println!(
+            "{status:5} {}::{}{}",
+            s.name,
+            r.check,
+            if rest.trim().is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", rest.trim())
+            }
+        );
+    }
+}
+
+fn result(case: &str, check: &str, outcome: Outcome, d: Duration) -> CaseResult {
+    CaseResult {
+        case: case.to_string(),
+        check: check.to_string(),
+        outcome,
+        duration_s: d.as_secs_f64(),
+    }
+}
+
+/// An error of the lab or the guest, as a result: a crash of the kernel is a
+/// failure of the kernel under test; anything else is the lab not able to run.
+fn vm_error_result(case: &str, stage: &str, e: &VmError, d: Duration) -> CaseResult {
+    let detail = e
+        .console_tail()
+        .map(|t| format!("console tail:\n{t}"))
+        .unwrap_or_default();
+    let outcome = match e {
+        VmError::Crashed { splat, .. } => Outcome::Failed {
+            message: format!("{} (during {stage})", splat.title),
+            detail: format!("{}\n\n{detail}", splat.excerpt),
+        },
+        VmError::Timeout { .. } => Outcome::Failed {
+            message: format!("guest hung: {e}"),
+            detail,
+        },
+        other => Outcome::Error {
+            message: format!("{other:#}"),
+            detail,
+        },
+    };
+    result(case, stage, outcome, d)
+}
+
+fn run_case(
+    host: &LabHost,
+    tc: &Testcase,
+    suite_name: &str,
+    dir: &Path,
+    pb: &indicatif::ProgressBar,
+) -> SuiteReport {
+    let mut suite = SuiteReport {
+        name: suite_name.to_string(),
+        properties: vec![
+            ("device.lba_size".into(), tc.device.lba_size.to_string()),
+            ("device.awun".into(), tc.device.awun.to_string()),
+            ("device.awupf".into(), tc.device.awupf.to_string()),
+            ("device.dn".into(), tc.device.dn.to_string()),
+            ("device.size_mib".into(), tc.device.size_mib.to_string()),
+        ],
+        results: Vec::new(),
+        console_log: Some(format!("{suite_name}/console.log")),
+    };
+    if let Some(m) = &tc.mkfs {
+        suite
+            .properties
+            .push(("mkfs.block_size".into(), m.block_size.to_string()));
+        suite
+            .properties
+            .push(("mkfs.reflink".into(), m.reflink.to_string()));
+    }
+    let start = Instant::now();
+    let disk = match ScratchDisk::new(tc.device.size_bytes()) {
+        Ok(d) => d,
+        Err(e) => {
+            suite.results.push(result(
+                suite_name,
+                "setup",
+                Outcome::Error {
+                    message: format!("{e:#}"),
+                    detail: String::new(),
+                },
+                start.elapsed(),
+            ));
+            return suite;
+        }
+    };
+    let nvme = NvmeDisk {
+        image: disk.path.to_string_lossy().into_owned(),
+        device: tc.device.clone(),
+        write_cache: None,
+    };
+    let opts = host.vm_options(
+        dir.join("console.log"),
+        Some(nvme),
+        Duration::from_secs(tc.timeouts.boot_s),
+    );
+    let mut vm = match Vm::boot(&opts) {
+        Ok(vm) => vm,
+        Err(e) => {
+            suite
+                .results
+                .push(vm_error_result(suite_name, "boot", &e, start.elapsed()));
+            return suite;
+        }
+    };
+    if let Some(b) = vm.boot_time {
+        suite
+            .properties
+            .push(("boot_to_ssh_s".into(), format!("{:.2}", b.as_secs_f64())));
+    }
+    pb.set_message(format!("{suite_name}: running {:?}", tc.workload));
+    let cmd_timeout = Duration::from_secs(tc.timeouts.command_s);
+    let body = match tc.workload {
+        Workload::Limits => limits_workload(
+            &mut vm,
+            tc,
+            suite_name,
+            dir,
+            cmd_timeout,
+            &mut suite.properties,
+        ),
+    };
+    match body {
+        Ok(results) => suite.results.extend(results),
+        Err((stage, e)) => {
+            suite
+                .results
+                .push(vm_error_result(suite_name, &stage, &e, start.elapsed()))
+        }
+    }
+    // Splats fail the case even when every check passed.
+    let splats = vm.splats();
+    let t = start.elapsed();
+    if splats.is_empty() {
+        suite
+            .results
+            .push(result(suite_name, "console", Outcome::Passed, t));
+    }
+    for s in splats {
+        suite.results.push(result(
+            suite_name,
+            "console",
+            Outcome::Failed {
+                message: s.title.clone(),
+                detail: format!("console.log line {}:\n{}", s.line, s.excerpt),
+            },
+            t,
+        ));
+    }
+    if let Err(e) = vm.shutdown() {
+        suite
+            .results
+            .push(vm_error_result(suite_name, "shutdown", &e, start.elapsed()));
+    }
+    suite
+}
+
+type StageError = (String, VmError);
+
+fn exec_ok(vm: &mut Vm, stage: &str, cmd: &str, timeout: Duration) -> Result<String, StageError> {
+    let out = vm.exec(cmd, timeout).map_err(|e| (stage.to_string(), e))?;
+    if out.status != 0 {
+        return Err((
+            stage.to_string(),
+            VmError::Other(anyhow::anyhow!(
+                "`{cmd}` exited with {}: {}",
+                out.status,
+                out.stderr.trim()
+            )),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+fn parse_report(stage: &str, json: &str) -> Result<LimitsReport, StageError> {
+    serde_json::from_str(json.trim()).map_err(|e| {
+        (
+            stage.to_string(),
+            VmError::Other(anyhow::anyhow!("lab-guest printed {json:?}: {e}")),
+        )
+    })
+}
+
+fn checks_to_results(case: &str, checks: Vec<limits::Check>, d: Duration) -> Vec<CaseResult> {
+    checks
+        .into_iter()
+        .map(|c| {
+            let outcome = if c.passed {
+                Outcome::Passed
+            } else {
+                Outcome::Failed {
+                    message: format!("{}: expected {}, got {}", c.name, c.expected, c.actual),
+                    detail: format!("rule: {}", c.rule),
+                }
+            };
+            result(case, &c.name, outcome, d)
+        })
+        .collect()
+}
+
+/// Device limits: sysfs and statx on the raw namespace, then statx on a file
+/// of a fresh XFS, each compared with what the device parameters imply.
+fn limits_workload(
+    vm: &mut Vm,
+    tc: &Testcase,
+    case: &str,
+    dir: &Path,
+    timeout: Duration,
+    props: &mut Vec<(String, String)>,
+) -> Result<Vec<CaseResult>, StageError> {
+    let t = Instant::now();
+    let dev = "/dev/nvme0n1";
+    let raw = exec_ok(
+        vm,
+        "bdev-limits",
+        &format!("lab-guest limits {dev}"),
+        timeout,
+    )?;
+    let bdev = parse_report("bdev-limits", &raw)?;
+    // QEMU before 10.2 cannot report namespace atomics (NSFEAT bit clear).
+    let ns = NamespaceAtomic::default();
+    let want = limits::expected_block_limits(&tc.device, ns);
+    if let Some(s) = &bdev.sysfs {
+        props.push((
+            "guest.atomic_write_unit_min_bytes".into(),
+            s.unit_min.to_string(),
+        ));
+        props.push((
+            "guest.atomic_write_unit_max_bytes".into(),
+            s.unit_max.to_string(),
+        ));
+        props.push(("guest.atomic_write_max_bytes".into(), s.max.to_string()));
+        props.push((
+            "guest.atomic_write_boundary_bytes".into(),
+            s.boundary.to_string(),
+        ));
+    }
+    let mut results = checks_to_results(case, limits::check_bdev(&bdev, &want), t.elapsed());
+
+    let mkfs = tc.mkfs.as_ref().expect("validated: limits has mkfs");
+    let opts = if tc.mount.options.is_empty() {
+        String::new()
+    } else {
+        format!("-o {} ", tc.mount.options)
+    };
+    let t = Instant::now();
+    exec_ok(
+        vm,
+        "mkfs",
+        &format!(
+            "mkfs.xfs -f -q -b size={} -m reflink={} {dev} && mount -t xfs {opts}{dev} /mnt && touch /mnt/f",
+            mkfs.block_size,
+            u8::from(mkfs.reflink)
+        ),
+        timeout,
+    )?;
+    let raw_file = exec_ok(vm, "xfs-limits", "lab-guest limits /mnt/f", timeout)?;
+    let file = parse_report("xfs-limits", &raw_file)?;
+    let expect = limits::expected_xfs_statx(&want, mkfs.block_size, mkfs.reflink);
+    results.extend(checks_to_results(
+        case,
+        limits::check_xfs(&file, &expect),
+        t.elapsed(),
+    ));
+    props.push((
+        "guest.xfs.statx".into(),
+        serde_json::to_string(&file.statx).unwrap_or_default(),
+    ));
+    let _ = std::fs::write(
+        dir.join("limits.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "bdev": bdev, "xfs_file": file }))
+            .unwrap_or_default(),
+    );
+    exec_ok(vm, "umount", "umount /mnt", timeout)?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_time_is_utc_civil() {
+        assert_eq!(time_fmt(0), "19700101T000000Z");
+        assert_eq!(rfc3339(1_795_804_140), "2026-11-27T18:29:00Z");
+    }
+}

@@ -1,0 +1,87 @@
+//! statx(2) with the atomic-write fields. Declared here rather than taken
+//! from libc so that fields newer than the libc crate (unit_max_opt, Linux
+//! 6.16) are read too.
+
+use std::ffi::CString;
+use std::io;
+
+use lab_core::limits::StatxAtomic;
+
+const STATX_WRITE_ATOMIC: u32 = 0x0001_0000;
+const STATX_BASIC_STATS: u32 = 0x0000_07ff;
+const STATX_ATTR_WRITE_ATOMIC: u64 = 0x0040_0000;
+const S_IFMT: u16 = 0o170000;
+const S_IFBLK: u16 = 0o060000;
+
+/// `struct statx` from include/uapi/linux/stat.h (256 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct RawStatx {
+    mask: u32,
+    blksize: u32,
+    attributes: u64,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    mode: u16,
+    _spare0: u16,
+    ino: u64,
+    size: u64,
+    blocks: u64,
+    attributes_mask: u64,
+    times: [u64; 8],
+    rdev_major: u32,
+    rdev_minor: u32,
+    dev_major: u32,
+    dev_minor: u32,
+    mnt_id: u64,
+    dio_mem_align: u32,
+    dio_offset_align: u32,
+    subvol: u64,
+    atomic_write_unit_min: u32,
+    atomic_write_unit_max: u32,
+    atomic_write_segments_max: u32,
+    dio_read_offset_align: u32,
+    atomic_write_unit_max_opt: u32,
+    _spare2: u32,
+    _spare3: [u64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<RawStatx>() == 256);
+
+pub struct StatxResult {
+    pub atomic: StatxAtomic,
+    pub blksize: u32,
+    pub is_block_device: bool,
+}
+
+pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = RawStatx::default();
+    // SAFETY: buf is a properly sized, writable struct statx.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0,
+            STATX_BASIC_STATS | STATX_WRITE_ATOMIC,
+            &mut buf as *mut RawStatx,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(StatxResult {
+        atomic: StatxAtomic {
+            mask_write_atomic: buf.mask & STATX_WRITE_ATOMIC != 0,
+            attr_write_atomic: buf.attributes & STATX_ATTR_WRITE_ATOMIC != 0,
+            unit_min: buf.atomic_write_unit_min,
+            unit_max: buf.atomic_write_unit_max,
+            unit_max_opt: buf.atomic_write_unit_max_opt,
+            segments_max: buf.atomic_write_segments_max,
+        },
+        blksize: buf.blksize,
+        is_block_device: buf.mode & S_IFMT == S_IFBLK,
+    })
+}

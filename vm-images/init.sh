@@ -1,0 +1,43 @@
+#!/bin/busybox sh
+# PID 1 of the lab's guest. Reads lab.* parameters from the kernel command
+# line: lab.authkey (base64 ed25519 public key blob for root), lab.hostkey
+# (base64 dropbear host key). Prints LAB-READY on the console when sshd is up.
+/bin/busybox --install -s /bin
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+mount -t proc proc /proc
+echo "LAB-T init $(cut -d' ' -f1 /proc/uptime)"
+# Boot benchmark baseline: kernel up, init reached, power off at once.
+grep -q 'lab.mode=poweroff' /proc/cmdline && poweroff -f
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /tmp /run /mnt
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+hostname lab-guest
+
+for m in $(cat /etc/lab-modules); do
+  insmod "/lib/modules/$m.ko" || echo "LAB-ERROR: insmod $m failed"
+done
+
+param() { sed -n "s/.*\blab\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+
+mkdir -p /root/.ssh /etc/dropbear
+chmod 700 /root/.ssh
+key=$(param authkey)
+[ -n "$key" ] && echo "ssh-ed25519 $key lab" > /root/.ssh/authorized_keys
+hostkey=$(param hostkey)
+if [ -n "$hostkey" ]; then
+  echo "$hostkey" | base64 -d > /etc/dropbear/dropbear_ed25519_host_key
+  dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
+else
+  dropbear -s -R -p 22 -P /run/dropbear.pid
+fi
+echo "LAB-T sshd $(cut -d' ' -f1 /proc/uptime)"
+echo "LAB-READY"
+# Keep a shell on the console for debugging; the lab itself uses SSH.
+while true; do setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'; done
