@@ -15,9 +15,13 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 hostname lab-guest
 
-for m in $(cat /etc/lab-modules); do
-  insmod "/lib/modules/$m.ko" || echo "LAB-ERROR: insmod $m failed"
-done
+load_modules() {
+  for m in $(cat "$1"); do
+    insmod "/lib/modules/$m.ko" || echo "LAB-ERROR: insmod $m failed" | tee -a /run/lab-init.log
+  done
+}
+load_modules /etc/lab-modules-early
+echo "LAB-T modules-early $(cut -d' ' -f1 /proc/uptime)"
 
 param() { sed -n "s/.*\blab\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 
@@ -26,6 +30,7 @@ ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 
+echo "LAB-T network $(cut -d' ' -f1 /proc/uptime)"
 mkdir -p /root/.ssh /etc/dropbear
 chmod 700 /root/.ssh
 key=$(param authkey)
@@ -39,5 +44,8 @@ else
 fi
 echo "LAB-T sshd $(cut -d' ' -f1 /proc/uptime)"
 echo "LAB-READY"
+(load_modules /etc/lab-modules-late
+ echo "LAB-T modules-done $(cut -d' ' -f1 /proc/uptime)"
+ touch /run/lab-modules-done) &
 # Keep a shell on the console for debugging; the lab itself uses SSH.
 while true; do setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'; done

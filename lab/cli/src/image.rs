@@ -17,6 +17,8 @@ use crate::kernel::Kernel;
 #[serde(deny_unknown_fields)]
 struct Recipe {
     binaries: Vec<String>,
+    #[serde(default)]
+    early_modules: Vec<String>,
     modules: Vec<String>,
     init: String,
 }
@@ -124,7 +126,7 @@ fn decompress_module(path: &Path) -> Result<Vec<u8>> {
 /// Everything that goes into the image: destination path -> (mode, bytes).
 type Contents = BTreeMap<String, (u32, Vec<u8>)>;
 
-fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<(Contents, Vec<String>)> {
+fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<Contents> {
     let recipe_path = root.join("vm-images/guest.yaml");
     let text = std::fs::read_to_string(&recipe_path)
         .with_context(|| format!("reading {}", recipe_path.display()))?;
@@ -158,28 +160,46 @@ fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<(Contents, Vec<
     files.insert("usr/bin/lab-guest".into(), (0o755, std::fs::read(agent)?));
 
     // Modules, dependencies first, decompressed (busybox insmod cannot
-    // decompress); their load order goes to /etc/lab-modules.
-    let mut order_names = Vec::new();
+    // decompress); load orders go to /etc/lab-modules-{early,late}.
+    let mut early = Vec::new();
+    let mut late = Vec::new();
     if let Some(mdir) = &kernel.modules {
         let dep = std::fs::read_to_string(mdir.join("modules.dep"))
             .with_context(|| format!("{}/modules.dep (run depmod)", mdir.display()))?;
         let builtin = std::fs::read_to_string(mdir.join("modules.builtin"))
             .map(|t| kmod::parse_builtin(&t))
             .unwrap_or_default();
-        let wanted: Vec<&str> = recipe.modules.iter().map(String::as_str).collect();
-        for m in ModulesDep::parse(&dep).load_order(&wanted, &builtin)? {
+        let dep = ModulesDep::parse(&dep);
+        let early_wanted: Vec<&str> = recipe.early_modules.iter().map(String::as_str).collect();
+        let all_wanted: Vec<&str> = recipe
+            .early_modules
+            .iter()
+            .chain(&recipe.modules)
+            .map(String::as_str)
+            .collect();
+        let early_paths = dep.load_order(&early_wanted, &builtin)?;
+        for m in dep.load_order(&all_wanted, &builtin)? {
             let name = kmod::module_name(&m);
             files.insert(
                 format!("lib/modules/{name}.ko"),
                 (0o644, decompress_module(&mdir.join(&m))?),
             );
-            order_names.push(name);
+            if early_paths.contains(&m) {
+                early.push(name);
+            } else {
+                late.push(name);
+            }
         }
     }
-    files.insert(
-        "etc/lab-modules".into(),
-        (0o644, format!("{}\n", order_names.join("\n")).into_bytes()),
-    );
+    for (file, list) in [
+        ("etc/lab-modules-early", &early),
+        ("etc/lab-modules-late", &late),
+    ] {
+        files.insert(
+            file.into(),
+            (0o644, format!("{}\n", list.join("\n")).into_bytes()),
+        );
+    }
     files.insert(
         "etc/passwd".into(),
         (0o644, b"root:x:0:0:root:/root:/bin/sh\n".to_vec()),
@@ -190,7 +210,7 @@ fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<(Contents, Vec<
         "etc/lab-image".into(),
         (0o644, format!("kernel={}\n", kernel.release).into_bytes()),
     );
-    Ok((files, order_names))
+    Ok(files)
 }
 
 fn image_hash(files: &Contents) -> String {
@@ -240,7 +260,7 @@ fn write_cpio(files: &Contents, out: &Path) -> Result<()> {
 /// The image for `kernel`, from the cache or freshly built.
 pub fn ensure_image(root: &Path, cache: &Path, kernel: &Kernel) -> Result<GuestImage> {
     let agent = ensure_agent(root)?;
-    let (files, _) = collect(root, kernel, &agent)?;
+    let files = collect(root, kernel, &agent)?;
     let hash = image_hash(&files);
     let dir = cache.join("images");
     std::fs::create_dir_all(&dir)?;

@@ -3,18 +3,6 @@
 //! Exit codes (stable, scripts rely on them): 0 passed, 1 a test failed,
 //! 2 bad input, 3 the lab could not run, 130 interrupted (partial results kept).
 
-mod bench;
-mod doctor;
-mod host;
-mod image;
-mod kernel;
-mod paths;
-mod qmp;
-mod reaper;
-mod run;
-mod ssh;
-mod vm;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,12 +11,9 @@ use clap::{Parser, Subcommand};
 use lab_core::device::DeviceParams;
 use lab_core::qemu::NvmeDisk;
 
-use host::{AccelChoice, LabHost, ScratchDisk};
-
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_BAD_INPUT: u8 = 2;
-pub const EXIT_LAB: u8 = 3;
-pub const EXIT_INTERRUPTED: u8 = 130;
+use lab_cli::host::{AccelChoice, LabHost, ScratchDisk};
+use lab_cli::{bench, doctor, paths, reaper, run, vm};
+use lab_cli::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB};
 
 #[derive(Parser)]
 #[command(
@@ -267,7 +252,11 @@ fn boot(
             if let Some(t) = e.console_tail() {
                 eprintln!("--- console tail ---\n{t}");
             }
-            EXIT_LAB
+            // A crashed or hung guest is the kernel's failure, not the lab's.
+            match e {
+                vm::VmError::Crashed { .. } | vm::VmError::Timeout { .. } => EXIT_FAILED,
+                _ => EXIT_LAB,
+            }
         }
     };
     if let Err(e) = vm.shutdown() {

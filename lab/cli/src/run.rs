@@ -73,13 +73,27 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Testcase)>, Vec<TestcaseE
     }
 }
 
-/// Keeps the testcases whose name contains one of the filters (all when none).
+/// Keeps the testcases a filter selects (all when there is none): a filter
+/// that is exactly a testcase name selects that one; otherwise it selects
+/// every name that contains it.
 pub fn select(all: Vec<(PathBuf, Testcase)>, filters: &[String]) -> Vec<(PathBuf, Testcase)> {
     if filters.is_empty() {
         return all;
     }
+    let exact: Vec<bool> = filters
+        .iter()
+        .map(|f| all.iter().any(|(_, tc)| &tc.name == f))
+        .collect();
     all.into_iter()
-        .filter(|(_, tc)| filters.iter().any(|f| tc.name.contains(f.as_str())))
+        .filter(|(_, tc)| {
+            filters.iter().zip(&exact).any(|(f, ex)| {
+                if *ex {
+                    &tc.name == f
+                } else {
+                    tc.name.contains(f.as_str())
+                }
+            })
+        })
         .collect()
 }
 
@@ -329,6 +343,12 @@ fn run_case(
     }
     pb.set_message(format!("{suite_name}: running {:?}", tc.workload));
     let cmd_timeout = Duration::from_secs(tc.timeouts.command_s);
+    if let Err(e) = vm.wait_modules(cmd_timeout) {
+        suite
+            .results
+            .push(vm_error_result(suite_name, "modules", &e, start.elapsed()));
+        return suite;
+    }
     let body = match tc.workload {
         Workload::Limits => limits_workload(
             &mut vm,
@@ -497,6 +517,27 @@ fn limits_workload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tc(name: &str) -> (PathBuf, Testcase) {
+        let text = format!("name: {name}\nmkfs: {{ block_size: 4096 }}\nworkload: limits\n");
+        (PathBuf::from(name), testcase::parse("t", &text).unwrap())
+    }
+
+    #[test]
+    fn exact_name_beats_substring() {
+        let all = vec![tc("limits-4k"), tc("limits-4k-reflink"), tc("limits-512")];
+        let names =
+            |v: Vec<(PathBuf, Testcase)>| v.into_iter().map(|(_, t)| t.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(all.clone(), &["limits-4k".into()])),
+            ["limits-4k"]
+        );
+        assert_eq!(
+            names(select(all.clone(), &["4k".into()])),
+            ["limits-4k", "limits-4k-reflink"]
+        );
+        assert_eq!(names(select(all, &[])).len(), 3);
+    }
 
     #[test]
     fn run_id_time_is_utc_civil() {

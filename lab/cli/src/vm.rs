@@ -336,6 +336,22 @@ impl Vm {
         }
     }
 
+    /// Waits until the guest's init has loaded its late modules (xfs); SSH
+    /// is up before that so the module load overlaps with the lab's set-up.
+    pub fn wait_modules(&mut self, timeout: Duration) -> Result<(), VmError> {
+        let out = self.exec(
+            "while [ ! -e /run/lab-modules-done ]; do sleep 0.05; done; grep -h LAB-ERROR /run/lab-init.log 2>/dev/null; true",
+            timeout,
+        )?;
+        if !out.stdout.trim().is_empty() {
+            return Err(VmError::Other(anyhow::anyhow!(
+                "guest init could not load modules: {}",
+                out.stdout.trim()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn shell(&mut self) -> Result<i32, VmError> {
         Ok(self.ssh()?.shell()?)
     }
@@ -350,6 +366,11 @@ impl Vm {
     /// Ends the VM cleanly with QMP `quit`; kills it if that does not work.
     pub fn shutdown(mut self) -> Result<(), VmError> {
         self.ssh = None;
+        if self.wait_exit(Duration::ZERO) {
+            // Already gone (a panic with -no-reboot ends QEMU by itself).
+            self.kill();
+            return Ok(());
+        }
         let quit = self.qmp().and_then(|mut q| q.quit().map_err(VmError::from));
         let waited = self.wait_exit(Duration::from_secs(10));
         if let Err(e) = quit {
