@@ -152,8 +152,8 @@ fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<Contents> {
         files.insert(b.trim_start_matches('/').into(), (0o755, data));
         for lib in shared_libs(p)? {
             let key = lib.to_string_lossy().trim_start_matches('/').to_string();
-            if !files.contains_key(&key) {
-                files.insert(key, (0o755, std::fs::read(&lib)?));
+            if let std::collections::btree_map::Entry::Vacant(e) = files.entry(key) {
+                e.insert((0o755, std::fs::read(&lib)?));
             }
         }
     }

@@ -24,6 +24,9 @@ pub struct CmdOutput {
 pub enum ExecError {
     #[error("command timed out after {0:?}")]
     Timeout(Duration, CmdOutputPartial),
+    /// The caller's liveness check said to stop (the VM died).
+    #[error("aborted: the VM stopped while the command ran")]
+    Aborted,
     #[error("ssh: {0}")]
     Ssh(#[from] ssh2::Error),
     #[error("ssh i/o: {0}")]
@@ -76,7 +79,20 @@ impl Ssh {
     /// Runs `cmd` with a deadline; on timeout the partial output is returned
     /// in the error (the caller kills the VM: a hung guest cannot be trusted).
     pub fn exec(&self, cmd: &str, timeout: Duration) -> Result<CmdOutput, ExecError> {
+        self.exec_watched(cmd, timeout, &mut || false)
+    }
+
+    /// Like `exec`, calling `dead()` about every 200 ms: when it returns
+    /// true (QEMU exited, the guest panicked) the command is abandoned at
+    /// once instead of waiting out its timeout.
+    pub fn exec_watched(
+        &self,
+        cmd: &str,
+        timeout: Duration,
+        dead: &mut dyn FnMut() -> bool,
+    ) -> Result<CmdOutput, ExecError> {
         let start = Instant::now();
+        let mut last_check = Instant::now();
         self.session.set_blocking(true);
         let mut ch = self.session.channel_session()?;
         ch.exec(cmd)?;
@@ -94,6 +110,7 @@ impl Ssh {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
+                    drop(ch);
                     self.session.set_blocking(true);
                     return Err(e.into());
                 }
@@ -106,6 +123,7 @@ impl Ssh {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
+                    drop(ch);
                     self.session.set_blocking(true);
                     return Err(e.into());
                 }
@@ -113,7 +131,19 @@ impl Ssh {
             if ch.eof() && !progressed {
                 break;
             }
+            if last_check.elapsed() > Duration::from_millis(200) {
+                last_check = Instant::now();
+                if dead() {
+                    drop(ch);
+                    self.session.set_blocking(true);
+                    return Err(ExecError::Aborted);
+                }
+            }
             if start.elapsed() > timeout {
+                // Free the channel while non-blocking: a blocking free waits
+                // for the remote command to close it, which a hung command
+                // never does.
+                drop(ch);
                 self.session.set_blocking(true);
                 return Err(ExecError::Timeout(
                     timeout,

@@ -143,6 +143,13 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A cheap look for a panic in the console (the full scan runs after).
+fn console_has_panic(console: &Path) -> bool {
+    std::fs::read(console)
+        .map(|b| b.windows(14).any(|w| w == b"Kernel panic -"))
+        .unwrap_or(false)
+}
+
 /// The last `n` lines of a file (the console, usually).
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
@@ -313,7 +320,17 @@ impl Vm {
 
     /// Runs a shell command in the guest with a deadline.
     pub fn exec(&mut self, cmd: &str, timeout: Duration) -> Result<CmdOutput, VmError> {
-        let r = self.ssh()?.exec(cmd, timeout);
+        let ssh = self
+            .ssh
+            .as_ref()
+            .ok_or_else(|| VmError::Other(anyhow::anyhow!("VM is not ready for SSH")))?;
+        let child = &mut self.child;
+        let console = Path::new(&self.spec.console_log);
+        let mut dead = || {
+            let exited = child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || console_has_panic(console)
+        };
+        let r = ssh.exec_watched(cmd, timeout, &mut dead);
         match r {
             Ok(o) => Ok(o),
             Err(ExecError::Timeout(t, partial)) => {

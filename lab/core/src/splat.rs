@@ -249,6 +249,19 @@ fn report_end(lines: &[&str], start: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// A real console from the lab's guest after `echo c > /proc/sysrq-trigger`
+    /// (Debian 7.2.13 cloud kernel under QEMU 10 TCG).
+    #[test]
+    fn real_sysrq_panic_console() {
+        let log = include_str!("../tests/fixtures/console-sysrq-panic.log");
+        let s = scan(log);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].kind, SplatKind::Panic);
+        assert_eq!(s[0].title, "kernel panic: sysrq triggered crash");
+        assert_eq!(s[0].line, 10);
+        assert!(s[0].excerpt.contains("sysrq_handle_crash"));
+    }
+
     #[test]
     fn clean_boot_has_no_splat() {
         let log = "[    0.000000] Linux version 7.2.13\n[    1.2] XFS (nvme0n1): Mounting V5 Filesystem\n[    1.3] XFS (nvme0n1): Ending clean mount\n";

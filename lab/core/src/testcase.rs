@@ -200,6 +200,12 @@ fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseErr
     };
     let (field, hint) = unknown_field_hint(&message);
     let field = field.or_else(|| field_path_at(text, line));
+    // serde_yaml prefixes the parent path ("device: unknown field ..."); the
+    // field path already says where, so drop the repetition.
+    let message = match (&field, message.split_once(": ")) {
+        (Some(f), Some((prefix, rest))) if f.starts_with(&format!("{prefix}.")) => rest.to_string(),
+        _ => message,
+    };
     TestcaseError {
         file: file.to_string(),
         line,
@@ -234,18 +240,29 @@ fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
     (None, hint)
 }
 
+/// Optimal string alignment distance: edits, with a swap of two neighbours
+/// counting as one (the commonest typo: `awpuf` for `awupf`).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn indent_and_key(line: &str) -> Option<(usize, &str)> {
@@ -360,6 +377,15 @@ workload: limits
         let shown = e.to_string();
         assert!(shown.starts_with("testcases/t.yaml:4:3: "), "{shown}");
         assert_eq!(e.field.as_deref(), Some("device.lba_sise"));
+    }
+
+    #[test]
+    fn swapped_letters_suggest_the_right_field() {
+        let text = GOOD.replace("  lba_size: 4096\n", "  lba_size: 4096\n  awpuf: 1\n");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.hint.as_deref(), Some("did you mean `awupf`?"));
+        assert_eq!(e.field.as_deref(), Some("device.awpuf"));
+        assert!(e.message.starts_with("unknown field `awpuf`"), "{}", e.message);
     }
 
     #[test]

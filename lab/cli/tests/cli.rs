@@ -1,0 +1,180 @@
+//! The `lab` binary as users and CI run it: exit codes, results layout,
+//! input errors, Ctrl-C. Real QEMU and kernels, as in tests/vm.rs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn lab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
+    c.env("LAB_ROOT", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+fn qemu_children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: u32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+            (stat.contains("(qemu-system-x86") && ppid == pid)
+                .then(|| e.file_name().to_string_lossy().parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
+    let results = tempfile::tempdir().unwrap();
+    let out = lab()
+        .args(["run", "limits-4k", "limits-512", "--results"])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("PASS  limits-4k::bdev.sysfs.unit_max"), "{stdout}");
+    assert!(stdout.contains("PASS  limits-512::xfs.statx.attr"), "{stdout}");
+
+    let latest = results.path().join("latest");
+    let run = std::fs::canonicalize(&latest).expect("results/latest points at the run");
+    let junit = read(&run.join("junit.xml"));
+    for needle in [
+        "<testsuite id=\"0\" name=\"limits-4k\"",
+        "<testsuite id=\"1\" name=\"limits-512\"",
+        "<property name=\"kernel.release\"",
+        "<property name=\"qemu.version\"",
+        "<property name=\"accel\"",
+        "<property name=\"device.lba_size\" value=\"512\"/>",
+        "<property name=\"guest.atomic_write_unit_max_bytes\" value=\"512\"/>",
+        "<testcase name=\"bdev.statx.unit_min\"",
+    ] {
+        assert!(junit.contains(needle), "junit.xml lacks {needle}:\n{junit}");
+    }
+    assert!(!junit.contains("<failure"), "{junit}");
+    let summary: serde_json::Value = serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    assert_eq!(summary["counts"]["failed"], 0);
+    assert_eq!(summary["counts"]["errors"], 0);
+    assert!(summary["counts"]["passed"].as_u64().unwrap() >= 20);
+    assert!(summary["reproduce"].as_str().unwrap().contains("lab run"));
+    let console = read(&run.join("limits-512/console.log"));
+    assert!(console.contains("LAB-READY"));
+    let limits: serde_json::Value = serde_json::from_str(&read(&run.join("limits-512/limits.json"))).unwrap();
+    assert_eq!(limits["bdev"]["sysfs"]["unit_max"], 512);
+}
+
+#[test]
+fn invalid_testcase_exits_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "name: bad\ndevice:\n  lba_size: 4096\n  awpuf: 1\nmkfs: { block_size: 4096 }\nworkload: limits\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("small.yaml"),
+        "name: small\ndevice:\n  lba_size: 4096\nmkfs:\n  block_size: 1024\nworkload: limits\n",
+    )
+    .unwrap();
+    let out = lab().args(["run", "--testcases"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let bad = dir.path().join("bad.yaml");
+    assert!(
+        stderr.contains(&format!("{}:4:3: device.awpuf: unknown field `awpuf`", bad.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: did you mean `awupf`?"), "{stderr}");
+    assert!(
+        stderr.contains("small.yaml:5:3: mkfs.block_size: block size 1024 is below the device's LBA size 4096"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 testcase file(s) are invalid; nothing was run"), "{stderr}");
+}
+
+#[test]
+fn list_shows_the_testcase_library() {
+    let out = lab().args(["run", "--list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for name in ["limits-4k ", "limits-512 ", "limits-4k-reflink "] {
+        assert!(s.contains(name), "{s}");
+    }
+}
+
+#[test]
+fn boot_runs_a_command_and_exits_with_its_status() {
+    let out = lab().args(["boot", "--lba-size", "512", "--", "cat /sys/block/nvme0n1/queue/logical_block_size; exit 5"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "512");
+    assert!(stderr.contains("guest ready in"), "{stderr}");
+}
+
+#[test]
+fn boot_rejects_bad_device_parameters_with_exit_2() {
+    let out = lab().args(["boot", "--lba-size", "3000", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lba-size: 3000 is not a supported LBA size"));
+}
+
+#[test]
+fn doctor_passes_on_a_set_up_host() {
+    let out = lab().arg("doctor").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok       nvme atomic properties"), "{stdout}");
+    assert!(stdout.contains("ok       boot to SSH"), "{stdout}");
+    assert!(stdout.contains("accelerator"), "{stdout}");
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_qemu_and_keeps_partial_results() {
+    let results = tempfile::tempdir().unwrap();
+    let child = lab()
+        .args(["run", "limits-4k", "--results"])
+        .arg(results.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let console: PathBuf = results.path().join("latest/limits-4k/console.log");
+    // Interrupt while the guest is booting: QEMU is up, results not yet written.
+    wait_for("the guest to start booting", Duration::from_secs(120), || {
+        std::fs::read_to_string(&console).is_ok_and(|c| c.contains("LAB-T init"))
+    });
+    let qemus = qemu_children_of(pid);
+    assert_eq!(qemus.len(), 1, "expected one QEMU child of lab");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    for q in qemus {
+        assert!(!Path::new(&format!("/proc/{q}")).exists(), "QEMU {q} outlived Ctrl-C");
+    }
+    let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(run.join("junit.xml").is_file());
+    assert!(console.is_file(), "the console log of the interrupted case is kept");
+}

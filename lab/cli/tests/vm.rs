@@ -1,0 +1,162 @@
+//! Integration tests on real parts: QEMU (TCG here), the Debian kernel the
+//! set-up downloaded, the guest image, QMP and SSH. They need
+//! `scripts/setup.sh` to have run; if it has not, they fail and say so.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use lab_cli::host::{AccelChoice, LabHost, ScratchDisk};
+use lab_cli::vm::{Vm, VmError};
+use lab_core::device::DeviceParams;
+use lab_core::qemu::NvmeDisk;
+use lab_core::splat::SplatKind;
+
+fn host() -> LabHost {
+    LabHost::resolve(None, None, AccelChoice::Auto)
+        .unwrap_or_else(|e| panic!("the lab host is not set up ({e:#}); run scripts/setup.sh"))
+}
+
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+struct Booted {
+    vm: Vm,
+    _disk: ScratchDisk,
+    _console: tempfile::TempDir,
+}
+
+fn boot_with(host: &LabHost, boot_timeout: Duration) -> Result<Booted, VmError> {
+    let disk = ScratchDisk::new(DeviceParams::default().size_bytes()).unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let nvme = NvmeDisk {
+        image: disk.path.to_string_lossy().into_owned(),
+        device: DeviceParams::default(),
+        write_cache: None,
+    };
+    let opts = host.vm_options(console.path().join("console.log"), Some(nvme), boot_timeout);
+    let vm = Vm::boot(&opts)?;
+    Ok(Booted {
+        vm,
+        _disk: disk,
+        _console: console,
+    })
+}
+
+fn boot(host: &LabHost) -> Booted {
+    boot_with(host, Duration::from_secs(180)).unwrap_or_else(|e| {
+        panic!("boot failed: {e}\n{}", e.console_tail().unwrap_or(""))
+    })
+}
+
+#[test]
+fn ssh_command_runs_and_returns_its_exit_status() {
+    let host = host();
+    let mut b = boot(&host);
+    let pid = b.vm.pid().unwrap();
+    let out = b.vm.exec("echo hello; echo oops >&2; exit 7", Duration::from_secs(30)).unwrap();
+    assert_eq!(out.status, 7);
+    assert_eq!(out.stdout, "hello\n");
+    assert_eq!(out.stderr, "oops\n");
+    // The guest really is on an NVMe namespace of 4096-byte LBAs.
+    let out = b
+        .vm
+        .exec("cat /sys/block/nvme0n1/queue/logical_block_size", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(out.stdout.trim(), "4096");
+    b.vm.shutdown().unwrap();
+    assert!(gone(pid), "QEMU {pid} still running after shutdown");
+}
+
+#[test]
+fn qmp_query_status_then_quit_ends_qemu() {
+    let host = host();
+    let mut b = boot(&host);
+    let pid = b.vm.pid().unwrap();
+    let mut qmp = b.vm.qmp().unwrap();
+    assert_eq!(qmp.status().unwrap(), "running");
+    assert!(qmp.version().unwrap().starts_with(&format!("{}.", host.qemu.major)));
+    qmp.quit().unwrap();
+    assert!(b.vm.wait_exit(Duration::from_secs(10)), "QEMU did not exit after QMP quit");
+    drop(b);
+    assert!(gone(pid));
+}
+
+#[test]
+fn private_dir_is_0700_and_holds_socket_and_keys() {
+    let host = host();
+    let b = boot(&host);
+    let dir = b.vm.private_dir().to_path_buf();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    assert!(b.vm.qmp_socket().starts_with(&dir));
+    assert!(dir.join("id_ed25519").is_file());
+    drop(b);
+    assert!(!dir.exists(), "private dir left behind: {}", dir.display());
+}
+
+#[test]
+fn guest_panic_is_detected_titled_and_qemu_is_gone() {
+    let host = host();
+    let mut b = boot(&host);
+    let pid = b.vm.pid().unwrap();
+    let err = b
+        .vm
+        .exec("echo c > /proc/sysrq-trigger; sleep 60", Duration::from_secs(60))
+        .unwrap_err();
+    match &err {
+        VmError::Crashed { splat, console_tail, .. } => {
+            assert_eq!(splat.kind, SplatKind::Panic);
+            assert_eq!(splat.title, "kernel panic: sysrq triggered crash");
+            assert!(console_tail.contains("sysrq"), "{console_tail}");
+        }
+        other => panic!("expected a crash, got {other}"),
+    }
+    drop(b);
+    assert!(gone(pid));
+}
+
+#[test]
+fn hung_command_hits_its_timeout() {
+    let host = host();
+    let mut b = boot(&host);
+    let pid = b.vm.pid().unwrap();
+    let t = std::time::Instant::now();
+    let err = b.vm.exec("echo started; sleep 600", Duration::from_secs(3)).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(30), "timeout not enforced: {:?}", t.elapsed());
+    match &err {
+        VmError::Timeout { stage, secs, .. } => {
+            assert_eq!(*secs, 3);
+            assert!(stage.contains("sleep 600"), "{stage}");
+            assert!(stage.contains("started"), "partial output kept: {stage}");
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    drop(b);
+    assert!(gone(pid));
+}
+
+#[test]
+fn boot_timeout_reports_console_and_kills_qemu() {
+    let host = host();
+    let err = match boot_with(&host, Duration::from_millis(500)) {
+        Ok(_) => panic!("a 0.5 s boot timeout cannot be met"),
+        Err(e) => e,
+    };
+    match &err {
+        VmError::Timeout { stage, .. } => assert!(stage.starts_with("boot"), "{stage}"),
+        other => panic!("expected a boot timeout, got {other}"),
+    }
+    // Vm::boot dropped the VM on the error path: no QEMU of ours may remain.
+    let ours = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
+            stat.contains("(qemu-system-x86") && ppid == Some(&std::process::id().to_string())
+        })
+        .count();
+    assert_eq!(ours, 0, "QEMU left running after a boot timeout");
+}
