@@ -142,6 +142,14 @@ log "cargo build --release"
 case "$mode" in
   setup) log "done. Try: target/release/lab doctor" ;;
   run)   exec "$here/target/release/lab" run ;;
-  test)  cd "$here" && exec cargo test --release --workspace -- --test-threads=1 ;;
+  test)
+    cd "$here"
+    log "cargo fmt --check, clippy -D warnings"
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -q -- -D warnings
+    # Integration tests boot real VMs; one at a time keeps TCG boots fast on
+    # two cores and the timings in their logs meaningful.
+    log "cargo test (unit, property and real-VM integration tests)"
+    exec cargo test --release --workspace -- --test-threads=1 ;;
   *) die "unknown mode '$mode' (setup|run|test)" ;;
 esac

@@ -219,25 +219,35 @@ fn write_results(dir: &Path, report: &RunReport) -> Result<()> {
     Ok(())
 }
 
+/// One line per testcase; the checks that did not pass are listed under it.
 fn print_suite(s: &SuiteReport) {
+    let worst = s
+        .results
+        .iter()
+        .map(|r| match r.outcome {
+            Outcome::Error { .. } => 3,
+            Outcome::Failed { .. } => 2,
+            Outcome::Skipped { .. } => 1,
+            Outcome::Passed => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let label = ["PASS", "SKIP", "FAIL", "ERROR"][worst];
+    let passed = s.results.iter().filter(|r| r.outcome == Outcome::Passed).count();
+    let boot = s
+        .properties
+        .iter()
+        .find(|(k, _)| k == "boot_to_ssh_s")
+        .map(|(_, v)| format!(", boot {v} s"))
+        .unwrap_or_default();
+    println!("{label:<5} {} ({passed}/{} checks passed{boot})", s.name, s.results.len());
     for r in &s.results {
-        let mark = match &r.outcome {
-            Outcome::Passed => "PASS".to_string(),
-            Outcome::Failed { message, .. } => format!("FAIL  {message}"),
-            Outcome::Skipped { reason } => format!("SKIP  {reason}"),
-            Outcome::Error { message, .. } => format!("ERROR {message}"),
-        };
-        let (status, rest) = mark.split_at(4.min(mark.len()));
-        println!(
-            "{status:5} {}::{}{}",
-            s.name,
-            r.check,
-            if rest.trim().is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", rest.trim())
-            }
-        );
+        match &r.outcome {
+            Outcome::Passed => {}
+            Outcome::Failed { message, .. } => println!("      FAIL  {}: {message}", r.check),
+            Outcome::Skipped { reason } => println!("      SKIP  {}: {reason}", r.check),
+            Outcome::Error { message, .. } => println!("      ERROR {}: {message}", r.check),
+        }
     }
 }
 

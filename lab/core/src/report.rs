@@ -52,6 +52,7 @@ pub struct RunReport {
     pub run_id: String,
     pub started_at: String,
     /// Properties of the environment: kernel, QEMU, accel, device params...
+    #[serde(with = "pairs_as_map")]
     pub properties: Vec<(String, String)>,
     pub suites: Vec<SuiteReport>,
     /// A command that reproduces this run.
@@ -65,6 +66,7 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SuiteReport {
     pub name: String,
+    #[serde(with = "pairs_as_map")]
     pub properties: Vec<(String, String)>,
     pub results: Vec<CaseResult>,
     /// Relative path of this suite's console log inside the run directory.
@@ -177,6 +179,20 @@ impl RunReport {
             })
             .collect();
         add_skip_messages(&add_properties(&xml, &props), &skip_reasons)
+    }
+}
+
+/// Ordered (name, value) pairs written as a JSON object, in their order.
+mod pairs_as_map {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(v.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        let m = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+        Ok(m.into_iter().collect())
     }
 }
 
@@ -336,5 +352,7 @@ mod tests {
         assert_eq!(v["counts"]["skipped"], 1);
         assert_eq!(v["exit_code"], 1);
         assert_eq!(v["reproduce"], "lab run limits-4k");
+        assert_eq!(v["properties"]["kernel"], "7.2.13");
+        assert_eq!(v["suites"][0]["properties"]["device.lba_size"], "4096");
     }
 }
