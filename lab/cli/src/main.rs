@@ -75,7 +75,7 @@ enum Cmd {
         /// Seconds the command may run.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
-        /// Where to write the serial console (default: a file in the VM's private dir, printed).
+        /// Where to write the serial console (default: results/boot/console.log).
         #[arg(long)]
         console: Option<PathBuf>,
         /// Command to run in the guest (after `--`).
@@ -193,11 +193,10 @@ fn boot(
         Ok(d) => d,
         Err(e) => return lab_error(e),
     };
-    let console_dir = match paths::PrivateDir::new("lab-console") {
-        Ok(d) => d,
-        Err(e) => return lab_error(e),
-    };
-    let console = console.unwrap_or_else(|| console_dir.path().join("console.log"));
+    // The console outlives the VM (it is what you read when a boot goes
+    // wrong): by default results/boot/console.log, overwritten by each boot.
+    let console =
+        console.unwrap_or_else(|| paths::results_dir(&host.root).join("boot/console.log"));
     let nvme = NvmeDisk {
         image: disk.path.to_string_lossy().into_owned(),
         device,

@@ -233,14 +233,22 @@ fn print_suite(s: &SuiteReport) {
         .max()
         .unwrap_or(0);
     let label = ["PASS", "SKIP", "FAIL", "ERROR"][worst];
-    let passed = s.results.iter().filter(|r| r.outcome == Outcome::Passed).count();
+    let passed = s
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
     let boot = s
         .properties
         .iter()
         .find(|(k, _)| k == "boot_to_ssh_s")
         .map(|(_, v)| format!(", boot {v} s"))
         .unwrap_or_default();
-    println!("{label:<5} {} ({passed}/{} checks passed{boot})", s.name, s.results.len());
+    println!(
+        "{label:<5} {} ({passed}/{} checks passed{boot})",
+        s.name,
+        s.results.len()
+    );
     for r in &s.results {
         match &r.outcome {
             Outcome::Passed => {}

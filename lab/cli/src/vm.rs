@@ -327,7 +327,9 @@ impl Vm {
         let child = &mut self.child;
         let console = Path::new(&self.spec.console_log);
         let mut dead = || {
-            let exited = child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            let exited = child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
             exited || console_has_panic(console)
         };
         let r = ssh.exec_watched(cmd, timeout, &mut dead);

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 fn lab() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
-    c.env("LAB_ROOT", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c.env(
+        "LAB_ROOT",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    );
     c
 }
 
@@ -17,7 +20,13 @@ fn qemu_children_of(pid: u32) -> Vec<u32> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid: u32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+            let ppid: u32 = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             (stat.contains("(qemu-system-x86") && ppid == pid)
                 .then(|| e.file_name().to_string_lossy().parse().ok())
                 .flatten()
@@ -39,10 +48,23 @@ fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("PASS  limits-4k (15/15 checks passed, boot "), "{stdout}");
-    assert!(stdout.contains("PASS  limits-512 (15/15 checks passed, boot "), "{stdout}");
-    assert!(stdout.contains("30 passed, 0 failed, 0 skipped, 0 errors"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("PASS  limits-4k (15/15 checks passed, boot "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS  limits-512 (15/15 checks passed, boot "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("30 passed, 0 failed, 0 skipped, 0 errors"),
+        "{stdout}"
+    );
 
     let latest = results.path().join("latest");
     let run = std::fs::canonicalize(&latest).expect("results/latest points at the run");
@@ -60,14 +82,16 @@ fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
         assert!(junit.contains(needle), "junit.xml lacks {needle}:\n{junit}");
     }
     assert!(!junit.contains("<failure"), "{junit}");
-    let summary: serde_json::Value = serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
     assert_eq!(summary["counts"]["failed"], 0);
     assert_eq!(summary["counts"]["errors"], 0);
     assert!(summary["counts"]["passed"].as_u64().unwrap() >= 20);
     assert!(summary["reproduce"].as_str().unwrap().contains("lab run"));
     let console = read(&run.join("limits-512/console.log"));
     assert!(console.contains("LAB-READY"));
-    let limits: serde_json::Value = serde_json::from_str(&read(&run.join("limits-512/limits.json"))).unwrap();
+    let limits: serde_json::Value =
+        serde_json::from_str(&read(&run.join("limits-512/limits.json"))).unwrap();
     assert_eq!(limits["bdev"]["sysfs"]["unit_max"], 512);
 }
 
@@ -84,20 +108,32 @@ fn invalid_testcase_exits_2_naming_file_line_and_field() {
         "name: small\ndevice:\n  lba_size: 4096\nmkfs:\n  block_size: 1024\nworkload: limits\n",
     )
     .unwrap();
-    let out = lab().args(["run", "--testcases"]).arg(dir.path()).output().unwrap();
+    let out = lab()
+        .args(["run", "--testcases"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let bad = dir.path().join("bad.yaml");
     assert!(
-        stderr.contains(&format!("{}:4:3: device.awpuf: unknown field `awpuf`", bad.display())),
+        stderr.contains(&format!(
+            "{}:4:3: device.awpuf: unknown field `awpuf`",
+            bad.display()
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("hint: did you mean `awupf`?"), "{stderr}");
     assert!(
-        stderr.contains("small.yaml:5:3: mkfs.block_size: block size 1024 is below the device's LBA size 4096"),
+        stderr.contains(
+            "small.yaml:5:3: mkfs.block_size: block size 1024 is below the device's LBA size 4096"
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains("2 testcase file(s) are invalid; nothing was run"), "{stderr}");
+    assert!(
+        stderr.contains("2 testcase file(s) are invalid; nothing was run"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -112,7 +148,16 @@ fn list_shows_the_testcase_library() {
 
 #[test]
 fn boot_runs_a_command_and_exits_with_its_status() {
-    let out = lab().args(["boot", "--lba-size", "512", "--", "cat /sys/block/nvme0n1/queue/logical_block_size; exit 5"]).output().unwrap();
+    let out = lab()
+        .args([
+            "boot",
+            "--lba-size",
+            "512",
+            "--",
+            "cat /sys/block/nvme0n1/queue/logical_block_size; exit 5",
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "512");
@@ -121,17 +166,29 @@ fn boot_runs_a_command_and_exits_with_its_status() {
 
 #[test]
 fn boot_rejects_bad_device_parameters_with_exit_2() {
-    let out = lab().args(["boot", "--lba-size", "3000", "--", "true"]).output().unwrap();
+    let out = lab()
+        .args(["boot", "--lba-size", "3000", "--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--lba-size: 3000 is not a supported LBA size"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--lba-size: 3000 is not a supported LBA size"));
 }
 
 #[test]
 fn doctor_passes_on_a_set_up_host() {
     let out = lab().arg("doctor").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ok       nvme atomic properties"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok       nvme atomic properties"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok       boot to SSH"), "{stdout}");
     assert!(stdout.contains("accelerator"), "{stdout}");
 }
@@ -157,9 +214,11 @@ fn ctrl_c_stops_qemu_and_keeps_partial_results() {
     let pid = child.id();
     let console: PathBuf = results.path().join("latest/limits-4k/console.log");
     // Interrupt while the guest is booting: QEMU is up, results not yet written.
-    wait_for("the guest to start booting", Duration::from_secs(120), || {
-        std::fs::read_to_string(&console).is_ok_and(|c| c.contains("LAB-T init"))
-    });
+    wait_for(
+        "the guest to start booting",
+        Duration::from_secs(120),
+        || std::fs::read_to_string(&console).is_ok_and(|c| c.contains("LAB-T init")),
+    );
     let qemus = qemu_children_of(pid);
     assert_eq!(qemus.len(), 1, "expected one QEMU child of lab");
     // SAFETY: signalling our own child.
@@ -171,11 +230,18 @@ fn ctrl_c_stops_qemu_and_keeps_partial_results() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     for q in qemus {
-        assert!(!Path::new(&format!("/proc/{q}")).exists(), "QEMU {q} outlived Ctrl-C");
+        assert!(
+            !Path::new(&format!("/proc/{q}")).exists(),
+            "QEMU {q} outlived Ctrl-C"
+        );
     }
     let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
     assert_eq!(summary["interrupted"], true);
     assert!(run.join("junit.xml").is_file());
-    assert!(console.is_file(), "the console log of the interrupted case is kept");
+    assert!(
+        console.is_file(),
+        "the console log of the interrupted case is kept"
+    );
 }

@@ -45,9 +45,8 @@ fn boot_with(host: &LabHost, boot_timeout: Duration) -> Result<Booted, VmError> 
 }
 
 fn boot(host: &LabHost) -> Booted {
-    boot_with(host, Duration::from_secs(180)).unwrap_or_else(|e| {
-        panic!("boot failed: {e}\n{}", e.console_tail().unwrap_or(""))
-    })
+    boot_with(host, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("boot failed: {e}\n{}", e.console_tail().unwrap_or("")))
 }
 
 #[test]
@@ -55,14 +54,18 @@ fn ssh_command_runs_and_returns_its_exit_status() {
     let host = host();
     let mut b = boot(&host);
     let pid = b.vm.pid().unwrap();
-    let out = b.vm.exec("echo hello; echo oops >&2; exit 7", Duration::from_secs(30)).unwrap();
+    let out =
+        b.vm.exec("echo hello; echo oops >&2; exit 7", Duration::from_secs(30))
+            .unwrap();
     assert_eq!(out.status, 7);
     assert_eq!(out.stdout, "hello\n");
     assert_eq!(out.stderr, "oops\n");
     // The guest really is on an NVMe namespace of 4096-byte LBAs.
-    let out = b
-        .vm
-        .exec("cat /sys/block/nvme0n1/queue/logical_block_size", Duration::from_secs(30))
+    let out =
+        b.vm.exec(
+            "cat /sys/block/nvme0n1/queue/logical_block_size",
+            Duration::from_secs(30),
+        )
         .unwrap();
     assert_eq!(out.stdout.trim(), "4096");
     b.vm.shutdown().unwrap();
@@ -76,9 +79,15 @@ fn qmp_query_status_then_quit_ends_qemu() {
     let pid = b.vm.pid().unwrap();
     let mut qmp = b.vm.qmp().unwrap();
     assert_eq!(qmp.status().unwrap(), "running");
-    assert!(qmp.version().unwrap().starts_with(&format!("{}.", host.qemu.major)));
+    assert!(qmp
+        .version()
+        .unwrap()
+        .starts_with(&format!("{}.", host.qemu.major)));
     qmp.quit().unwrap();
-    assert!(b.vm.wait_exit(Duration::from_secs(10)), "QEMU did not exit after QMP quit");
+    assert!(
+        b.vm.wait_exit(Duration::from_secs(10)),
+        "QEMU did not exit after QMP quit"
+    );
     drop(b);
     assert!(gone(pid));
 }
@@ -101,12 +110,18 @@ fn guest_panic_is_detected_titled_and_qemu_is_gone() {
     let host = host();
     let mut b = boot(&host);
     let pid = b.vm.pid().unwrap();
-    let err = b
-        .vm
-        .exec("echo c > /proc/sysrq-trigger; sleep 60", Duration::from_secs(60))
+    let err =
+        b.vm.exec(
+            "echo c > /proc/sysrq-trigger; sleep 60",
+            Duration::from_secs(60),
+        )
         .unwrap_err();
     match &err {
-        VmError::Crashed { splat, console_tail, .. } => {
+        VmError::Crashed {
+            splat,
+            console_tail,
+            ..
+        } => {
             assert_eq!(splat.kind, SplatKind::Panic);
             assert_eq!(splat.title, "kernel panic: sysrq triggered crash");
             assert!(console_tail.contains("sysrq"), "{console_tail}");
@@ -123,8 +138,14 @@ fn hung_command_hits_its_timeout() {
     let mut b = boot(&host);
     let pid = b.vm.pid().unwrap();
     let t = std::time::Instant::now();
-    let err = b.vm.exec("echo started; sleep 600", Duration::from_secs(3)).unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(30), "timeout not enforced: {:?}", t.elapsed());
+    let err =
+        b.vm.exec("echo started; sleep 600", Duration::from_secs(3))
+            .unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "timeout not enforced: {:?}",
+        t.elapsed()
+    );
     match &err {
         VmError::Timeout { stage, secs, .. } => {
             assert_eq!(*secs, 3);
@@ -154,7 +175,10 @@ fn boot_timeout_reports_console_and_kills_qemu() {
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|stat| {
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1));
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1));
             stat.contains("(qemu-system-x86") && ppid == Some(&std::process::id().to_string())
         })
         .count();
