@@ -318,7 +318,7 @@ fn run_cmd(
                 tc.mkfs
                     .as_ref()
                     .map_or("-".to_string(), |m| m.block_size.to_string()),
-                format!("{:?}", tc.workload).to_lowercase(),
+                tc.workload.label(),
                 tc.description,
                 path.display()
             );
@@ -341,6 +341,11 @@ fn run_cmd(
         reproduce.push_str(&format!(" --kernel {}", kp.display()));
     }
     reproduce.push_str(&format!(" --accel {}", host.accel.as_str()));
+    if testcases != [PathBuf::from("testcases")] {
+        for t in testcases {
+            reproduce.push_str(&format!(" --testcases {}", t.display()));
+        }
+    }
     for (_, tc) in &cases {
         reproduce.push(' ');
         reproduce.push_str(&tc.name);

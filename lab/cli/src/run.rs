@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use lab_core::limits::{self, LimitsReport, NamespaceAtomic};
 use lab_core::qemu::NvmeDisk;
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
+use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
 
 use crate::host::{LabHost, ScratchDisk};
@@ -359,7 +360,7 @@ fn run_case(
             .properties
             .push(("boot_to_ssh_s".into(), format!("{:.2}", b.as_secs_f64())));
     }
-    pb.set_message(format!("{suite_name}: running {:?}", tc.workload));
+    pb.set_message(format!("{suite_name}: running {}", tc.workload.label()));
     let cmd_timeout = Duration::from_secs(tc.timeouts.command_s);
     if let Err(e) = vm.wait_modules(cmd_timeout) {
         suite
@@ -367,7 +368,7 @@ fn run_case(
             .push(vm_error_result(suite_name, "modules", &e, start.elapsed()));
         return suite;
     }
-    let body = match tc.workload {
+    let body = match &tc.workload {
         Workload::Limits => limits_workload(
             &mut vm,
             tc,
@@ -376,6 +377,7 @@ fn run_case(
             cmd_timeout,
             &mut suite.properties,
         ),
+        Workload::Steps(steps) => steps_workload(&mut vm, tc, steps, suite_name, dir, cmd_timeout),
     };
     match body {
         Ok(results) => suite.results.extend(results),
@@ -495,22 +497,9 @@ fn limits_workload(
     let mut results = checks_to_results(case, limits::check_bdev(&bdev, &want), t.elapsed());
 
     let mkfs = tc.mkfs.as_ref().expect("validated: limits has mkfs");
-    let opts = if tc.mount.options.is_empty() {
-        String::new()
-    } else {
-        format!("-o {} ", tc.mount.options)
-    };
     let t = Instant::now();
-    exec_ok(
-        vm,
-        "mkfs",
-        &format!(
-            "mkfs.xfs -f -q -b size={} -m reflink={} {dev} && mount -t xfs {opts}{dev} /mnt && touch /mnt/f",
-            mkfs.block_size,
-            u8::from(mkfs.reflink)
-        ),
-        timeout,
-    )?;
+    make_fs(vm, tc, dev, timeout)?;
+    exec_ok(vm, "touch", "touch /mnt/f", timeout)?;
     let raw_file = exec_ok(vm, "xfs-limits", "lab-guest limits /mnt/f", timeout)?;
     let file = parse_report("xfs-limits", &raw_file)?;
     let expect = limits::expected_xfs_statx(&want, mkfs.block_size, mkfs.reflink);
@@ -529,6 +518,105 @@ fn limits_workload(
             .unwrap_or_default(),
     );
     exec_ok(vm, "umount", "umount /mnt", timeout)?;
+    Ok(results)
+}
+
+/// mkfs.xfs + mount on /mnt, as the testcase asks.
+fn make_fs(vm: &mut Vm, tc: &Testcase, dev: &str, timeout: Duration) -> Result<(), StageError> {
+    let Some(mkfs) = &tc.mkfs else {
+        return Ok(());
+    };
+    let opts = if tc.mount.options.is_empty() {
+        String::new()
+    } else {
+        format!("-o {} ", tc.mount.options)
+    };
+    exec_ok(
+        vm,
+        "mkfs",
+        &format!(
+            "mkfs.xfs -f -q -b size={} -m reflink={} {dev} && mount -t xfs {opts}{dev} /mnt",
+            mkfs.block_size,
+            u8::from(mkfs.reflink)
+        ),
+        timeout,
+    )?;
+    Ok(())
+}
+
+/// A run id for stamps: never 0, differs between runs.
+fn stamp_run_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 48) | 1
+}
+
+/// Explicit steps: the agent runs them in order and reports each; every step
+/// is judged against its expectation (one JUnit testcase per step).
+fn steps_workload(
+    vm: &mut Vm,
+    tc: &Testcase,
+    steps: &[Step],
+    case: &str,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<Vec<CaseResult>, StageError> {
+    make_fs(vm, tc, "/dev/nvme0n1", timeout)?;
+    let plan = Plan {
+        run: stamp_run_id(),
+        root: "/mnt".into(),
+        steps: steps.to_vec(),
+    };
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&plan).expect("plan serialises"));
+    let t = Instant::now();
+    let out = vm
+        .exec(&format!("echo {b64} | base64 -d | lab-guest run"), timeout)
+        .map_err(|e| ("steps".to_string(), e))?;
+    let elapsed = t.elapsed();
+    let _ = std::fs::write(dir.join("steps.jsonl"), &out.stdout);
+    let mut results = Vec::new();
+    let reported: Vec<StepResult> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for (i, step) in steps.iter().enumerate() {
+        let name = format!("step{:02}.{}", i + 1, step.name());
+        let outcome = match reported.iter().find(|r| r.index == i) {
+            Some(r) => match steps::judge(step, r) {
+                StepVerdict::Pass => Outcome::Passed,
+                StepVerdict::Skip(reason) => Outcome::Skipped { reason },
+                StepVerdict::Fail(message) => Outcome::Failed {
+                    message,
+                    detail: format!(
+                        "step {}: {}\nagent: {}",
+                        i + 1,
+                        step.describe(),
+                        serde_json::to_string(r).unwrap_or_default()
+                    ),
+                },
+            },
+            None => Outcome::Error {
+                message: format!(
+                    "the agent reported nothing for step {} ({})",
+                    i + 1,
+                    step.describe()
+                ),
+                detail: format!(
+                    "agent exit status {}, stderr: {}",
+                    out.status,
+                    out.stderr.trim()
+                ),
+            },
+        };
+        results.push(result(case, &name, outcome, elapsed));
+    }
+    if tc.mkfs.is_some() {
+        exec_ok(vm, "umount", "umount /mnt", timeout)?;
+    }
     Ok(results)
 }
 

@@ -245,3 +245,81 @@ fn ctrl_c_stops_qemu_and_keeps_partial_results() {
         "the console log of the interrupted case is kept"
     );
 }
+
+#[test]
+fn steps_workloads_pass_refuse_and_skip_as_the_kernel_does() {
+    let results = tempfile::tempdir().unwrap();
+    let out = lab()
+        .args([
+            "run",
+            "atomic-errors-raw-4k",
+            "direct-atomic-xfs-4k",
+            "buffered-atomic-xfs-4k",
+            "--results",
+        ])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The negative case: every refusal came with the errno the testcase names.
+    assert!(
+        stdout.contains("PASS  atomic-errors-raw-4k (11/11 checks passed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS  direct-atomic-xfs-4k (9/9 checks passed"),
+        "{stdout}"
+    );
+    // Mainline 7.x refuses buffered RWF_ATOMIC: skipped with the reason, never passed.
+    assert!(stdout.contains("SKIP  buffered-atomic-xfs-4k"), "{stdout}");
+    let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
+    let junit = read(&run.join("junit.xml"));
+    assert!(
+        junit.contains("<skipped message=\"pwritev2(off=0 len=4096 RWF_ATOMIC) is not supported by this kernel (EOPNOTSUPP)\"/>"),
+        "{junit}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    assert_eq!(summary["counts"]["skipped"], 2);
+    assert_eq!(summary["counts"]["failed"], 0);
+    // The data written with O_DIRECT atomic writes was read back sector by sector.
+    let steps = read(&run.join("direct-atomic-xfs-4k/steps.jsonl"));
+    assert!(
+        steps.contains("{\"index\":7,\"op\":\"verify\",\"ret\":24,\"errno\":null}"),
+        "{steps}"
+    );
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_the_step_and_both_results() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        "name: wrong\ndevice: { lba_size: 4096 }\nworkload:\n  steps:\n    - open: { file: /dev/nvme0n1, direct: true }\n    - pwrite: { offset: 0, len: 8192, atomic: true }\n",
+    )
+    .unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let out = lab()
+        .args(["run", "--testcases"])
+        .arg(dir.path())
+        .arg("--results")
+        .arg(results.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  step02.pwrite: pwritev2(off=0 len=8192 RWF_ATOMIC): expected success, got EINVAL"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(" --testcases {} wrong", dir.path().display())),
+        "the reproduce command names the testcase source: {stdout}"
+    );
+}

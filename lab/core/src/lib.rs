@@ -12,4 +12,6 @@ pub mod limits;
 pub mod qemu;
 pub mod report;
 pub mod splat;
+pub mod stamp;
+pub mod steps;
 pub mod testcase;

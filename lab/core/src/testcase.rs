@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceParams;
+use crate::steps::{Expect, Step, ERRNOS};
 
 /// One testcase, as written in YAML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,7 @@ pub struct Testcase {
     pub mkfs: Option<Mkfs>,
     #[serde(default)]
     pub mount: Mount,
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
     pub workload: Workload,
     #[serde(default = "one")]
     pub repeat: u32,
@@ -59,6 +61,17 @@ pub enum Workload {
     /// Read atomic-write limits from sysfs and statx on the raw device and on
     /// a file of the fresh filesystem; compare with the device rules.
     Limits,
+    /// Explicit operations, each with its expected result.
+    Steps(Vec<Step>),
+}
+
+impl Workload {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Workload::Limits => "limits",
+            Workload::Steps(_) => "steps",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,11 +194,72 @@ fn validate(tc: &Testcase) -> Result<(), Invalid> {
             Some("add e.g. `mkfs: { block_size: 4096 }`"),
         );
     }
+    if let Workload::Steps(steps) = &tc.workload {
+        validate_steps(tc, steps)?;
+    }
     if tc.repeat == 0 {
         return bad(vec!["repeat"], "repeat must be at least 1".into(), None);
     }
     if tc.timeouts.boot_s == 0 || tc.timeouts.command_s == 0 {
         return bad(vec!["timeouts"], "timeouts must be above 0 s".into(), None);
+    }
+    Ok(())
+}
+
+fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
+    let bad = |msg: String, hint: Option<&str>| {
+        Err((vec!["workload", "steps"], msg, hint.map(str::to_string)))
+    };
+    if steps.is_empty() {
+        return bad("a steps workload needs at least one step".into(), None);
+    }
+    let mut opened = false;
+    for (i, step) in steps.iter().enumerate() {
+        let n = i + 1;
+        if let Expect::Errno(e) = step.expect() {
+            if !ERRNOS.iter().any(|(name, _)| name == e) {
+                let known: Vec<&str> = ERRNOS.iter().map(|(n, _)| *n).collect();
+                return bad(
+                    format!("step {n} ({}): unknown expectation {e:?}", step.name()),
+                    Some(&format!(
+                        "use ok, supported_or_skip or an errno: {}",
+                        known.join(", ")
+                    )),
+                );
+            }
+        }
+        match step {
+            Step::Open(o) => {
+                opened = true;
+                if !o.file.starts_with('/') && tc.mkfs.is_none() {
+                    return bad(
+                        format!(
+                            "step {n}: relative file {:?} but the testcase makes no filesystem",
+                            o.file
+                        ),
+                        Some("add `mkfs:` or open the device, e.g. /dev/nvme0n1"),
+                    );
+                }
+            }
+            _ if !opened => {
+                return bad(
+                    format!("step {n} ({}) comes before any `open`", step.name()),
+                    Some("open a file first; later steps use the file opened last"),
+                );
+            }
+            Step::Pwrite(p) => {
+                if p.len == 0 || p.iovecs == 0 || u64::from(p.iovecs) > p.len {
+                    return bad(format!("step {n}: pwrite needs len >= iovecs >= 1"), None);
+                }
+                if p.atomic && !p.len.is_power_of_two() && p.expect == Expect::Ok {
+                    return bad(
+                        format!("step {n}: an atomic write of {} bytes (not a power of two) cannot succeed", p.len),
+                        Some("to test that the kernel refuses it, add `expect: EINVAL`"),
+                    );
+                }
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -456,6 +530,83 @@ workload: limits
         let text = GOOD.replace("mkfs:\n  block_size: 4096\n", "");
         let e = parse("t.yaml", &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("mkfs"));
+    }
+
+    const STEPS: &str = "\
+name: direct-atomic
+device: { lba_size: 4096 }
+mkfs: { block_size: 4096 }
+workload:
+  steps:
+    - open: { file: f, direct: true }
+    - pwrite: { offset: 0, len: 4096, atomic: true }
+    - pwrite: { offset: 0, len: 3000, atomic: true, expect: EINVAL }
+    - fsync: {}
+    - verify: {}
+";
+
+    #[test]
+    fn steps_workload_parses() {
+        let tc = parse("t.yaml", STEPS).unwrap();
+        match &tc.workload {
+            Workload::Steps(s) => {
+                assert_eq!(s.len(), 5);
+                assert_eq!(s[2].expect(), &Expect::Errno("EINVAL".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn atomic_non_power_of_two_expected_ok_is_rejected_with_hint() {
+        let text = STEPS.replace(", expect: EINVAL", "");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workload.steps"));
+        assert_eq!(e.line, 5);
+        assert!(
+            e.message.contains("3000 bytes (not a power of two)"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("to test that the kernel refuses it, add `expect: EINVAL`")
+        );
+    }
+
+    #[test]
+    fn unknown_errno_is_rejected() {
+        let text = STEPS.replace("expect: EINVAL", "expect: EINVALID");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert!(
+            e.message.contains("unknown expectation \"EINVALID\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn unknown_step_field_is_located() {
+        let text = STEPS.replace("atomic: true }", "atomik: true }");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(
+            e.message.contains("unknown field `atomik`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn step_before_open_is_rejected() {
+        let text = STEPS.replace("    - open: { file: f, direct: true }\n", "");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert!(
+            e.message
+                .contains("step 1 (pwrite) comes before any `open`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! Subcommands:
 //!   limits PATH...   statx(STATX_WRITE_ATOMIC) (+ sysfs queue limits for a
 //!                    block device) for each path, one JSON object per line.
+//!   run              a Plan of steps (JSON on stdin): one StepResult per
+//!                    step, as JSON lines.
 
+mod plan;
 mod statx;
 
 use std::process::ExitCode;
@@ -16,11 +19,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("limits") if args.len() > 1 => limits(&args[1..]),
+        Some("run") => plan::run(),
         Some("version") => {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        _ => Err("usage: lab-guest limits PATH... | version".to_string()),
+        _ => {
+            Err("usage: lab-guest limits PATH... | run (plan JSON on stdin) | version".to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,394 @@
+//! Explicit workload steps: what the guest agent does, one operation at a
+//! time, and what each operation is expected to return. The host sends a
+//! `Plan` (JSON) to `lab-guest run`; the agent answers one `StepResult` per
+//! step (JSON lines).
+
+use serde::{Deserialize, Serialize};
+
+/// What a step is expected to return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// Success (the full length for writes).
+    #[default]
+    Ok,
+    /// Success, or EOPNOTSUPP which makes the testcase "skipped" with the
+    /// reason: for features a kernel may lack (buffered RWF_ATOMIC).
+    SupportedOrSkip,
+    /// Failure with this errno name (EINVAL, EOPNOTSUPP, ...).
+    #[serde(untagged)]
+    Errno(String),
+}
+
+/// Known errno names (Linux x86_64), for validation and for the agent.
+pub const ERRNOS: &[(&str, i32)] = &[
+    ("EPERM", 1),
+    ("ENOENT", 2),
+    ("EIO", 5),
+    ("EBADF", 9),
+    ("EAGAIN", 11),
+    ("ENOMEM", 12),
+    ("EFAULT", 14),
+    ("EBUSY", 16),
+    ("EEXIST", 17),
+    ("EINVAL", 22),
+    ("EFBIG", 27),
+    ("ENOSPC", 28),
+    ("ESPIPE", 29),
+    ("EROFS", 30),
+    ("ENOSYS", 38),
+    ("EOPNOTSUPP", 95),
+];
+
+pub fn errno_name(e: i32) -> String {
+    ERRNOS
+        .iter()
+        .find(|(_, n)| *n == e)
+        .map_or_else(|| format!("errno {e}"), |(s, _)| s.to_string())
+}
+
+/// Where the user buffer of a write sits in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferPlacement {
+    /// Page aligned (what O_DIRECT wants).
+    #[default]
+    Aligned,
+    /// Starts `len/2` bytes before a page boundary: the buffer spans two
+    /// pages (the short-copy hazard of buffered atomic writes).
+    PageCrossing,
+    /// Off by 1 byte from any alignment (O_DIRECT must refuse it).
+    Misaligned,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn one() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// One operation. Files are named relative to the filesystem under test
+/// (mounted at /mnt) or as an absolute path (`/dev/nvme0n1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Open(Open),
+    Pwrite(Pwrite),
+    Fsync(FileOnly),
+    Fdatasync(FileOnly),
+    Ftruncate(Ftruncate),
+    Fallocate(Range),
+    SyncFileRange(Range),
+    /// Read the file back and compare every sector written by this plan
+    /// with what the agent wrote there last.
+    Verify(FileOnly),
+    Close(FileOnly),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Open {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub direct: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sync: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dsync: bool,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pwrite {
+    /// Defaults to the file opened last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub offset: u64,
+    pub len: u64,
+    /// RWF_ATOMIC.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub atomic: bool,
+    /// RWF_DSYNC.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dsync: bool,
+    /// RWF_SYNC.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sync: bool,
+    /// Number of iovecs the buffer is split into (atomic writes take one).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub iovecs: u32,
+    #[serde(default)]
+    pub buffer: BufferPlacement,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileOnly {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ftruncate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub len: u64,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub offset: u64,
+    pub len: u64,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Open(_) => "open",
+            Step::Pwrite(_) => "pwrite",
+            Step::Fsync(_) => "fsync",
+            Step::Fdatasync(_) => "fdatasync",
+            Step::Ftruncate(_) => "ftruncate",
+            Step::Fallocate(_) => "fallocate",
+            Step::SyncFileRange(_) => "sync_file_range",
+            Step::Verify(_) => "verify",
+            Step::Close(_) => "close",
+        }
+    }
+
+    pub fn expect(&self) -> &Expect {
+        match self {
+            Step::Open(o) => &o.expect,
+            Step::Pwrite(p) => &p.expect,
+            Step::Fsync(f) | Step::Fdatasync(f) | Step::Verify(f) | Step::Close(f) => &f.expect,
+            Step::Ftruncate(t) => &t.expect,
+            Step::Fallocate(r) | Step::SyncFileRange(r) => &r.expect,
+        }
+    }
+
+    /// A short description for reports: `pwrite(off=4096 len=4096 atomic)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Open(o) => {
+                let mut flags = vec![];
+                if o.direct {
+                    flags.push("O_DIRECT");
+                }
+                if o.sync {
+                    flags.push("O_SYNC");
+                }
+                if o.dsync {
+                    flags.push("O_DSYNC");
+                }
+                format!("open({} {})", o.file, flags.join("|"))
+            }
+            Step::Pwrite(p) => {
+                let mut f = vec![];
+                if p.atomic {
+                    f.push("RWF_ATOMIC".to_string());
+                }
+                if p.dsync {
+                    f.push("RWF_DSYNC".into());
+                }
+                if p.sync {
+                    f.push("RWF_SYNC".into());
+                }
+                if p.iovecs != 1 {
+                    f.push(format!("iovecs={}", p.iovecs));
+                }
+                match p.buffer {
+                    BufferPlacement::Aligned => {}
+                    BufferPlacement::PageCrossing => f.push("buffer=page_crossing".into()),
+                    BufferPlacement::Misaligned => f.push("buffer=misaligned".into()),
+                }
+                format!("pwritev2(off={} len={} {})", p.offset, p.len, f.join(" "))
+            }
+            Step::Ftruncate(t) => format!("ftruncate({})", t.len),
+            Step::Fallocate(r) => format!("fallocate(off={} len={})", r.offset, r.len),
+            Step::SyncFileRange(r) => format!("sync_file_range(off={} len={})", r.offset, r.len),
+            other => format!("{}()", other.name()),
+        }
+    }
+}
+
+/// What the host sends the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Stamps carry it, so data from another run is never mistaken.
+    pub run: u64,
+    /// Directory relative file names resolve against.
+    pub root: String,
+    pub steps: Vec<Step>,
+}
+
+/// What the agent reports for one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub index: usize,
+    pub op: String,
+    /// Return value on success (bytes for writes).
+    pub ret: Option<i64>,
+    /// errno name on failure.
+    pub errno: Option<String>,
+    /// Extra facts (a short write, verify mismatches).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The verdict on one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepVerdict {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// Judges one step's result against its expectation.
+pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
+    let got = match (&r.errno, r.ret) {
+        (Some(e), _) => e.to_string(),
+        (None, Some(n)) => format!("success ({n})"),
+        (None, None) => "no result".into(),
+    };
+    // A write that succeeds short is never a pass: an atomic write must be
+    // all or nothing, and the lab's plans always expect the full length.
+    let short = match (step, r.ret, &r.errno) {
+        (Step::Pwrite(p), Some(n), None) => (n as u64) < p.len,
+        _ => false,
+    };
+    let ok = r.errno.is_none() && !short && r.detail.is_empty();
+    match step.expect() {
+        Expect::Ok | Expect::SupportedOrSkip if ok => StepVerdict::Pass,
+        Expect::SupportedOrSkip if r.errno.as_deref() == Some("EOPNOTSUPP") => {
+            StepVerdict::Skip(format!(
+                "{} is not supported by this kernel (EOPNOTSUPP)",
+                step.describe()
+            ))
+        }
+        Expect::Ok | Expect::SupportedOrSkip => StepVerdict::Fail(format!(
+            "{}: expected success, got {got}{}{}",
+            step.describe(),
+            if short { " (short write)" } else { "" },
+            if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.detail)
+            }
+        )),
+        Expect::Errno(want) => {
+            if r.errno.as_deref() == Some(want.as_str()) {
+                StepVerdict::Pass
+            } else {
+                StepVerdict::Fail(format!("{}: expected {want}, got {got}", step.describe()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(expect: Expect) -> Step {
+        Step::Pwrite(Pwrite {
+            file: None,
+            offset: 0,
+            len: 4096,
+            atomic: true,
+            dsync: false,
+            sync: false,
+            iovecs: 1,
+            buffer: BufferPlacement::Aligned,
+            expect,
+        })
+    }
+
+    fn res(ret: Option<i64>, errno: Option<&str>) -> StepResult {
+        StepResult {
+            index: 0,
+            op: "pwrite".into(),
+            ret,
+            errno: errno.map(str::to_string),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn expected_errno_passes_other_errno_fails() {
+        let s = pw(Expect::Errno("EINVAL".into()));
+        assert_eq!(judge(&s, &res(None, Some("EINVAL"))), StepVerdict::Pass);
+        match judge(&s, &res(None, Some("EOPNOTSUPP"))) {
+            StepVerdict::Fail(m) => assert!(m.contains("expected EINVAL, got EOPNOTSUPP"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            judge(&s, &res(Some(4096), None)),
+            StepVerdict::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn short_atomic_write_is_a_failure() {
+        match judge(&pw(Expect::Ok), &res(Some(2048), None)) {
+            StepVerdict::Fail(m) => assert!(m.contains("short write"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn supported_or_skip() {
+        let s = pw(Expect::SupportedOrSkip);
+        assert_eq!(judge(&s, &res(Some(4096), None)), StepVerdict::Pass);
+        assert!(matches!(
+            judge(&s, &res(None, Some("EOPNOTSUPP"))),
+            StepVerdict::Skip(_)
+        ));
+        assert!(matches!(
+            judge(&s, &res(None, Some("EINVAL"))),
+            StepVerdict::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn errno_names_round_trip() {
+        for (name, n) in ERRNOS {
+            assert_eq!(errno_name(*n), *name);
+        }
+        assert_eq!(errno_name(1000), "errno 1000");
+    }
+
+    #[test]
+    fn yaml_steps_parse() {
+        #[derive(Deserialize)]
+        struct W {
+            #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+            steps: Vec<Step>,
+        }
+        let w: W = serde_yaml::from_str(
+            "steps:\n  - open: { file: f, direct: true }\n  - pwrite: { offset: 0, len: 4096, atomic: true, expect: EINVAL }\n  - fsync: {}\n  - pwrite: { offset: 0, len: 4096, expect: supported_or_skip }\n",
+        )
+        .unwrap();
+        assert_eq!(w.steps.len(), 4);
+        assert_eq!(w.steps[1].expect(), &Expect::Errno("EINVAL".into()));
+        assert_eq!(w.steps[3].expect(), &Expect::SupportedOrSkip);
+        assert_eq!(w.steps[1].describe(), "pwritev2(off=0 len=4096 RWF_ATOMIC)");
+    }
+}

@@ -1,0 +1,335 @@
+//! `lab-guest run`: executes a Plan of steps (JSON on stdin) and prints one
+//! StepResult per step (JSON lines), flushing after each so the host sees
+//! progress even if the guest dies mid-plan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+
+use lab_core::stamp::{self, Sector, Stamp, SECTOR};
+use lab_core::steps::{errno_name, BufferPlacement, FileOnly, Plan, Pwrite, Step, StepResult};
+
+const RWF_DSYNC: i32 = 0x02;
+const RWF_SYNC: i32 = 0x04;
+const RWF_ATOMIC: i32 = 0x40;
+const PAGE: usize = 4096;
+
+struct OpenFile {
+    fd: i32,
+    id: u32,
+    path: String,
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, OpenFile>,
+    last: Option<String>,
+    next_file_id: u32,
+    next_write: u32,
+    generation: HashMap<String, u32>,
+    /// Per file: sector offset -> the stamp this plan wrote there last.
+    written: HashMap<String, BTreeMap<u64, Stamp>>,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+type Outcome = Result<i64, (i32, String)>;
+
+fn fail(detail: impl Into<String>) -> Outcome {
+    Err((0, detail.into()))
+}
+
+fn check(ret: i64) -> Outcome {
+    if ret < 0 {
+        Err((errno(), String::new()))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A page-aligned allocation with room to place a buffer anywhere in it.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(size: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(size.max(1), PAGE).expect("layout");
+        // SAFETY: non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        AlignedBuf { ptr, layout }
+    }
+    fn slice(&mut self, start: usize, len: usize) -> &mut [u8] {
+        assert!(start + len <= self.layout.size());
+        // SAFETY: in bounds of the allocation.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+impl State {
+    fn resolve(&self, root: &str, file: &str) -> String {
+        if file.starts_with('/') {
+            file.to_string()
+        } else {
+            format!("{}/{}", root.trim_end_matches('/'), file)
+        }
+    }
+
+    fn fd(&self, root: &str, file: &Option<String>) -> Result<(i32, String), (i32, String)> {
+        let name = match file {
+            Some(f) => self.resolve(root, f),
+            None => self
+                .last
+                .clone()
+                .ok_or((0, "no file is open".to_string()))?,
+        };
+        let f = self
+            .files
+            .get(&name)
+            .ok_or((0, format!("{name} is not open")))?;
+        Ok((f.fd, f.path.clone()))
+    }
+
+    fn open(&mut self, root: &str, o: &lab_core::steps::Open) -> Outcome {
+        let path = self.resolve(root, &o.file);
+        let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+        if !path.starts_with("/dev/") {
+            flags |= libc::O_CREAT;
+        }
+        if o.direct {
+            flags |= libc::O_DIRECT;
+        }
+        if o.sync {
+            flags |= libc::O_SYNC;
+        }
+        if o.dsync {
+            flags |= libc::O_DSYNC;
+        }
+        let c = CString::new(path.clone()).map_err(|_| (libc::EINVAL, String::new()))?;
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::open(c.as_ptr(), flags, 0o644) };
+        let fd = check(i64::from(fd))? as i32;
+        if let Some(old) = self.files.remove(&path) {
+            // SAFETY: closing a descriptor we own.
+            unsafe { libc::close(old.fd) };
+        }
+        self.next_file_id += 1;
+        self.files.insert(
+            path.clone(),
+            OpenFile {
+                fd,
+                id: self.next_file_id,
+                path: path.clone(),
+            },
+        );
+        self.last = Some(path);
+        Ok(i64::from(fd))
+    }
+
+    fn pwrite(&mut self, run: u64, root: &str, p: &Pwrite) -> Outcome {
+        let (fd, path) = self.fd(root, &p.file)?;
+        let file_id = self.files[&path].id;
+        let len = usize::try_from(p.len).map_err(|_| (libc::EINVAL, String::new()))?;
+        let mut mem = AlignedBuf::new(len + 3 * PAGE);
+        let start = match p.buffer {
+            BufferPlacement::Aligned => PAGE,
+            // Half of the buffer before a page boundary, half after.
+            BufferPlacement::PageCrossing => 2 * PAGE - (len / 2).clamp(1, PAGE - 1),
+            BufferPlacement::Misaligned => PAGE + 1,
+        };
+        self.next_write += 1;
+        let write = self.next_write;
+        let gen = {
+            let g = self.generation.entry(path.clone()).or_insert(0);
+            *g += 1;
+            *g
+        };
+        let stamped = p.offset.is_multiple_of(SECTOR as u64) && len.is_multiple_of(SECTOR);
+        {
+            let buf = mem.slice(start, len);
+            if stamped {
+                stamp::encode_write(run, file_id, write, gen, p.offset, buf);
+            } else {
+                buf.fill(0xA5);
+            }
+        }
+        let n = p.iovecs.max(1) as usize;
+        let piece = len / n;
+        let iov: Vec<libc::iovec> = (0..n)
+            .map(|i| {
+                let off = i * piece;
+                let l = if i + 1 == n { len - off } else { piece };
+                libc::iovec {
+                    iov_base: mem.slice(start + off, l).as_mut_ptr().cast(),
+                    iov_len: l,
+                }
+            })
+            .collect();
+        let mut flags = 0;
+        if p.atomic {
+            flags |= RWF_ATOMIC;
+        }
+        if p.dsync {
+            flags |= RWF_DSYNC;
+        }
+        if p.sync {
+            flags |= RWF_SYNC;
+        }
+        // SAFETY: iovecs point into `mem`, alive for the call.
+        let ret =
+            unsafe { libc::pwritev2(fd, iov.as_ptr(), n as i32, p.offset as libc::off_t, flags) };
+        let ret = check(ret as i64)?;
+        if !stamped {
+            // Unstamped bytes landed over these sectors: nothing to verify there.
+            if let Some(map) = self.written.get_mut(&path) {
+                let first = p.offset / SECTOR as u64 * SECTOR as u64;
+                let end = p.offset + ret as u64;
+                let doomed: Vec<u64> = map.range(first..end).map(|(k, _)| *k).collect();
+                for k in doomed {
+                    map.remove(&k);
+                }
+            }
+        } else if ret as usize == len {
+            let map = self.written.entry(path).or_default();
+            for i in 0..len / SECTOR {
+                let off = p.offset + (i * SECTOR) as u64;
+                map.insert(
+                    off,
+                    Stamp {
+                        run,
+                        file: file_id,
+                        write,
+                        generation: gen,
+                        offset: off,
+                    },
+                );
+            }
+        }
+        Ok(ret)
+    }
+
+    /// Reads back every sector this plan wrote to the file and compares.
+    fn verify(&self, root: &str, f: &FileOnly) -> Outcome {
+        let (_, path) = self.fd(root, &f.file)?;
+        let Some(map) = self.written.get(&path) else {
+            return Ok(0);
+        };
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| (e.raw_os_error().unwrap_or(0), String::new()))?;
+        let mut bad = Vec::new();
+        let mut buf = vec![0u8; SECTOR];
+        use std::io::{Seek, SeekFrom};
+        for (off, want) in map {
+            file.seek(SeekFrom::Start(*off))
+                .map_err(|e| (e.raw_os_error().unwrap_or(0), String::new()))?;
+            let got = match file.read_exact(&mut buf) {
+                Ok(()) => stamp::decode(&buf),
+                Err(_) => Sector::Zero,
+            };
+            if got != Sector::Stamped(*want) {
+                let found = match got {
+                    Sector::Zero => "zeroes".to_string(),
+                    Sector::Garbage => "garbage".to_string(),
+                    Sector::Stamped(s) => format!("write {} (gen {})", s.write, s.generation),
+                };
+                bad.push(format!(
+                    "sector at {off}: expected write {}, found {found}",
+                    want.write
+                ));
+            }
+        }
+        if bad.is_empty() {
+            Ok(map.len() as i64)
+        } else {
+            fail(format!(
+                "{} of {} sectors differ; first: {}",
+                bad.len(),
+                map.len(),
+                bad[0]
+            ))
+        }
+    }
+}
+
+fn one_step(st: &mut State, plan: &Plan, step: &Step) -> Outcome {
+    let root = plan.root.as_str();
+    // SAFETY (all libc calls below): descriptors come from State and are open.
+    match step {
+        Step::Open(o) => st.open(root, o),
+        Step::Pwrite(p) => st.pwrite(plan.run, root, p),
+        Step::Fsync(f) => check(i64::from(unsafe { libc::fsync(st.fd(root, &f.file)?.0) })),
+        Step::Fdatasync(f) => check(i64::from(unsafe {
+            libc::fdatasync(st.fd(root, &f.file)?.0)
+        })),
+        Step::Ftruncate(t) => check(i64::from(unsafe {
+            libc::ftruncate(st.fd(root, &t.file)?.0, t.len as libc::off_t)
+        })),
+        Step::Fallocate(r) => check(i64::from(unsafe {
+            libc::fallocate(
+                st.fd(root, &r.file)?.0,
+                0,
+                r.offset as libc::off_t,
+                r.len as libc::off_t,
+            )
+        })),
+        Step::SyncFileRange(r) => check(i64::from(unsafe {
+            libc::sync_file_range(
+                st.fd(root, &r.file)?.0,
+                r.offset as libc::off64_t,
+                r.len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        })),
+        Step::Verify(f) => st.verify(root, f),
+        Step::Close(f) => {
+            let (fd, path) = st.fd(root, &f.file)?;
+            st.files.remove(&path);
+            if st.last.as_deref() == Some(path.as_str()) {
+                st.last = None;
+            }
+            check(i64::from(unsafe { libc::close(fd) }))
+        }
+    }
+}
+
+pub fn run() -> Result<(), String> {
+    let mut input = String::new();
+    io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("reading the plan: {e}"))?;
+    let plan: Plan = serde_json::from_str(&input).map_err(|e| format!("bad plan: {e}"))?;
+    let mut st = State::default();
+    let stdout = io::stdout();
+    for (index, step) in plan.steps.iter().enumerate() {
+        let (ret, errno, detail) = match one_step(&mut st, &plan, step) {
+            Ok(r) => (Some(r), None, String::new()),
+            Err((0, d)) => (None, None, d),
+            Err((e, d)) => (None, Some(errno_name(e)), d),
+        };
+        let r = StepResult {
+            index,
+            op: step.name().to_string(),
+            ret,
+            errno,
+            detail,
+        };
+        let mut out = stdout.lock();
+        writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))
+            .map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The agent's plan runner on the host's own kernel and a temporary file:
+//! stamps are written, read back, and a foreign write over them is noticed.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn run_plan(plan: &str) -> Vec<serde_json::Value> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lab-guest"))
+        .arg("run")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plan.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn writes_verify_and_a_foreign_overwrite_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    let plan = format!(
+        r#"{{"run":9,"root":"{root}","steps":[
+            {{"open":{{"file":"f"}}}},
+            {{"pwrite":{{"offset":0,"len":8192}}}},
+            {{"pwrite":{{"offset":4096,"len":4096,"iovecs":2}}}},
+            {{"verify":{{}}}},
+            {{"close":{{}}}}]}}"#
+    );
+    let r = run_plan(&plan);
+    assert_eq!(r.len(), 5);
+    assert_eq!(r[1]["ret"], 8192);
+    assert_eq!(r[2]["ret"], 4096);
+    assert_eq!(r[3]["ret"], 16, "16 sectors verified: {:?}", r[3]);
+
+    // Another writer (not the agent) scribbles over sector 1.
+    let path = dir.path().join("f");
+    let mut data = std::fs::read(&path).unwrap();
+    data[600] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let plan = format!(
+        r#"{{"run":9,"root":"{root}","steps":[
+            {{"open":{{"file":"g"}}}},
+            {{"pwrite":{{"offset":0,"len":4096}}}},
+            {{"pwrite":{{"offset":0,"len":512,"expect":"ok"}}}},
+            {{"verify":{{}}}}]}}"#
+    );
+    let r = run_plan(&plan);
+    assert_eq!(
+        r[3]["ret"], 8,
+        "a rewrite by the agent itself is not a mismatch: {:?}",
+        r[3]
+    );
+    let bad = std::fs::read(&path).unwrap();
+    assert_eq!(
+        lab_core::stamp::decode(&bad[512..1024]),
+        lab_core::stamp::Sector::Garbage
+    );
+}
+
+#[test]
+fn errors_are_reported_by_errno_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    let plan = format!(
+        r#"{{"run":1,"root":"{root}","steps":[
+            {{"open":{{"file":"missing/dir/f"}}}},
+            {{"open":{{"file":"f"}}}},
+            {{"ftruncate":{{"len":1048576}}}},
+            {{"pwrite":{{"offset":0,"len":4096,"atomic":true,"iovecs":2}}}}]}}"#
+    );
+    let r = run_plan(&plan);
+    assert_eq!(r[0]["errno"], "ENOENT");
+    assert_eq!(r[2]["ret"], 0);
+    // Two iovecs with RWF_ATOMIC are refused by every kernel that knows the
+    // flag (EINVAL) and by those that do not (EOPNOTSUPP).
+    let e = r[3]["errno"].as_str().unwrap();
+    assert!(e == "EINVAL" || e == "EOPNOTSUPP", "{e}");
+}
