@@ -132,8 +132,11 @@ impl std::error::Error for TestcaseError {}
 /// Parse and validate one testcase file's text.
 pub fn parse(file: &str, text: &str) -> Result<Testcase, TestcaseError> {
     let tc: Testcase = serde_yaml::from_str(text).map_err(|e| from_yaml_error(file, text, &e))?;
-    validate(&tc).map_err(|(path, message, hint)| {
-        let (line, column) = locate(text, &path).unwrap_or((1, 1));
+    validate(&tc).map_err(|(path, item, message, hint)| {
+        let (line, column) = item
+            .and_then(|i| locate_list_item(text, &path, i))
+            .or_else(|| locate(text, &path))
+            .unwrap_or((1, 1));
         TestcaseError {
             file: file.to_string(),
             line,
@@ -146,12 +149,14 @@ pub fn parse(file: &str, text: &str) -> Result<Testcase, TestcaseError> {
     Ok(tc)
 }
 
-type Invalid = (Vec<&'static str>, String, Option<String>);
+/// A rule broken: the key path, which list item under it (if any), the
+/// message and a hint.
+type Invalid = (Vec<&'static str>, Option<usize>, String, Option<String>);
 
 /// Rules across fields that serde cannot express.
 fn validate(tc: &Testcase) -> Result<(), Invalid> {
     let bad = |path: Vec<&'static str>, msg: String, hint: Option<&str>| {
-        Err((path, msg, hint.map(str::to_string)))
+        Err((path, None, msg, hint.map(str::to_string)))
     };
     if tc.name.is_empty()
         || !tc
@@ -207,9 +212,15 @@ fn validate(tc: &Testcase) -> Result<(), Invalid> {
 }
 
 fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
-    let bad = |msg: String, hint: Option<&str>| {
-        Err((vec!["workload", "steps"], msg, hint.map(str::to_string)))
+    let bad_at = |item: Option<usize>, msg: String, hint: Option<&str>| {
+        Err((
+            vec!["workload", "steps"],
+            item,
+            msg,
+            hint.map(str::to_string),
+        ))
     };
+    let bad = |msg: String, hint: Option<&str>| bad_at(None, msg, hint);
     if steps.is_empty() {
         return bad("a steps workload needs at least one step".into(), None);
     }
@@ -219,7 +230,8 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
         if let Expect::Errno(e) = step.expect() {
             if !ERRNOS.iter().any(|(name, _)| name == e) {
                 let known: Vec<&str> = ERRNOS.iter().map(|(n, _)| *n).collect();
-                return bad(
+                return bad_at(
+                    Some(i),
                     format!("step {n} ({}): unknown expectation {e:?}", step.name()),
                     Some(&format!(
                         "use ok, supported_or_skip or an errno: {}",
@@ -232,7 +244,8 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
             Step::Open(o) => {
                 opened = true;
                 if !o.file.starts_with('/') && tc.mkfs.is_none() {
-                    return bad(
+                    return bad_at(
+                        Some(i),
                         format!(
                             "step {n}: relative file {:?} but the testcase makes no filesystem",
                             o.file
@@ -242,17 +255,23 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                 }
             }
             _ if !opened => {
-                return bad(
+                return bad_at(
+                    Some(i),
                     format!("step {n} ({}) comes before any `open`", step.name()),
                     Some("open a file first; later steps use the file opened last"),
                 );
             }
             Step::Pwrite(p) => {
                 if p.len == 0 || p.iovecs == 0 || u64::from(p.iovecs) > p.len {
-                    return bad(format!("step {n}: pwrite needs len >= iovecs >= 1"), None);
+                    return bad_at(
+                        Some(i),
+                        format!("step {n}: pwrite needs len >= iovecs >= 1"),
+                        None,
+                    );
                 }
                 if p.atomic && !p.len.is_power_of_two() && p.expect == Expect::Ok {
-                    return bad(
+                    return bad_at(
+                    Some(i),
                         format!("step {n}: an atomic write of {} bytes (not a power of two) cannot succeed", p.len),
                         Some("to test that the kernel refuses it, add `expect: EINVAL`"),
                     );
@@ -415,6 +434,32 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     found
 }
 
+/// Line and column of the `index`-th item (0-based) of the block list under
+/// the key path (`- ` entries at the list's own indentation).
+pub fn locate_list_item(text: &str, path: &[&str], index: usize) -> Option<(usize, usize)> {
+    let (key_line, key_col) = locate(text, path)?;
+    let mut item_indent = None;
+    let mut count = 0;
+    for (n, line) in text.lines().enumerate().skip(key_line) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent < key_col {
+            break;
+        }
+        if trimmed.starts_with("- ") && item_indent.is_none_or(|i| i == indent) {
+            item_indent = Some(indent);
+            if count == index {
+                return Some((n + 1, indent + 1));
+            }
+            count += 1;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,7 +607,7 @@ workload:
         let text = STEPS.replace(", expect: EINVAL", "");
         let e = parse("t.yaml", &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("workload.steps"));
-        assert_eq!(e.line, 5);
+        assert_eq!((e.line, e.column), (8, 5), "points at the step itself");
         assert!(
             e.message.contains("3000 bytes (not a power of two)"),
             "{}",
