@@ -378,6 +378,15 @@ fn run_case(
             &mut suite.properties,
         ),
         Workload::Steps(steps) => steps_workload(&mut vm, tc, steps, suite_name, dir, cmd_timeout),
+        Workload::Generate(g) => generate_workload(
+            &mut vm,
+            tc,
+            g,
+            suite_name,
+            dir,
+            cmd_timeout,
+            &mut suite.properties,
+        ),
     };
     match body {
         Ok(results) => suite.results.extend(results),
@@ -617,6 +626,133 @@ fn steps_workload(
     if tc.mkfs.is_some() {
         exec_ok(vm, "umount", "umount /mnt", timeout)?;
     }
+    Ok(results)
+}
+
+/// One line of `lab-guest generate` output.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum GenLine {
+    Limits {
+        limits: lab_core::generate::GenLimits,
+    },
+    Op {
+        thread: u32,
+        step: Step,
+        result: StepResult,
+    },
+    Verify {
+        verify: StepResult,
+    },
+}
+
+/// A seeded generator: N threads of mixed atomic/non-atomic writes and
+/// syncs on one file. Checks: every operation returned what it must (a
+/// short write never passes), and the file reads back as the last write of
+/// each sector's owner thread.
+fn generate_workload(
+    vm: &mut Vm,
+    tc: &Testcase,
+    g: &lab_core::generate::GenParams,
+    case: &str,
+    dir: &Path,
+    timeout: Duration,
+    props: &mut Vec<(String, String)>,
+) -> Result<Vec<CaseResult>, StageError> {
+    use base64::Engine;
+    make_fs(vm, tc, "/dev/nvme0n1", timeout)?;
+    let input =
+        serde_json::json!({ "run": stamp_run_id(), "root": "/mnt", "file": "gen", "params": g });
+    let b64 = base64::engine::general_purpose::STANDARD.encode(input.to_string());
+    let t = Instant::now();
+    let out = vm
+        .exec(
+            &format!("echo {b64} | base64 -d | lab-guest generate"),
+            timeout,
+        )
+        .map_err(|e| ("generate".to_string(), e))?;
+    let elapsed = t.elapsed();
+    let _ = std::fs::write(dir.join("oplog.jsonl"), &out.stdout);
+    props.push(("generate.seed".into(), g.seed.to_string()));
+    let mut ops = 0usize;
+    let mut atomic_ok = 0usize;
+    let mut failures = Vec::new();
+    let mut skip = None;
+    let mut verify = None;
+    for line in out.stdout.lines() {
+        match serde_json::from_str::<GenLine>(line) {
+            Ok(GenLine::Limits { limits }) => {
+                props.push((
+                    "generate.limits".into(),
+                    serde_json::to_string(&limits).unwrap_or_default(),
+                ));
+            }
+            Ok(GenLine::Op {
+                thread,
+                step,
+                result,
+            }) => {
+                ops += 1;
+                match steps::judge(&step, &result) {
+                    StepVerdict::Pass => {
+                        if matches!(&step, Step::Pwrite(p) if p.atomic) {
+                            atomic_ok += 1;
+                        }
+                    }
+                    StepVerdict::Skip(reason) => skip = Some(reason),
+                    StepVerdict::Fail(m) => {
+                        failures.push(format!("thread {thread} op {}: {m}", result.index + 1))
+                    }
+                }
+            }
+            Ok(GenLine::Verify { verify: v }) => verify = Some(v),
+            Err(_) => {}
+        }
+    }
+    let mut results = Vec::new();
+    let ops_outcome = if ops == 0 || verify.is_none() {
+        Outcome::Error {
+            message: format!("lab-guest generate did not finish (exit {})", out.status),
+            detail: out.stderr.clone(),
+        }
+    } else if !failures.is_empty() {
+        Outcome::Failed {
+            message: format!(
+                "{} of {ops} operations failed; first: {}",
+                failures.len(),
+                failures[0]
+            ),
+            detail: failures.join("\n"),
+        }
+    } else if let Some(reason) = skip {
+        Outcome::Skipped {
+            reason: format!("atomic writes in this workload: {reason}"),
+        }
+    } else {
+        Outcome::Passed
+    };
+    props.push(("generate.ops".into(), ops.to_string()));
+    props.push(("generate.atomic_writes_ok".into(), atomic_ok.to_string()));
+    results.push(result(case, "generate.ops", ops_outcome, elapsed));
+    if let Some(v) = verify {
+        let outcome = if v.errno.is_none() && v.detail.is_empty() {
+            Outcome::Passed
+        } else {
+            Outcome::Failed {
+                message: format!(
+                    "read-back: {}",
+                    if v.detail.is_empty() {
+                        v.errno.clone().unwrap_or_default()
+                    } else {
+                        v.detail.clone()
+                    }
+                ),
+                detail: format!("seed {} (oplog.jsonl has every operation)", g.seed),
+            }
+        };
+        results.push(result(case, "generate.verify", outcome, elapsed));
+    }
+    exec_ok(vm, "umount", "umount /mnt", timeout)?;
     Ok(results)
 }
 

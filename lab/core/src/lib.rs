@@ -7,6 +7,7 @@
 
 pub mod cpio;
 pub mod device;
+pub mod generate;
 pub mod kmod;
 pub mod limits;
 pub mod qemu;

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceParams;
+use crate::generate::GenParams;
 use crate::steps::{Expect, Step, ERRNOS};
 
 /// One testcase, as written in YAML.
@@ -55,7 +56,7 @@ pub struct Mount {
 }
 
 /// What the guest does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Workload {
     /// Read atomic-write limits from sysfs and statx on the raw device and on
@@ -63,6 +64,9 @@ pub enum Workload {
     Limits,
     /// Explicit operations, each with its expected result.
     Steps(Vec<Step>),
+    /// A seeded random mix of atomic and non-atomic writes and syncs from N
+    /// writer threads on one file, sized from the limits the guest reports.
+    Generate(GenParams),
 }
 
 impl Workload {
@@ -70,6 +74,7 @@ impl Workload {
         match self {
             Workload::Limits => "limits",
             Workload::Steps(_) => "steps",
+            Workload::Generate(_) => "generate",
         }
     }
 }
@@ -201,6 +206,18 @@ fn validate(tc: &Testcase) -> Result<(), Invalid> {
     }
     if let Workload::Steps(steps) = &tc.workload {
         validate_steps(tc, steps)?;
+    }
+    if let Workload::Generate(g) = &tc.workload {
+        if let Err(msg) = g.validate() {
+            return bad(vec!["workload", "generate"], msg, None);
+        }
+        if tc.mkfs.is_none() {
+            return bad(
+                vec!["workload", "generate"],
+                "a generator writes a file and needs `mkfs:`".into(),
+                Some("add e.g. `mkfs: { block_size: 4096 }`"),
+            );
+        }
     }
     if tc.repeat == 0 {
         return bad(vec!["repeat"], "repeat must be at least 1".into(), None);
@@ -649,6 +666,26 @@ workload:
         assert!(
             e.message
                 .contains("step 1 (pwrite) comes before any `open`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn generate_workload_parses_and_validates() {
+        let text = "name: g\nmkfs: { block_size: 4096 }\nworkload:\n  generate: { seed: 5, threads: 4, direct: true }\n";
+        let tc = parse("t.yaml", text).unwrap();
+        match tc.workload {
+            Workload::Generate(g) => {
+                assert_eq!((g.seed, g.threads, g.ops), (5, 4, 64));
+                assert!(g.direct);
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse("t.yaml", &text.replace("threads: 4", "atomic_ratio: 1.5")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workload.generate"));
+        assert!(
+            e.message.contains("atomic_ratio must be between 0 and 1"),
             "{}",
             e.message
         );

@@ -7,6 +7,8 @@
 //!                    block device) for each path, one JSON object per line.
 //!   run              a Plan of steps (JSON on stdin): one StepResult per
 //!                    step, as JSON lines.
+//!   generate         a seeded generator (JSON on stdin): limits, every
+//!                    operation of every writer thread, a final read-back.
 
 mod plan;
 mod statx;
@@ -20,12 +22,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("limits") if args.len() > 1 => limits(&args[1..]),
         Some("run") => plan::run(),
+        Some("generate") => plan::generate(),
         Some("version") => {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         _ => {
-            Err("usage: lab-guest limits PATH... | run (plan JSON on stdin) | version".to_string())
+            Err("usage: lab-guest limits PATH... | run (plan JSON on stdin) | generate (generator JSON on stdin) | version".to_string())
         }
     };
     match result {

@@ -305,6 +305,143 @@ fn one_step(st: &mut State, plan: &Plan, step: &Step) -> Outcome {
     }
 }
 
+/// `lab-guest generate`: the input the host sends.
+#[derive(serde::Deserialize)]
+struct GenInput {
+    run: u64,
+    root: String,
+    file: String,
+    params: lab_core::generate::GenParams,
+}
+
+/// One line of `generate` output for one operation.
+#[derive(serde::Serialize)]
+struct ThreadResult<'a> {
+    thread: u32,
+    step: &'a Step,
+    result: &'a StepResult,
+}
+
+/// Runs a seeded generator: reads the file's real limits, generates each
+/// thread's operations, runs the threads at once on the same file, prints
+/// the limits, every operation with its result, and a final read-back.
+pub fn generate() -> Result<(), String> {
+    use lab_core::generate::{self as gen, GenLimits};
+    use lab_core::steps::Open;
+    let mut input = String::new();
+    io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("reading input: {e}"))?;
+    let g: GenInput = serde_json::from_str(&input).map_err(|e| format!("bad input: {e}"))?;
+    let open = Step::Open(Open {
+        file: g.file.clone(),
+        direct: g.params.direct,
+        sync: false,
+        dsync: false,
+        expect: Default::default(),
+    });
+    // Create the file first so statx sees the limits of a file on this fs.
+    let mut probe = State::default();
+    let opened = one_step(
+        &mut probe,
+        &Plan {
+            run: g.run,
+            root: g.root.clone(),
+            steps: vec![],
+        },
+        &open,
+    );
+    if let Err((e, d)) = opened {
+        return Err(format!("open {}: {} {d}", g.file, errno_name(e)));
+    }
+    let path = probe.last.clone().expect("opened");
+    let sx = crate::statx::statx_atomic(&path).map_err(|e| format!("statx {path}: {e}"))?;
+    let limits = GenLimits {
+        atomic_min: sx.atomic.unit_min,
+        atomic_max: sx.atomic.unit_max,
+        align: if g.params.direct {
+            sx.dio_offset_align.max(512)
+        } else {
+            512
+        },
+        block: sx.blksize,
+    };
+    println!("{}", serde_json::json!({ "limits": limits }));
+    let per_thread = gen::generate(&g.params, &limits);
+    let plan = Plan {
+        run: g.run,
+        root: g.root.clone(),
+        steps: vec![],
+    };
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = per_thread
+            .iter()
+            .enumerate()
+            .map(|(t, steps)| {
+                let plan = &plan;
+                let open = &open;
+                s.spawn(move || {
+                    let mut st = State {
+                        // Distinct write ids per thread: thread t numbers its
+                        // writes from t << 24.
+                        next_write: (t as u32) << 24,
+                        ..State::default()
+                    };
+                    let _ = one_step(&mut st, plan, open);
+                    let rs: Vec<StepResult> = steps
+                        .iter()
+                        .enumerate()
+                        .map(|(i, step)| to_result(i, step, one_step(&mut st, plan, step)))
+                        .collect();
+                    (st, rs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect::<Vec<_>>()
+    });
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    // Regions are disjoint, so the threads' records merge without conflict.
+    let mut merged = State::default();
+    let _ = one_step(&mut merged, &plan, &open);
+    for (t, (st, rs)) in results.into_iter().enumerate() {
+        for (step, r) in per_thread[t].iter().zip(&rs) {
+            let line = ThreadResult {
+                thread: t as u32,
+                step,
+                result: r,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line).expect("serialises"))
+                .map_err(|e| e.to_string())?;
+        }
+        for (file, map) in st.written {
+            merged.written.entry(file).or_default().extend(map);
+        }
+    }
+    let verify = Step::Verify(FileOnly::default());
+    let r = to_result(0, &verify, one_step(&mut merged, &plan, &verify));
+    writeln!(out, "{}", serde_json::json!({ "verify": r })).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn to_result(index: usize, step: &Step, outcome: Outcome) -> StepResult {
+    let (ret, errno, detail) = match outcome {
+        Ok(r) => (Some(r), None, String::new()),
+        Err((0, d)) => (None, None, d),
+        Err((e, d)) => (None, Some(errno_name(e)), d),
+    };
+    StepResult {
+        index,
+        op: step.name().to_string(),
+        ret,
+        errno,
+        detail,
+    }
+}
+
 pub fn run() -> Result<(), String> {
     let mut input = String::new();
     io::stdin()
@@ -314,18 +451,7 @@ pub fn run() -> Result<(), String> {
     let mut st = State::default();
     let stdout = io::stdout();
     for (index, step) in plan.steps.iter().enumerate() {
-        let (ret, errno, detail) = match one_step(&mut st, &plan, step) {
-            Ok(r) => (Some(r), None, String::new()),
-            Err((0, d)) => (None, None, d),
-            Err((e, d)) => (None, Some(errno_name(e)), d),
-        };
-        let r = StepResult {
-            index,
-            op: step.name().to_string(),
-            ret,
-            errno,
-            detail,
-        };
+        let r = to_result(index, step, one_step(&mut st, &plan, step));
         let mut out = stdout.lock();
         writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))
             .map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ use lab_core::limits::StatxAtomic;
 
 const STATX_WRITE_ATOMIC: u32 = 0x0001_0000;
 const STATX_BASIC_STATS: u32 = 0x0000_07ff;
+const STATX_DIOALIGN: u32 = 0x0000_2000;
 const STATX_ATTR_WRITE_ATOMIC: u64 = 0x0040_0000;
 const S_IFMT: u16 = 0o170000;
 const S_IFBLK: u16 = 0o060000;
@@ -52,6 +53,8 @@ const _: () = assert!(std::mem::size_of::<RawStatx>() == 256);
 pub struct StatxResult {
     pub atomic: StatxAtomic,
     pub blksize: u32,
+    /// O_DIRECT offset alignment (0 when the kernel does not say).
+    pub dio_offset_align: u32,
     pub is_block_device: bool,
 }
 
@@ -65,7 +68,7 @@ pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
             libc::AT_FDCWD,
             c.as_ptr(),
             0,
-            STATX_BASIC_STATS | STATX_WRITE_ATOMIC,
+            STATX_BASIC_STATS | STATX_WRITE_ATOMIC | STATX_DIOALIGN,
             &mut buf as *mut RawStatx,
         )
     };
@@ -82,6 +85,11 @@ pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
             segments_max: buf.atomic_write_segments_max,
         },
         blksize: buf.blksize,
+        dio_offset_align: if buf.mask & STATX_DIOALIGN != 0 {
+            buf.dio_offset_align
+        } else {
+            0
+        },
         is_block_device: buf.mode & S_IFMT == S_IFBLK,
     })
 }
