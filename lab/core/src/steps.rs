@@ -15,6 +15,10 @@ pub enum Expect {
     /// Success, or EOPNOTSUPP which makes the testcase "skipped" with the
     /// reason: for features a kernel may lack (buffered RWF_ATOMIC).
     SupportedOrSkip,
+    /// Any failure (nothing written), or EOPNOTSUPP which skips: for a
+    /// write that cannot complete (its buffer faults) on a kernel that may
+    /// not support the operation at all.
+    RefusedOrSkip,
     /// Failure with this errno name (EINVAL, EOPNOTSUPP, ...).
     #[serde(untagged)]
     Errno(String),
@@ -59,6 +63,10 @@ pub enum BufferPlacement {
     PageCrossing,
     /// Off by 1 byte from any alignment (O_DIRECT must refuse it).
     Misaligned,
+    /// Crosses a page boundary like `page_crossing`, and the page after the
+    /// boundary is made inaccessible (PROT_NONE) just before the call: the
+    /// copy or pin faults midway. An atomic write must then fail whole.
+    PageFault,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -218,6 +226,7 @@ impl Step {
                     BufferPlacement::Aligned => {}
                     BufferPlacement::PageCrossing => f.push("buffer=page_crossing".into()),
                     BufferPlacement::Misaligned => f.push("buffer=misaligned".into()),
+                    BufferPlacement::PageFault => f.push("buffer=page_fault".into()),
                 }
                 format!("pwritev2(off={} len={} {})", p.offset, p.len, f.join(" "))
             }
@@ -293,6 +302,22 @@ pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
                 format!(": {}", r.detail)
             }
         )),
+        Expect::RefusedOrSkip => match r.errno.as_deref() {
+            Some("EOPNOTSUPP") => StepVerdict::Skip(format!(
+                "{} is not supported by this kernel (EOPNOTSUPP)",
+                step.describe()
+            )),
+            Some(_) => StepVerdict::Pass,
+            None => StepVerdict::Fail(format!(
+                "{}: expected a failure with nothing written, got {got}{}",
+                step.describe(),
+                if short {
+                    " (a short write: part of an atomic write landed)"
+                } else {
+                    ""
+                }
+            )),
+        },
         Expect::Errno(want) => {
             if r.errno.as_deref() == Some(want.as_str()) {
                 StepVerdict::Pass
@@ -365,6 +390,20 @@ mod tests {
             judge(&s, &res(None, Some("EINVAL"))),
             StepVerdict::Fail(_)
         ));
+    }
+
+    #[test]
+    fn refused_or_skip() {
+        let s = pw(Expect::RefusedOrSkip);
+        assert_eq!(judge(&s, &res(None, Some("EFAULT"))), StepVerdict::Pass);
+        assert!(matches!(
+            judge(&s, &res(None, Some("EOPNOTSUPP"))),
+            StepVerdict::Skip(_)
+        ));
+        match judge(&s, &res(Some(2048), None)) {
+            StepVerdict::Fail(m) => assert!(m.contains("short write"), "{m}"),
+            v => panic!("{v:?}"),
+        }
     }
 
     #[test]

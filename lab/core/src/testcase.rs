@@ -286,6 +286,13 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                         None,
                     );
                 }
+                if p.buffer == crate::steps::BufferPlacement::PageFault && p.expect == Expect::Ok {
+                    return bad_at(
+                        Some(i),
+                        format!("step {n}: a write whose buffer faults cannot succeed"),
+                        Some("expect `refused_or_skip` (any error, nothing written) or an errno such as EFAULT"),
+                    );
+                }
                 if p.atomic && !p.len.is_power_of_two() && p.expect == Expect::Ok {
                     return bad_at(
                     Some(i),

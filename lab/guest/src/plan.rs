@@ -145,7 +145,9 @@ impl State {
         let start = match p.buffer {
             BufferPlacement::Aligned => PAGE,
             // Half of the buffer before a page boundary, half after.
-            BufferPlacement::PageCrossing => 2 * PAGE - (len / 2).clamp(1, PAGE - 1),
+            BufferPlacement::PageCrossing | BufferPlacement::PageFault => {
+                2 * PAGE - (len / 2).clamp(1, PAGE - 1)
+            }
             BufferPlacement::Misaligned => PAGE + 1,
         };
         self.next_write += 1;
@@ -186,10 +188,28 @@ impl State {
         if p.sync {
             flags |= RWF_SYNC;
         }
+        // The page after the boundary becomes inaccessible: the kernel's copy
+        // (buffered) or pin (direct) of the user buffer faults midway.
+        let fault_page = (p.buffer == BufferPlacement::PageFault)
+            .then(|| mem.slice(2 * PAGE, PAGE).as_mut_ptr());
+        if let Some(pg) = fault_page {
+            // SAFETY: a whole page inside our own allocation.
+            if unsafe { libc::mprotect(pg.cast(), PAGE, libc::PROT_NONE) } != 0 {
+                return fail(format!("mprotect: {}", errno_name(errno())));
+            }
+        }
         // SAFETY: iovecs point into `mem`, alive for the call.
         let ret =
             unsafe { libc::pwritev2(fd, iov.as_ptr(), n as i32, p.offset as libc::off_t, flags) };
-        let ret = check(ret as i64)?;
+        let saved_errno = errno();
+        if let Some(pg) = fault_page {
+            // SAFETY: restore the page before the allocation is freed.
+            unsafe { libc::mprotect(pg.cast(), PAGE, libc::PROT_READ | libc::PROT_WRITE) };
+        }
+        if ret < 0 {
+            return Err((saved_errno, String::new()));
+        }
+        let ret = ret as i64;
         if !stamped {
             // Unstamped bytes landed over these sectors: nothing to verify there.
             if let Some(map) = self.written.get_mut(&path) {
@@ -200,20 +220,28 @@ impl State {
                     map.remove(&k);
                 }
             }
-        } else if ret as usize == len {
+        } else {
+            // Record the sectors this write fully covered: all of them, or for
+            // a short write those before where it stopped (the sector it
+            // stopped in holds a mix and is not checked).
             let map = self.written.entry(path).or_default();
+            let done = ret as u64;
             for i in 0..len / SECTOR {
                 let off = p.offset + (i * SECTOR) as u64;
-                map.insert(
-                    off,
-                    Stamp {
-                        run,
-                        file: file_id,
-                        write,
-                        generation: gen,
-                        offset: off,
-                    },
-                );
+                if off + SECTOR as u64 <= p.offset + done {
+                    map.insert(
+                        off,
+                        Stamp {
+                            run,
+                            file: file_id,
+                            write,
+                            generation: gen,
+                            offset: off,
+                        },
+                    );
+                } else if off < p.offset + done {
+                    map.remove(&off);
+                }
             }
         }
         Ok(ret)
