@@ -130,7 +130,43 @@ if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$default_link/vmlinuz" ]; then
 fi
 log "default kernel: $(readlink "$default_link")"
 
-# --- 4. the lab itself ------------------------------------------------------------
+# --- 4. newer guest tools: fio and xfs_io from Debian trixie -------------------
+# Debian 12's fio (3.33) and xfsprogs (6.1) predate RWF_ATOMIC support
+# (fio atomic=1 needs 3.38, xfs_io pwrite -A 6.12). trixie's binaries need
+# trixie's glibc, so they are unpacked with their libraries into a private
+# root; the guest image runs them through that root's own loader. Only the
+# testcases that ask for them (`guest_tools:`) get an image with them.
+tools_root=$cache/tools/trixie
+if [ ! -x "$tools_root/root/usr/bin/fio" ] || [ ! -x "$tools_root/root/usr/sbin/xfs_io" ]; then
+  tapt_dir=$cache/apt-trixie
+  mkdir -p "$tapt_dir"/{lists/partial,archives/partial,etc/preferences.d}
+  cat > "$tapt_dir/etc/sources.list" <<'SRC'
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+SRC
+  tapt=(-o Dir::Etc::sourcelist="$tapt_dir/etc/sources.list"
+        -o Dir::Etc::sourceparts=- -o Dir::Etc::preferencesparts="$tapt_dir/etc/preferences.d"
+        -o Dir::State::Lists="$tapt_dir/lists" -o Dir::Cache="$tapt_dir"
+        -o Dir::Cache::archives="$tapt_dir/archives" -o Dir::State::status=/dev/null
+        -o APT::Architecture=amd64 -o Debug::NoLocking=1)
+  log "fetching fio and xfsprogs from trixie with their libraries (private apt config: $tapt_dir)"
+  apt-get "${tapt[@]}" update -qq 2>&1 | grep -v 'unsandboxed' >&2 || true
+  # The library closure; interpreters and system packages the binaries never
+  # load are left out (python3 is only for fio's helper scripts).
+  pkgs_trixie=$(apt-cache "${tapt[@]}" depends --recurse --no-recommends --no-suggests \
+      --no-conflicts --no-breaks --no-replaces --no-enhances fio xfsprogs 2>/dev/null \
+    | grep -v '^ ' | grep -v '^<' | sort -u \
+    | grep -vE '^(python3.*|libpython3.*|perl.*|libperl.*|init-system-helpers|debconf.*|dpkg|sensible-utils|adduser|passwd|mount|util-linux.*|lsb-base|sysvinit-utils|tzdata|media-types|readline-common|libpam.*|login.*|mime-support|netbase|base-files|base-passwd|coreutils|debianutils|bash|dash|diffutils|findutils|grep|gzip|hostname|ncurses-.*|sed|tar|install-info|usrmerge|libicu76)$')
+  dl=$(mktemp -d "$cache/dl.XXXXXX")
+  (cd "$dl" && apt-get "${tapt[@]}" download $pkgs_trixie >/dev/null 2>&1) \
+    || die "apt-get download from trixie failed for: $pkgs_trixie"
+  rm -rf "$tools_root.tmp"; mkdir -p "$tools_root.tmp/root"
+  for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$tools_root.tmp/root"; done
+  [ -x "$tools_root.tmp/root/usr/bin/fio" ] || die "no fio in the trixie packages"
+  rm -rf "$tools_root"; mv "$tools_root.tmp" "$tools_root"; rm -rf "$dl"
+fi
+log "guest tools: fio $(cd "$tools_root/root" && ls usr/share/doc/fio/changelog.Debian.gz >/dev/null 2>&1 && echo '(trixie)')"
+
+# --- 5. the lab itself ------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
 log "cargo build --release"
 (cd "$here" && cargo build --release -q)

@@ -114,6 +114,21 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
         }
     };
 
+    // Optional guest tools (fio, xfs_io from trixie) for the testcases that use them.
+    let tools = cache.join("tools/trixie/root");
+    if tools.join("usr/bin/fio").is_file() && tools.join("usr/sbin/xfs_io").is_file() {
+        r.ok(
+            "guest tools",
+            &format!("fio, xfs_io from Debian trixie ({})", tools.display()),
+        );
+    } else {
+        r.missing(
+            "guest tools",
+            "fio and xfs_io from Debian trixie are not unpacked (testcases with `guest_tools:` need them)",
+            SETUP,
+        );
+    }
+
     // Guest image.
     let root = paths::repo_root();
     let image = match (&root, &kernel) {

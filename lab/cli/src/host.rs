@@ -234,6 +234,14 @@ impl LabHost {
         })
     }
 
+    /// The guest image with these optional tools (the plain one when none).
+    pub fn image_with(&self, tools: &[String]) -> Result<PathBuf> {
+        if tools.is_empty() {
+            return Ok(self.image.path.clone());
+        }
+        Ok(image::ensure_image_with(&self.root, &self.cache, &self.kernel, tools)?.path)
+    }
+
     /// VM options for this host with the given console log and disk.
     pub fn vm_options(
         &self,

@@ -21,6 +21,102 @@ struct Recipe {
     early_modules: Vec<String>,
     modules: Vec<String>,
     init: String,
+    #[serde(default)]
+    optional_tools: BTreeMap<String, ForeignTool>,
+}
+
+/// A program from another Debian suite's root, run through that root's
+/// loader with its own libraries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForeignTool {
+    /// The root, relative to the cache.
+    root: String,
+    binary: String,
+    install_as: String,
+    library_path: Vec<String>,
+}
+
+/// Where foreign roots live in the guest.
+const FOREIGN_PREFIX: &str = "opt/foreign";
+
+/// Adds a foreign tool: its binary, its loader and the libraries the loader
+/// resolves (`ld.so --list`), under /opt/foreign/, plus a wrapper script.
+fn add_foreign_tool(files: &mut Contents, cache: &Path, name: &str, t: &ForeignTool) -> Result<()> {
+    let root = cache.join(&t.root);
+    let loader_rel = "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+    let loader = root.join(loader_rel);
+    let bin = root.join(t.binary.trim_start_matches('/'));
+    if !bin.is_file() || !loader.is_file() {
+        bail!(
+            "guest tool {name} needs {} and its loader {}: run scripts/setup.sh",
+            bin.display(),
+            loader.display()
+        );
+    }
+    let host_lp: Vec<String> = t
+        .library_path
+        .iter()
+        .map(|d| {
+            root.join(d.trim_start_matches('/'))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let out = Command::new(&loader)
+        .arg("--library-path")
+        .arg(host_lp.join(":"))
+        .arg("--list")
+        .arg(&bin)
+        .output()
+        .with_context(|| format!("listing the libraries of {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} --list {} failed: {}",
+            loader.display(),
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let prefix = format!("{FOREIGN_PREFIX}/{}", name);
+    let root_str = root.to_string_lossy().into_owned();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(path) = line
+            .split("=>")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        else {
+            continue;
+        };
+        let Some(rel) = path.strip_prefix(&root_str) else {
+            bail!("{name} resolved {path} outside its root {root_str}");
+        };
+        files.insert(format!("{prefix}{rel}"), (0o755, std::fs::read(path)?));
+    }
+    files.insert(
+        format!("{prefix}/{loader_rel}"),
+        (0o755, std::fs::read(&loader)?),
+    );
+    files.insert(
+        format!("{prefix}{}", t.binary),
+        (0o755, std::fs::read(&bin)?),
+    );
+    let guest_lp: Vec<String> = t
+        .library_path
+        .iter()
+        .map(|d| format!("/{prefix}{d}"))
+        .collect();
+    let wrapper = format!(
+        "#!/bin/sh\n# {name} from {}, with its own libraries (see vm-images/guest.yaml)\nexec /{prefix}/{loader_rel} --library-path {} /{prefix}{} \"$@\"\n",
+        t.root,
+        guest_lp.join(":"),
+        t.binary
+    );
+    files.insert(
+        t.install_as.trim_start_matches('/').into(),
+        (0o755, wrapper.into_bytes()),
+    );
+    Ok(())
 }
 
 /// A built image.
@@ -126,7 +222,13 @@ fn decompress_module(path: &Path) -> Result<Vec<u8>> {
 /// Everything that goes into the image: destination path -> (mode, bytes).
 type Contents = BTreeMap<String, (u32, Vec<u8>)>;
 
-fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<Contents> {
+fn collect(
+    root: &Path,
+    cache: &Path,
+    kernel: &Kernel,
+    agent: &Path,
+    tools: &[String],
+) -> Result<Contents> {
     let recipe_path = root.join("vm-images/guest.yaml");
     let text = std::fs::read_to_string(&recipe_path)
         .with_context(|| format!("reading {}", recipe_path.display()))?;
@@ -158,6 +260,21 @@ fn collect(root: &Path, kernel: &Kernel, agent: &Path) -> Result<Contents> {
         }
     }
     files.insert("usr/bin/lab-guest".into(), (0o755, std::fs::read(agent)?));
+    for name in tools {
+        let t = recipe.optional_tools.get(name).with_context(|| {
+            format!(
+                "unknown guest tool {name:?} (the recipe {} has: {})",
+                recipe_path.display(),
+                recipe
+                    .optional_tools
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        add_foreign_tool(&mut files, cache, name, t)?;
+    }
 
     // Modules, dependencies first, decompressed (busybox insmod cannot
     // decompress); load orders go to /etc/lab-modules-{early,late}.
@@ -259,8 +376,18 @@ fn write_cpio(files: &Contents, out: &Path) -> Result<()> {
 
 /// The image for `kernel`, from the cache or freshly built.
 pub fn ensure_image(root: &Path, cache: &Path, kernel: &Kernel) -> Result<GuestImage> {
+    ensure_image_with(root, cache, kernel, &[])
+}
+
+/// The image with optional tools (from the recipe's `optional_tools`) added.
+pub fn ensure_image_with(
+    root: &Path,
+    cache: &Path,
+    kernel: &Kernel,
+    tools: &[String],
+) -> Result<GuestImage> {
     let agent = ensure_agent(root)?;
-    let files = collect(root, kernel, &agent)?;
+    let files = collect(root, cache, kernel, &agent, tools)?;
     let hash = image_hash(&files);
     let dir = cache.join("images");
     std::fs::create_dir_all(&dir)?;

@@ -341,11 +341,26 @@ fn run_case(
         device: tc.device.clone(),
         write_cache: None,
     };
-    let opts = host.vm_options(
+    let mut opts = host.vm_options(
         dir.join("console.log"),
         Some(nvme),
         Duration::from_secs(tc.timeouts.boot_s),
     );
+    match host.image_with(&tc.guest_tools) {
+        Ok(img) => opts.initrd = img,
+        Err(e) => {
+            suite.results.push(result(
+                suite_name,
+                "image",
+                Outcome::Error {
+                    message: format!("{e:#}"),
+                    detail: String::new(),
+                },
+                start.elapsed(),
+            ));
+            return suite;
+        }
+    }
     let mut vm = match Vm::boot(&opts) {
         Ok(vm) => vm,
         Err(e) => {
@@ -378,6 +393,7 @@ fn run_case(
             &mut suite.properties,
         ),
         Workload::Steps(steps) => steps_workload(&mut vm, tc, steps, suite_name, dir, cmd_timeout),
+        Workload::Command(c) => command_workload(&mut vm, tc, c, suite_name, dir, cmd_timeout),
         Workload::Generate(g) => generate_workload(
             &mut vm,
             tc,
@@ -622,6 +638,76 @@ fn steps_workload(
             },
         };
         results.push(result(case, &name, outcome, elapsed));
+    }
+    if tc.mkfs.is_some() {
+        exec_ok(vm, "umount", "umount /mnt", timeout)?;
+    }
+    Ok(results)
+}
+
+/// A third-party client run as a shell command: exit status and output.
+fn command_workload(
+    vm: &mut Vm,
+    tc: &Testcase,
+    c: &lab_core::testcase::CommandSpec,
+    case: &str,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<Vec<CaseResult>, StageError> {
+    make_fs(vm, tc, "/dev/nvme0n1", timeout)?;
+    let t = Instant::now();
+    let out = vm
+        .exec(&format!("cd /mnt 2>/dev/null; {}", c.run), timeout)
+        .map_err(|e| ("command".to_string(), e))?;
+    let elapsed = t.elapsed();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    let _ = std::fs::write(
+        dir.join("command.log"),
+        format!("$ {}\n{text}\n[exit {}]\n", c.run, out.status),
+    );
+    let tail: String = {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    let mut results = Vec::new();
+    let skipped = c.skip_if_output.as_ref().and_then(|re| {
+        let re = regex::Regex::new(re).expect("validated");
+        text.lines().find(|l| re.is_match(l)).map(str::to_string)
+    });
+    if let Some(line) = skipped {
+        results.push(result(
+            case,
+            "command",
+            Outcome::Skipped {
+                reason: format!("`{}`: {}", c.run, line.trim()),
+            },
+            elapsed,
+        ));
+    } else {
+        let exit = if out.status == c.expect_exit {
+            Outcome::Passed
+        } else {
+            Outcome::Failed {
+                message: format!(
+                    "`{}` exited with {}, expected {}",
+                    c.run, out.status, c.expect_exit
+                ),
+                detail: tail.clone(),
+            }
+        };
+        results.push(result(case, "command.exit", exit, elapsed));
+        if let Some(re) = &c.expect_output {
+            let ok = regex::Regex::new(re).expect("validated").is_match(&text);
+            let outcome = if ok {
+                Outcome::Passed
+            } else {
+                Outcome::Failed {
+                    message: format!("the output of `{}` does not match /{re}/", c.run),
+                    detail: tail,
+                }
+            };
+            results.push(result(case, "command.output", outcome, elapsed));
+        }
     }
     if tc.mkfs.is_some() {
         exec_ok(vm, "umount", "umount /mnt", timeout)?;

@@ -353,7 +353,19 @@ fn generator_and_page_fault_cases_run_in_a_vm() {
         stdout.contains("SKIP  atomic-page-fault-xfs-4k (11/12 checks passed"),
         "{stdout}"
     );
+    // fio 3.39 (from trixie, with its own libraries) writes with RWF_ATOMIC
+    // and verifies; 8 KiB atomic writes above the unit are refused.
+    assert!(
+        stdout.contains("PASS  fio-atomic-xfs-4k (3/3 checks passed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS  fio-atomic-too-big-xfs-4k (3/3 checks passed"),
+        "{stdout}"
+    );
     let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
+    let fio = read(&run.join("fio-atomic-xfs-4k/command.log"));
+    assert!(fio.contains("fio-3.39") && fio.contains("err= 0"), "{fio}");
     let oplog = read(&run.join("generate-direct-xfs-4k/oplog.jsonl"));
     let ops = oplog
         .lines()

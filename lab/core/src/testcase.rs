@@ -27,6 +27,10 @@ pub struct Testcase {
     pub mount: Mount,
     #[serde(with = "serde_yaml::with::singleton_map_recursive")]
     pub workload: Workload,
+    /// Optional guest tools this testcase needs (vm-images/guest.yaml
+    /// `optional_tools`: fio, xfs_io from a newer Debian suite).
+    #[serde(default)]
+    pub guest_tools: Vec<String>,
     #[serde(default = "one")]
     pub repeat: u32,
     #[serde(default)]
@@ -67,6 +71,25 @@ pub enum Workload {
     /// A seeded random mix of atomic and non-atomic writes and syncs from N
     /// writer threads on one file, sized from the limits the guest reports.
     Generate(GenParams),
+    /// A shell command in the guest (a third-party client such as fio or
+    /// xfs_io), judged by its exit status and optionally its output.
+    Command(CommandSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Run by /bin/sh in the guest, with the filesystem (if any) on /mnt.
+    pub run: String,
+    #[serde(default)]
+    pub expect_exit: i32,
+    /// A regex the combined stdout+stderr must match.
+    #[serde(default)]
+    pub expect_output: Option<String>,
+    /// A regex that, when it matches the output, makes the case skipped
+    /// (the feature is not there), quoting the matching line.
+    #[serde(default)]
+    pub skip_if_output: Option<String>,
 }
 
 impl Workload {
@@ -75,6 +98,7 @@ impl Workload {
             Workload::Limits => "limits",
             Workload::Steps(_) => "steps",
             Workload::Generate(_) => "generate",
+            Workload::Command(_) => "command",
         }
     }
 }
@@ -217,6 +241,23 @@ fn validate(tc: &Testcase) -> Result<(), Invalid> {
                 "a generator writes a file and needs `mkfs:`".into(),
                 Some("add e.g. `mkfs: { block_size: 4096 }`"),
             );
+        }
+    }
+    if let Workload::Command(c) = &tc.workload {
+        for (field, re) in [
+            ("expect_output", &c.expect_output),
+            ("skip_if_output", &c.skip_if_output),
+        ] {
+            if let Some(re) = re {
+                if let Err(e) = regex::Regex::new(re) {
+                    return Err((
+                        vec!["workload", "command", field],
+                        None,
+                        format!("not a valid regex: {e}"),
+                        None,
+                    ));
+                }
+            }
         }
     }
     if tc.repeat == 0 {
@@ -696,6 +737,17 @@ workload:
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn command_workload_with_tools() {
+        let text = "name: fio\nmkfs: { block_size: 4096 }\nguest_tools: [fio]\nworkload:\n  command:\n    run: fio --version\n    expect_output: '^fio-3'\n";
+        let tc = parse("t.yaml", text).unwrap();
+        assert_eq!(tc.guest_tools, ["fio"]);
+        assert!(matches!(tc.workload, Workload::Command(ref c) if c.expect_exit == 0));
+        let e = parse("t.yaml", &text.replace("'^fio-3'", "'(unclosed'")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workload.command.expect_output"));
+        assert_eq!(e.line, 7);
     }
 
     #[test]
