@@ -269,6 +269,19 @@ fn result(case: &str, check: &str, outcome: Outcome, d: Duration) -> CaseResult 
     }
 }
 
+/// The lab could not do its part of a case (no disk, no image).
+fn lab_error(case: &str, stage: &str, e: &anyhow::Error, d: Duration) -> CaseResult {
+    result(
+        case,
+        stage,
+        Outcome::Error {
+            message: format!("{e:#}"),
+            detail: String::new(),
+        },
+        d,
+    )
+}
+
 /// An error of the lab or the guest, as a result: a crash of the kernel is a
 /// failure of the kernel under test; anything else is the lab not able to run.
 fn vm_error_result(case: &str, stage: &str, e: &VmError, d: Duration) -> CaseResult {
@@ -324,15 +337,9 @@ fn run_case(
     let disk = match ScratchDisk::new(tc.device.size_bytes()) {
         Ok(d) => d,
         Err(e) => {
-            suite.results.push(result(
-                suite_name,
-                "setup",
-                Outcome::Error {
-                    message: format!("{e:#}"),
-                    detail: String::new(),
-                },
-                start.elapsed(),
-            ));
+            suite
+                .results
+                .push(lab_error(suite_name, "setup", &e, start.elapsed()));
             return suite;
         }
     };
@@ -349,15 +356,9 @@ fn run_case(
     match host.image_with(&tc.guest_tools) {
         Ok(img) => opts.initrd = img,
         Err(e) => {
-            suite.results.push(result(
-                suite_name,
-                "image",
-                Outcome::Error {
-                    message: format!("{e:#}"),
-                    detail: String::new(),
-                },
-                start.elapsed(),
-            ));
+            suite
+                .results
+                .push(lab_error(suite_name, "image", &e, start.elapsed()));
             return suite;
         }
     }

@@ -102,30 +102,14 @@ impl Ssh {
         let mut buf = [0u8; 16384];
         loop {
             let mut progressed = false;
-            match ch.read(&mut buf) {
-                Ok(0) => {}
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    progressed = true;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    drop(ch);
-                    self.session.set_blocking(true);
-                    return Err(e.into());
-                }
-            }
-            match ch.stderr().read(&mut buf) {
-                Ok(0) => {}
-                Ok(n) => {
-                    err.extend_from_slice(&buf[..n]);
-                    progressed = true;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    drop(ch);
-                    self.session.set_blocking(true);
-                    return Err(e.into());
+            for (stream, sink) in [(0, &mut out), (1, &mut err)] {
+                match read_some(&mut ch.stream(stream), &mut buf, sink) {
+                    Ok(p) => progressed |= p,
+                    Err(e) => {
+                        drop(ch);
+                        self.session.set_blocking(true);
+                        return Err(e.into());
+                    }
                 }
             }
             if ch.eof() && !progressed {
@@ -221,6 +205,20 @@ impl Ssh {
         self.session.set_blocking(true);
         ch.wait_close()?;
         Ok(ch.exit_status()?)
+    }
+}
+
+/// One non-blocking read from a channel stream into `sink`; true when
+/// something arrived.
+fn read_some(stream: &mut impl Read, buf: &mut [u8], sink: &mut Vec<u8>) -> std::io::Result<bool> {
+    match stream.read(buf) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            sink.extend_from_slice(&buf[..n]);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

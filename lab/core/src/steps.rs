@@ -94,6 +94,9 @@ pub enum Step {
     /// Read the file back and compare every sector written by this plan
     /// with what the agent wrote there last.
     Verify(FileOnly),
+    /// Make `file` share all of `from`'s extents (FICLONE, a reflink copy):
+    /// later writes to either go through copy-on-write.
+    Clone(CloneFrom),
     Close(FileOnly),
 }
 
@@ -158,6 +161,18 @@ pub struct Ftruncate {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CloneFrom {
+    /// The destination (default: the file opened last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The source; opened for the clone if it is not open.
+    pub from: String,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Range {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -178,6 +193,7 @@ impl Step {
             Step::Fallocate(_) => "fallocate",
             Step::SyncFileRange(_) => "sync_file_range",
             Step::Verify(_) => "verify",
+            Step::Clone(_) => "clone",
             Step::Close(_) => "close",
         }
     }
@@ -188,6 +204,7 @@ impl Step {
             Step::Pwrite(p) => &p.expect,
             Step::Fsync(f) | Step::Fdatasync(f) | Step::Verify(f) | Step::Close(f) => &f.expect,
             Step::Ftruncate(t) => &t.expect,
+            Step::Clone(c) => &c.expect,
             Step::Fallocate(r) | Step::SyncFileRange(r) => &r.expect,
         }
     }
@@ -231,6 +248,7 @@ impl Step {
                 format!("pwritev2(off={} len={} {})", p.offset, p.len, f.join(" "))
             }
             Step::Ftruncate(t) => format!("ftruncate({})", t.len),
+            Step::Clone(c) => format!("ioctl(FICLONE from {})", c.from),
             Step::Fallocate(r) => format!("fallocate(off={} len={})", r.offset, r.len),
             Step::SyncFileRange(r) => format!("sync_file_range(off={} len={})", r.offset, r.len),
             other => format!("{}()", other.name()),

@@ -9,6 +9,8 @@
 //!                    step, as JSON lines.
 //!   generate         a seeded generator (JSON on stdin): limits, every
 //!                    operation of every writer thread, a final read-back.
+//!   scan FILE        what every 512-byte sector holds (zeroes, a stamp, or
+//!                    garbage), as runs: one JSON object per run.
 
 mod plan;
 mod statx;
@@ -23,12 +25,13 @@ fn main() -> ExitCode {
         Some("limits") if args.len() > 1 => limits(&args[1..]),
         Some("run") => plan::run(),
         Some("generate") => plan::generate(),
+        Some("scan") if args.len() == 2 => scan(&args[1]),
         Some("version") => {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         _ => {
-            Err("usage: lab-guest limits PATH... | run (plan JSON on stdin) | generate (generator JSON on stdin) | version".to_string())
+            Err("usage: lab-guest limits PATH... | run (plan JSON on stdin) | generate (generator JSON on stdin) | scan FILE | version".to_string())
         }
     };
     match result {
@@ -55,6 +58,66 @@ fn limits(paths: &[String]) -> Result<(), String> {
             blksize: sx.blksize,
         };
         println!("{}", serde_json::to_string(&report).expect("serialises"));
+    }
+    Ok(())
+}
+
+/// One run of sectors with the same content class (and, for stamps, the
+/// same write, at consecutive offsets).
+#[derive(serde::Serialize)]
+struct Run {
+    from: u64,
+    to: u64,
+    #[serde(flatten)]
+    sector: lab_core::stamp::Sector,
+}
+
+fn scan(path: &str) -> Result<(), String> {
+    use lab_core::stamp::{decode, Sector, SECTOR};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    let mut cur: Option<Run> = None;
+    let flush = |r: &Run| println!("{}", serde_json::to_string(r).expect("serialises"));
+    loop {
+        let n = f.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        for chunk in buf[..n].chunks(SECTOR) {
+            let s = decode(chunk);
+            let extends = match (&cur, &s) {
+                (Some(r), Sector::Stamped(b)) => match r.sector {
+                    Sector::Stamped(a) => {
+                        a.write == b.write
+                            && a.file == b.file
+                            && b.offset == off - r.from + a.offset
+                    }
+                    _ => false,
+                },
+                (Some(r), other) => r.sector == *other,
+                (None, _) => false,
+            };
+            if extends {
+                if let Some(r) = cur.as_mut() {
+                    r.to = off + chunk.len() as u64;
+                }
+            } else {
+                if let Some(r) = &cur {
+                    flush(r);
+                }
+                cur = Some(Run {
+                    from: off,
+                    to: off + chunk.len() as u64,
+                    sector: s,
+                });
+            }
+            off += chunk.len() as u64;
+        }
+    }
+    if let Some(r) = &cur {
+        flush(r);
     }
     Ok(())
 }

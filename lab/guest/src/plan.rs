@@ -247,6 +247,25 @@ impl State {
         Ok(ret)
     }
 
+    /// FICLONE: the destination shares the source's extents; what the plan
+    /// recorded for the source now holds for the destination too (stamps
+    /// carry the source's file id and offsets, which match).
+    fn clone_from(&mut self, root: &str, c: &lab_core::steps::CloneFrom) -> Outcome {
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        let (dst, dst_path) = self.fd(root, &c.file)?;
+        let src_path = self.resolve(root, &c.from);
+        let src = std::fs::File::open(&src_path)
+            .map_err(|e| (e.raw_os_error().unwrap_or(0), String::new()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are open for the call.
+        let r = check(i64::from(unsafe {
+            libc::ioctl(dst, FICLONE, src.as_raw_fd())
+        }))?;
+        let copied = self.written.get(&src_path).cloned().unwrap_or_default();
+        self.written.insert(dst_path, copied);
+        Ok(r)
+    }
+
     /// Reads back every sector this plan wrote to the file and compares.
     fn verify(&self, root: &str, f: &FileOnly) -> Outcome {
         let (_, path) = self.fd(root, &f.file)?;
@@ -322,6 +341,7 @@ fn one_step(st: &mut State, plan: &Plan, step: &Step) -> Outcome {
             )
         })),
         Step::Verify(f) => st.verify(root, f),
+        Step::Clone(c) => st.clone_from(root, c),
         Step::Close(f) => {
             let (fd, path) = st.fd(root, &f.file)?;
             st.files.remove(&path);

@@ -114,3 +114,48 @@ fn a_faulting_user_buffer_gives_short_buffered_write_and_efault_for_direct() {
         other => assert_eq!(r[3]["errno"], "EINVAL", "{other:?} {:?}", r[3]),
     }
 }
+
+#[test]
+fn scan_reports_runs_of_zeroes_stamps_and_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    run_plan(&format!(
+        r#"{{"run":3,"root":"{root}","steps":[
+            {{"open":{{"file":"x"}}}},
+            {{"pwrite":{{"offset":4096,"len":8192}}}},
+            {{"pwrite":{{"offset":8192,"len":1024}}}},
+            {{"pwrite":{{"offset":20480,"len":100}}}}]}}"#
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_lab-guest"))
+        .args(["scan", &format!("{root}/x")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let runs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let brief: Vec<(u64, u64, String, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["from"].as_u64().unwrap(),
+                r["to"].as_u64().unwrap(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["write"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            (0, 4096, "zero".into(), 0),
+            (4096, 8192, "stamped".into(), 1),
+            (8192, 9216, "stamped".into(), 2),
+            (9216, 12288, "stamped".into(), 1),
+            (12288, 20480, "zero".into(), 0),
+            (20480, 20580, "garbage".into(), 0),
+        ]
+    );
+}
