@@ -325,13 +325,15 @@ fn a_wrong_expectation_fails_with_the_step_and_both_results() {
 }
 
 #[test]
-fn generator_and_page_fault_cases_run_in_a_vm() {
+fn generator_page_fault_and_fio_cases_run_in_a_vm() {
     let results = tempfile::tempdir().unwrap();
     let out = lab()
         .args([
             "run",
             "generate-direct-xfs-4k",
             "atomic-page-fault-xfs-4k",
+            "fio-atomic-xfs-4k",
+            "fio-atomic-too-big-xfs-4k",
             "--results",
         ])
         .arg(results.path())
