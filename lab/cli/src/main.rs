@@ -346,6 +346,7 @@ fn run_cmd(
             reproduce.push_str(&format!(" --testcases {}", t.display()));
         }
     }
+    let reproduce_prefix = reproduce.clone();
     for (_, tc) in &cases {
         reproduce.push(' ');
         reproduce.push_str(&tc.name);
@@ -353,6 +354,7 @@ fn run_cmd(
     let opts = run::RunOptions {
         results: results.unwrap_or_else(|| paths::results_dir(&root)),
         reproduce,
+        reproduce_prefix,
     };
     match run::run(&host, &cases, &opts) {
         Ok((report, dir)) => {

@@ -102,6 +102,9 @@ pub struct RunOptions {
     pub results: PathBuf,
     /// The command line that reproduces this run.
     pub reproduce: String,
+    /// The same without testcase names: a testcase's own reproduce command
+    /// is this plus its name.
+    pub reproduce_prefix: String,
 }
 
 fn run_id() -> String {
@@ -200,7 +203,8 @@ pub fn run(
             let case_dir = dir.join(&suite_name);
             std::fs::create_dir_all(&case_dir)?;
             let pb = spinner(format!("{suite_name}: booting ({})", host.accel.as_str()));
-            let suite = run_case(host, tc, &suite_name, &case_dir, &pb);
+            let mut suite = run_case(host, tc, &suite_name, &case_dir, &pb);
+            suite.reproduce = format!("{} {}", opts.reproduce_prefix, tc.name);
             pb.finish_and_clear();
             print_suite(&suite);
             report.suites.push(suite);
@@ -250,6 +254,9 @@ fn print_suite(s: &SuiteReport) {
         s.name,
         s.results.len()
     );
+    if worst >= 2 && !s.reproduce.is_empty() {
+        println!("      reproduce: {}", s.reproduce);
+    }
     for r in &s.results {
         match &r.outcome {
             Outcome::Passed => {}
@@ -324,6 +331,7 @@ fn run_case(
         ],
         results: Vec::new(),
         console_log: Some(format!("{suite_name}/console.log")),
+        reproduce: String::new(),
     };
     if let Some(m) = &tc.mkfs {
         suite

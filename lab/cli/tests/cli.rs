@@ -322,6 +322,14 @@ fn a_wrong_expectation_fails_with_the_step_and_both_results() {
         stdout.contains(&format!(" --testcases {} wrong", dir.path().display())),
         "the reproduce command names the testcase source: {stdout}"
     );
+    // Under the failing testcase: the command that runs just that one again.
+    assert!(
+        stdout.contains("      reproduce: lab run --accel "),
+        "{stdout}"
+    );
+    let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
+    let junit = read(&run.join("junit.xml"));
+    assert!(junit.contains("reproduce: lab run --accel"), "{junit}");
 }
 
 #[test]

@@ -71,6 +71,9 @@ pub struct SuiteReport {
     pub results: Vec<CaseResult>,
     /// Relative path of this suite's console log inside the run directory.
     pub console_log: Option<String>,
+    /// A command that runs this testcase again.
+    #[serde(default)]
+    pub reproduce: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,16 +146,12 @@ impl RunReport {
                     Outcome::Passed => TestCase::success(&r.check, d),
                     Outcome::Failed { message, detail } => {
                         let mut t = TestCase::failure(&r.check, d, "failure", message);
-                        if !detail.is_empty() {
-                            t.set_system_out(detail);
-                        }
+                        t.set_system_out(&with_reproduce(detail, &s.reproduce));
                         t
                     }
                     Outcome::Error { message, detail } => {
                         let mut t = TestCase::error(&r.check, d, "lab-error", message);
-                        if !detail.is_empty() {
-                            t.set_system_out(detail);
-                        }
+                        t.set_system_out(&with_reproduce(detail, &s.reproduce));
                         t
                     }
                     Outcome::Skipped { reason } => {
@@ -179,6 +178,15 @@ impl RunReport {
             })
             .collect();
         add_skip_messages(&add_properties(&xml, &props), &skip_reasons)
+    }
+}
+
+/// A failure's detail with the command that reproduces it at the end.
+fn with_reproduce(detail: &str, reproduce: &str) -> String {
+    match (detail.is_empty(), reproduce.is_empty()) {
+        (_, true) => detail.to_string(),
+        (true, false) => format!("reproduce: {reproduce}"),
+        (false, false) => format!("{detail}\n\nreproduce: {reproduce}"),
     }
 }
 
@@ -297,6 +305,7 @@ mod tests {
                         },
                     ],
                     console_log: Some("limits-4k/console.log".into()),
+                    reproduce: "lab run --accel tcg limits-4k".into(),
                 },
                 SuiteReport {
                     name: "buffered".into(),
@@ -310,6 +319,7 @@ mod tests {
                         duration_s: 0.0,
                     }],
                     console_log: None,
+                    reproduce: String::new(),
                 },
             ],
             reproduce: "lab run limits-4k".into(),
@@ -328,6 +338,10 @@ mod tests {
         assert!(x.contains("message=\"expected 4096, got &lt;8192&gt;\""));
         assert!(x.contains("<skipped message=\"buffered RWF_ATOMIC unsupported: EOPNOTSUPP\"/>"));
         assert!(x.contains("classname=\"limits-4k\""));
+        assert!(
+            x.contains("rule: x\n\nreproduce: lab run --accel tcg limits-4k"),
+            "{x}"
+        );
         assert_eq!(x.matches("<properties>").count(), 2);
         assert_eq!(x.matches("<testsuite ").count(), 2);
     }
