@@ -44,7 +44,12 @@ else
 fi
 echo "LAB-T sshd $(cut -d' ' -f1 /proc/uptime)"
 echo "LAB-READY"
-(load_modules /etc/lab-modules-late
+# Late modules load once the lab has logged in (dropbear forks a child per
+# session) or after 10 s: loading xfs.ko takes ~3 s of CPU under TCG and,
+# run at once, it slows the SSH key exchange by as much.
+(i=0
+ while [ $i -lt 200 ] && [ "$(pidof dropbear | wc -w)" -lt 2 ]; do sleep 0.05; i=$((i+1)); done
+ load_modules /etc/lab-modules-late
  echo "LAB-T modules-done $(cut -d' ' -f1 /proc/uptime)"
  touch /run/lab-modules-done) &
 # Keep a shell on the console for debugging; the lab itself uses SSH.

@@ -85,6 +85,8 @@ pub struct Vm {
     started: Instant,
     /// From QEMU start to SSH authenticated.
     pub boot_time: Option<Duration>,
+    /// From QEMU start to the guest's ready marker on the console.
+    pub marker_time: Option<Duration>,
 }
 
 fn run_tool(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
@@ -173,6 +175,9 @@ impl Vm {
         if let Some(parent) = opts.console_log.parent() {
             std::fs::create_dir_all(parent).map_err(anyhow::Error::from)?;
         }
+        // A console left by an earlier VM at this path would show its ready
+        // marker and its panics as this VM's: start from an empty file.
+        std::fs::write(&opts.console_log, b"").map_err(anyhow::Error::from)?;
         let spec = VmSpec {
             accel: opts.accel,
             memory_mib: opts.memory_mib,
@@ -208,6 +213,7 @@ impl Vm {
             ssh: None,
             started: Instant::now(),
             boot_time: None,
+            marker_time: None,
         })
     }
 
@@ -286,6 +292,10 @@ impl Vm {
             self.check_alive("boot")?;
             let console = std::fs::read(self.console_log()).unwrap_or_default();
             if String::from_utf8_lossy(&console).contains(READY_MARKER) {
+                if self.marker_time.is_none() {
+                    self.marker_time = Some(self.started.elapsed());
+                    tracing::debug!(after = ?self.marker_time, "ready marker on the console");
+                }
                 match Ssh::connect(
                     self.spec.ssh_port,
                     &self.key,

@@ -58,12 +58,18 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// The CPU model under TCG. `max` emulates every feature QEMU knows and
+/// the kernel spends longer setting them up: measured here, Westmere (SSE4.2
+/// for crc32c, PCLMULQDQ, AES-NI) boots the Debian cloud kernel to init
+/// about 0.7 s faster, and nothing the lab tests depends on newer features.
+pub const TCG_CPU: &str = "Westmere";
+
 /// Machine, CPU and memory. `-no-reboot` turns a guest reboot or panic
 /// (with `panic=-1`) into QEMU exiting, which the lab detects.
 pub fn machine_args(spec: &VmSpec) -> Vec<String> {
     let (accel, cpu) = match spec.accel {
         Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg,thread=multi", "max"),
+        Accel::Tcg => ("tcg,thread=multi", TCG_CPU),
     };
     let mut v = args(&[
         "-nodefaults",
@@ -253,9 +259,9 @@ mod tests {
     }
 
     #[test]
-    fn tcg_uses_cpu_max() {
+    fn tcg_uses_the_fast_cpu_model_kvm_the_host_cpu() {
         let v = machine_args(&spec());
-        assert_eq!(window(&v, "-cpu"), ["max"]);
+        assert_eq!(window(&v, "-cpu"), ["Westmere"]);
         assert_eq!(window(&v, "-accel"), ["tcg,thread=multi"]);
         let mut s = spec();
         s.accel = Accel::Kvm;
