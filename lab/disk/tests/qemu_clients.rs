@@ -1,0 +1,146 @@
+//! The crash disk against real NBD clients: qemu-io and qemu-img over
+//! nbd+unix://. Needs qemu-utils (scripts/setup.sh installs it).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use lab_disk::server::WriteKind;
+use lab_disk::{serve_unix, Disk};
+
+struct Served {
+    disk: Arc<Disk>,
+    url: String,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn serve(size: u64, block: u32) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let disk = Disk::create(&dir.path().join("disk.raw"), size, block, "lab").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(async { tokio::net::UnixListener::bind(&sock) })
+        .unwrap();
+    rt.spawn(serve_unix(disk.clone(), listener));
+    Served {
+        disk,
+        url: format!("nbd+unix:///lab?socket={}", sock.display()),
+        _dir: dir,
+        _rt: rt,
+    }
+}
+
+fn tool(name: &str, args: &[&str]) -> String {
+    let out = Command::new(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} is needed (qemu-utils; run scripts/setup.sh): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    text
+}
+
+fn qemu_io(url: &str, cmds: &[&str]) -> String {
+    // writeback: otherwise qemu-io (writethrough) sets FUA on every write.
+    let mut args = vec!["-f", "raw", "-t", "writeback"];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(url);
+    let out = tool("qemu-io", &args);
+    assert!(!out.contains("failed") && !out.contains("error"), "{out}");
+    out
+}
+
+#[test]
+fn qemu_img_sees_the_export_size() {
+    let s = serve(64 << 20, 4096);
+    let info = tool("qemu-img", &["info", "--output=json", &s.url]);
+    assert!(info.contains("\"virtual-size\": 67108864"), "{info}");
+}
+
+#[test]
+fn qemu_io_writes_read_back_and_every_write_is_recorded() {
+    let s = serve(64 << 20, 512);
+    let out = qemu_io(
+        &s.url,
+        &[
+            "write -P 0xab 0 64k",
+            "read -P 0xab 0 64k",
+            "write -f -P 0xcd 1M 4k",
+            "flush",
+            "write -z 2M 8k",
+            "read -P 0 2M 8k",
+            "discard 3M 4k",
+        ],
+    );
+    assert!(out.contains("wrote 65536/65536 bytes at offset 0"), "{out}");
+    assert!(out.contains("read 65536/65536 bytes at offset 0"), "{out}");
+    let rec = s.disk.records();
+    let data: Vec<_> = rec.iter().filter(|w| w.kind == WriteKind::Data).collect();
+    // Each write arrives as one request of the same offset and length.
+    assert_eq!(data.len(), 2, "{rec:?}");
+    assert_eq!(
+        (data[0].offset, data[0].len, data[0].fua),
+        (0, 65536, false)
+    );
+    assert!(data[0].data.iter().all(|&b| b == 0xab));
+    assert_eq!(
+        (data[1].offset, data[1].len, data[1].fua),
+        (1 << 20, 4096, true),
+        "qemu-io -f sets FUA"
+    );
+    assert!(rec
+        .iter()
+        .any(|w| w.kind == WriteKind::Zeroes && w.offset == 2 << 20 && w.len == 8192));
+    assert!(rec
+        .iter()
+        .any(|w| w.kind == WriteKind::Trim && w.offset == 3 << 20));
+    assert!(rec.iter().all(|w| w.acked.is_some_and(|a| a >= w.received)));
+    assert!(rec.windows(2).all(|p| p[0].seq + 1 == p[1].seq));
+    assert!(!s.disk.flushes().is_empty());
+    // The backing file holds what was written.
+    let raw = std::fs::read(Path::new(s._dir.path()).join("disk.raw")).unwrap();
+    assert!(raw[..65536].iter().all(|&b| b == 0xab));
+    assert!(raw[1 << 20..(1 << 20) + 4096].iter().all(|&b| b == 0xcd));
+}
+
+#[test]
+fn the_block_size_is_announced_and_honoured() {
+    // With a 4096-byte minimum block, QEMU turns a 512-byte write into a
+    // read-modify-write of the whole block: the disk sees 4096 bytes.
+    let s = serve(16 << 20, 4096);
+    qemu_io(
+        &s.url,
+        &[
+            "write -P 0x11 512 512",
+            "read -P 0x11 512 512",
+            "read -P 0 0 512",
+        ],
+    );
+    let rec = s.disk.records();
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!((rec[0].offset, rec[0].len), (0, 4096));
+}
+
+#[test]
+fn qemu_nbd_lists_the_export_with_its_block_size() {
+    let s = serve(8 << 20, 4096);
+    let sock = s.url.split("socket=").nth(1).unwrap().to_string();
+    let out = tool("qemu-nbd", &["--list", "-k", &sock]);
+    assert!(out.contains("exports available: 1"), "{out}");
+    assert!(out.contains("export: 'lab'"), "{out}");
+    assert!(out.contains("size:  8388608"), "{out}");
+    assert!(out.contains("min block: 4096"), "{out}");
+}
