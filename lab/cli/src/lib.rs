@@ -3,6 +3,7 @@
 //! thin command line over this library; integration tests use it directly.
 
 pub mod bench;
+pub mod crashdisk;
 pub mod doctor;
 pub mod host;
 pub mod image;

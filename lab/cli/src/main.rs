@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lab_core::device::DeviceParams;
-use lab_core::qemu::NvmeDisk;
+use lab_core::qemu::{Backend, NvmeDisk};
 
 use lab_cli::host::{AccelChoice, LabHost, ScratchDisk};
 use lab_cli::{bench, doctor, paths, reaper, run, vm};
@@ -198,7 +198,7 @@ fn boot(
     let console =
         console.unwrap_or_else(|| paths::results_dir(&host.root).join("boot/console.log"));
     let nvme = NvmeDisk {
-        image: disk.path.to_string_lossy().into_owned(),
+        backend: Backend::File(disk.path.to_string_lossy().into_owned()),
         device,
         write_cache: None,
     };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use lab_core::limits::{self, LimitsReport, NamespaceAtomic};
-use lab_core::qemu::NvmeDisk;
+use lab_core::qemu::{Backend, NvmeDisk};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
@@ -352,7 +352,7 @@ fn run_case(
         }
     };
     let nvme = NvmeDisk {
-        image: disk.path.to_string_lossy().into_owned(),
+        backend: Backend::File(disk.path.to_string_lossy().into_owned()),
         device: tc.device.clone(),
         write_cache: None,
     };

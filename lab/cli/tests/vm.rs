@@ -9,7 +9,7 @@ use std::time::Duration;
 use lab_cli::host::{AccelChoice, LabHost, ScratchDisk};
 use lab_cli::vm::{Vm, VmError};
 use lab_core::device::DeviceParams;
-use lab_core::qemu::NvmeDisk;
+use lab_core::qemu::{Backend, NvmeDisk};
 use lab_core::splat::SplatKind;
 
 fn host() -> LabHost {
@@ -31,7 +31,7 @@ fn boot_with(host: &LabHost, boot_timeout: Duration) -> Result<Booted, VmError> 
     let disk = ScratchDisk::new(DeviceParams::default().size_bytes()).unwrap();
     let console = tempfile::tempdir().unwrap();
     let nvme = NvmeDisk {
-        image: disk.path.to_string_lossy().into_owned(),
+        backend: Backend::File(disk.path.to_string_lossy().into_owned()),
         device: DeviceParams::default(),
         write_cache: None,
     };
@@ -183,4 +183,95 @@ fn boot_timeout_reports_console_and_kills_qemu() {
         })
         .count();
     assert_eq!(ours, 0, "QEMU left running after a boot timeout");
+}
+
+/// How QEMU 10 maps NVMe writes onto the crash disk (the model depends on
+/// it): with the namespace's write cache off, a direct write in the guest
+/// arrives as one NBD write of the same offset and length, with FUA.
+#[test]
+fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
+    use base64::Engine;
+    use lab_cli::crashdisk::CrashDisk;
+    use lab_core::steps::{BufferPlacement, Expect, Open, Plan, Pwrite, Step};
+    use lab_disk::server::WriteKind;
+
+    let host = host();
+    let cd = CrashDisk::start(256 << 20, 4096).unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let nvme = NvmeDisk {
+        backend: cd.backend(),
+        device: DeviceParams {
+            size_mib: 256,
+            ..DeviceParams::default()
+        },
+        write_cache: Some(false),
+    };
+    let opts = host.vm_options(
+        console.path().join("console.log"),
+        Some(nvme),
+        Duration::from_secs(180),
+    );
+    let mut vm = Vm::boot(&opts).unwrap_or_else(|e| {
+        panic!(
+            "boot on the crash disk: {e}\n{}",
+            e.console_tail().unwrap_or("")
+        )
+    });
+    let pw = |offset: u64, len: u64, atomic: bool| {
+        Step::Pwrite(Pwrite {
+            file: None,
+            offset,
+            len,
+            atomic,
+            dsync: false,
+            sync: false,
+            iovecs: 1,
+            buffer: BufferPlacement::Aligned,
+            expect: Expect::Ok,
+        })
+    };
+    let plan = Plan {
+        run: 7,
+        root: "/".into(),
+        steps: vec![
+            Step::Open(Open {
+                file: "/dev/nvme0n1".into(),
+                direct: true,
+                sync: false,
+                dsync: false,
+                expect: Expect::Ok,
+            }),
+            pw(1 << 20, 16384, false),
+            pw(2 << 20, 4096, true),
+        ],
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&plan).unwrap());
+    let out = vm
+        .exec(
+            &format!("echo {b64} | base64 -d | lab-guest run"),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(
+        out.stdout.matches("\"errno\":null").count(),
+        3,
+        "{}",
+        out.stdout
+    );
+    vm.shutdown().unwrap();
+
+    let rec = cd.disk.records();
+    let at = |off: u64| {
+        rec.iter()
+            .filter(|w| w.kind == WriteKind::Data && w.offset == off)
+            .collect::<Vec<_>>()
+    };
+    let big = at(1 << 20);
+    assert_eq!(big.len(), 1, "one request for the 16 KiB write: {rec:?}");
+    assert_eq!((big[0].len, big[0].fua), (16384, true));
+    let atomic = at(2 << 20);
+    assert_eq!(atomic.len(), 1, "{rec:?}");
+    assert_eq!((atomic[0].len, atomic[0].fua), (4096, true));
+    // The data is the agent's stamped sectors.
+    assert_eq!(&atomic[0].data[..8], b"LABSTAMP");
 }

@@ -20,11 +20,19 @@ impl Accel {
     }
 }
 
-/// The NVMe disk of a VM: a backing image and the device it is presented as.
+/// Where the namespace's blocks live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A raw image file.
+    File(String),
+    /// An NBD export on a unix socket (the crash disk).
+    Nbd { socket: String, export: String },
+}
+
+/// The NVMe disk of a VM: a backing store and the device it is presented as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NvmeDisk {
-    /// Path of a raw image file.
-    pub image: String,
+    pub backend: Backend,
     pub device: DeviceParams,
     /// `write-cache` of the namespace; `None` leaves QEMU's default.
     pub write_cache: Option<bool>,
@@ -169,13 +177,26 @@ pub fn nvme_namespace_props(disk: &NvmeDisk) -> String {
     p
 }
 
+/// The block node under the namespace: a raw file, or the crash disk's NBD
+/// export (QEMU's NBD client then sends each NVMe write as an NBD write).
+pub fn blockdev_props(backend: &Backend) -> String {
+    match backend {
+        Backend::File(path) => format!(
+            "driver=raw,node-name=disk0,file.driver=file,file.filename={},file.aio=threads,cache.direct=off",
+            escape_opt(path)
+        ),
+        Backend::Nbd { socket, export } => format!(
+            "driver=raw,node-name=disk0,file.driver=nbd,file.server.type=unix,file.server.path={},file.export={}",
+            escape_opt(socket),
+            escape_opt(export)
+        ),
+    }
+}
+
 pub fn nvme_args(disk: &NvmeDisk) -> Vec<String> {
     vec![
         "-blockdev".into(),
-        format!(
-            "driver=raw,node-name=disk0,file.driver=file,file.filename={},file.aio=threads,cache.direct=off",
-            escape_opt(&disk.image)
-        ),
+        blockdev_props(&disk.backend),
         "-device".into(),
         nvme_controller_props(&disk.device),
         "-device".into(),
@@ -226,7 +247,7 @@ mod tests {
             qmp_socket: "/run/lab/qmp.sock".into(),
             ssh_port: 2222,
             nvme: Some(NvmeDisk {
-                image: "/img/disk.raw".into(),
+                backend: Backend::File("/img/disk.raw".into()),
                 device: DeviceParams {
                     lba_size: 512,
                     awun: 7,
@@ -285,6 +306,18 @@ mod tests {
         let ns = nvme_namespace_props(d);
         assert!(ns.contains("logical_block_size=512,physical_block_size=512"));
         assert!(ns.ends_with(",write-cache=off"));
+    }
+
+    #[test]
+    fn nbd_backend_points_at_the_socket_and_export() {
+        let p = blockdev_props(&Backend::Nbd {
+            socket: "/run/lab/nbd.sock".into(),
+            export: "lab".into(),
+        });
+        assert_eq!(
+            p,
+            "driver=raw,node-name=disk0,file.driver=nbd,file.server.type=unix,file.server.path=/run/lab/nbd.sock,file.export=lab"
+        );
     }
 
     #[test]

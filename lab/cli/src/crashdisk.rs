@@ -1,0 +1,55 @@
+//! The crash disk as a VM's NVMe backend: lab-disk's NBD server on a unix
+//! socket in a private directory, served from a background tokio runtime
+//! that lives as long as this value.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use lab_core::qemu::Backend;
+use lab_disk::{serve_unix, Disk};
+
+use crate::paths::PrivateDir;
+
+const EXPORT: &str = "lab";
+
+pub struct CrashDisk {
+    pub disk: Arc<Disk>,
+    pub socket: PathBuf,
+    // Dropped first: stops serving before the directory goes.
+    _rt: tokio::runtime::Runtime,
+    _dir: PrivateDir,
+}
+
+impl CrashDisk {
+    /// A fresh sparse disk of `size` bytes announcing `block`-byte blocks.
+    pub fn start(size: u64, block: u32) -> Result<CrashDisk> {
+        let dir = PrivateDir::new("lab-crashdisk")?;
+        let socket = dir.path().join("nbd.sock");
+        let disk = Disk::create(&dir.path().join("disk.raw"), size, block, EXPORT)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lab-crashdisk")
+            .enable_all()
+            .build()
+            .context("starting the crash disk's runtime")?;
+        let listener = rt
+            .block_on(async { tokio::net::UnixListener::bind(&socket) })
+            .with_context(|| format!("binding {}", socket.display()))?;
+        rt.spawn(serve_unix(disk.clone(), listener));
+        Ok(CrashDisk {
+            disk,
+            socket,
+            _rt: rt,
+            _dir: dir,
+        })
+    }
+
+    /// The QEMU block backend that reaches this disk.
+    pub fn backend(&self) -> Backend {
+        Backend::Nbd {
+            socket: self.socket.to_string_lossy().into_owned(),
+            export: EXPORT.into(),
+        }
+    }
+}
