@@ -1,7 +1,8 @@
 #!/bin/busybox sh
-# PID 1 of the lab's guest. Reads lab.* parameters from the kernel command
-# line: lab.authkey (base64 ed25519 public key blob for root), lab.hostkey
-# (base64 dropbear host key). Prints LAB-READY on the console when sshd is up.
+# PID 1 of the lab's guest. Reads lab.authkey (base64 ed25519 public key
+# blob for root) from the kernel command line and its SSH host key from
+# fw_cfg (opt/lab/hostkey: a secret, so not on the command line). Prints
+# LAB-READY on the console when sshd is up.
 /bin/busybox --install -s /bin
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 mount -t proc proc /proc
@@ -35,11 +36,15 @@ mkdir -p /root/.ssh /etc/dropbear
 chmod 700 /root/.ssh
 key=$(param authkey)
 [ -n "$key" ] && echo "ssh-ed25519 $key lab" > /root/.ssh/authorized_keys
-hostkey=$(param hostkey)
-if [ -n "$hostkey" ]; then
-  echo "$hostkey" | base64 -d > /etc/dropbear/dropbear_ed25519_host_key
+hostkey=/sys/firmware/qemu_fw_cfg/by_name/opt/lab/hostkey/raw
+if [ -r "$hostkey" ]; then
+  cat "$hostkey" > /etc/dropbear/dropbear_ed25519_host_key
+  chmod 600 /etc/dropbear/dropbear_ed25519_host_key
   dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
 else
+  # No fw_cfg in this kernel: a generated key, which the lab will refuse
+  # (it pins the key it made), so say why on the console.
+  echo "LAB-ERROR: no fw_cfg host key (CONFIG_FW_CFG_SYSFS); ssh will be refused"
   dropbear -s -R -p 22 -P /run/dropbear.pid
 fi
 echo "LAB-T sshd $(cut -d' ' -f1 /proc/uptime)"

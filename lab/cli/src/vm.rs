@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use base64::Engine;
 use lab_core::qemu::{self, Accel, NvmeDisk, VmSpec};
 use lab_core::splat::{self, Splat, SplatKind};
 
@@ -103,9 +102,9 @@ fn run_tool(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
 }
 
 /// Generates the per-VM client key (ssh-keygen) and guest host key
-/// (dropbearkey). Returns (client key path, client pubkey blob, host key file
-/// base64, host pubkey blob).
-fn make_keys(dir: &Path) -> anyhow::Result<(PathBuf, String, String, String)> {
+/// (dropbearkey). Returns (client key path, client pubkey blob, host key
+/// file, host pubkey blob).
+fn make_keys(dir: &Path) -> anyhow::Result<(PathBuf, String, PathBuf, String)> {
     let key = dir.join("id_ed25519");
     run_tool(
         Command::new("ssh-keygen")
@@ -136,8 +135,7 @@ fn make_keys(dir: &Path) -> anyhow::Result<(PathBuf, String, String, String)> {
         .and_then(|l| l.split_whitespace().nth(1))
         .context("dropbearkey -y printed no ssh-ed25519 line")?
         .to_string();
-    let host_file = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&host)?);
-    Ok((key, blob, host_file, host_blob))
+    Ok((key, blob, host, host_blob))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -168,10 +166,9 @@ impl Vm {
         }
         let dir = PrivateDir::new("lab-vm")?;
         let (key, blob, host_file, host_blob) = make_keys(dir.path())?;
-        let cmdline = qemu::kernel_cmdline(
-            &[("authkey", blob.as_str()), ("hostkey", host_file.as_str())],
-            &opts.extra_cmdline,
-        );
+        // The public key may be on the command line; the host key (private)
+        // goes through fw_cfg from the 0700 directory.
+        let cmdline = qemu::kernel_cmdline(&[("authkey", blob.as_str())], &opts.extra_cmdline);
         if let Some(parent) = opts.console_log.parent() {
             std::fs::create_dir_all(parent).map_err(anyhow::Error::from)?;
         }
@@ -189,6 +186,10 @@ impl Vm {
             qmp_socket: dir.path().join("qmp.sock").to_string_lossy().into_owned(),
             ssh_port: free_port()?,
             nvme: opts.nvme.clone(),
+            fw_cfg: vec![(
+                "opt/lab/hostkey".into(),
+                host_file.to_string_lossy().into_owned(),
+            )],
         };
         let argv = qemu::argv(&spec);
         tracing::debug!(qemu = %opts.qemu.display(), ?argv, "starting QEMU");

@@ -54,6 +54,10 @@ pub struct VmSpec {
     /// Host port (on 127.0.0.1 only) forwarded to the guest's sshd.
     pub ssh_port: u16,
     pub nvme: Option<NvmeDisk>,
+    /// Files handed to the guest through fw_cfg (name, host path): secrets
+    /// such as the guest's SSH host key, which must not appear on the
+    /// kernel command line (world-readable in /proc on the host).
+    pub fw_cfg: Vec<(String, String)>,
 }
 
 /// QEMU's option syntax separates properties with commas; a literal comma
@@ -214,6 +218,14 @@ pub fn argv(spec: &VmSpec) -> Vec<String> {
     if let Some(d) = &spec.nvme {
         v.extend(nvme_args(d));
     }
+    for (name, path) in &spec.fw_cfg {
+        v.push("-fw_cfg".into());
+        v.push(format!(
+            "name={},file={}",
+            escape_opt(name),
+            escape_opt(path)
+        ));
+    }
     v
 }
 
@@ -257,6 +269,7 @@ mod tests {
                 },
                 write_cache: Some(false),
             }),
+            fw_cfg: vec![("opt/lab/hostkey".into(), "/run/lab/host_ed25519".into())],
         }
     }
 
@@ -317,6 +330,15 @@ mod tests {
         assert_eq!(
             p,
             "driver=raw,node-name=disk0,file.driver=nbd,file.server.type=unix,file.server.path=/run/lab/nbd.sock,file.export=lab"
+        );
+    }
+
+    #[test]
+    fn secrets_go_through_fw_cfg_not_the_command_line() {
+        let v = argv(&spec());
+        assert_eq!(
+            window(&v, "-fw_cfg"),
+            ["name=opt/lab/hostkey,file=/run/lab/host_ed25519"]
         );
     }
 
