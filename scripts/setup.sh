@@ -72,18 +72,25 @@ fi
 log "QEMU: $(qemu-system-x86_64 --version | head -1)"
 
 # --- 3. default kernel: newest Debian prebuilt cloud-amd64 7.x -----------------
-# Private apt configuration: its own sources.list, lists and archives under the
-# cache, so `apt-get download` can see sid without the host knowing about it.
+# A private apt configuration: its own sources.list, lists and archives under
+# the cache, so `apt-get download` sees another Debian suite without the host
+# knowing about it. Usage: private_apt ARRAY SUITE DIR (ARRAY gets the options).
+private_apt() {
+  local -n _opts=$1
+  local suite=$2 dir=$3
+  mkdir -p "$dir"/{lists/partial,archives/partial,etc/preferences.d}
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
+    > "$dir/etc/sources.list"
+  _opts=(-o Dir::Etc::sourcelist="$dir/etc/sources.list"
+         -o Dir::Etc::sourceparts=- -o Dir::Etc::preferencesparts="$dir/etc/preferences.d"
+         -o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir"
+         -o Dir::Cache::archives="$dir/archives" -o Dir::State::status=/dev/null
+         -o APT::Architecture=amd64 -o Debug::NoLocking=1)
+}
+
 apt_dir=$cache/apt
-mkdir -p "$apt_dir"/{lists/partial,archives/partial,etc/preferences.d} "$cache/kernels"
-cat > "$apt_dir/etc/sources.list" <<'SRC'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
-SRC
-papt=(-o Dir::Etc::sourcelist="$apt_dir/etc/sources.list"
-      -o Dir::Etc::sourceparts=- -o Dir::Etc::preferencesparts="$apt_dir/etc/preferences.d"
-      -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir"
-      -o Dir::Cache::archives="$apt_dir/archives" -o Dir::State::status=/dev/null
-      -o APT::Architecture=amd64 -o Debug::NoLocking=1)
+mkdir -p "$cache/kernels"
+private_apt papt sid "$apt_dir"
 
 default_link=$cache/kernels/default
 if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$default_link/vmlinuz" ]; then
@@ -139,15 +146,7 @@ log "default kernel: $(readlink "$default_link")"
 tools_root=$cache/tools/trixie
 if [ ! -x "$tools_root/root/usr/bin/fio" ] || [ ! -x "$tools_root/root/usr/sbin/xfs_io" ]; then
   tapt_dir=$cache/apt-trixie
-  mkdir -p "$tapt_dir"/{lists/partial,archives/partial,etc/preferences.d}
-  cat > "$tapt_dir/etc/sources.list" <<'SRC'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
-SRC
-  tapt=(-o Dir::Etc::sourcelist="$tapt_dir/etc/sources.list"
-        -o Dir::Etc::sourceparts=- -o Dir::Etc::preferencesparts="$tapt_dir/etc/preferences.d"
-        -o Dir::State::Lists="$tapt_dir/lists" -o Dir::Cache="$tapt_dir"
-        -o Dir::Cache::archives="$tapt_dir/archives" -o Dir::State::status=/dev/null
-        -o APT::Architecture=amd64 -o Debug::NoLocking=1)
+  private_apt tapt trixie "$tapt_dir"
   log "fetching fio and xfsprogs from trixie with their libraries (private apt config: $tapt_dir)"
   apt-get "${tapt[@]}" update -qq 2>&1 | grep -v 'unsandboxed' >&2 || true
   # The library closure; interpreters and system packages the binaries never
@@ -164,7 +163,7 @@ SRC
   [ -x "$tools_root.tmp/root/usr/bin/fio" ] || die "no fio in the trixie packages"
   rm -rf "$tools_root"; mv "$tools_root.tmp" "$tools_root"; rm -rf "$dl"
 fi
-log "guest tools: fio $(cd "$tools_root/root" && ls usr/share/doc/fio/changelog.Debian.gz >/dev/null 2>&1 && echo '(trixie)')"
+log "guest tools: fio and xfs_io from trixie in $tools_root"
 
 # --- 5. the lab itself ------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"

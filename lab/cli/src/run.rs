@@ -117,27 +117,22 @@ fn run_id() -> String {
     format!("{t}-{}", std::process::id())
 }
 
-/// Seconds since the epoch as "YYYYmmddTHHMMSSZ" (civil-from-days, UTC).
-fn time_fmt(secs: i64) -> String {
+/// Seconds since the epoch as UTC (year, month, day, hour, minute, second).
+fn utc(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
     let (d, s) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     let (y, m, day) = civil_from_days(d);
-    format!(
-        "{y:04}{m:02}{day:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    (y, m, day, s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// "YYYYmmddTHHMMSSZ": sortable, safe in a file name.
+fn time_fmt(secs: i64) -> String {
+    let (y, m, d, hh, mm, ss) = utc(secs);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 fn rfc3339(secs: i64) -> String {
-    let (d, s) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let (y, m, day) = civil_from_days(d);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
