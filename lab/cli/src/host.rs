@@ -282,6 +282,27 @@ impl LabHost {
     }
 }
 
+/// Sparse files for every namespace of `device` and the NVMe disk over them;
+/// the files live as long as the returned ScratchDisks.
+pub fn scratch_nvme(
+    device: &lab_core::device::DeviceParams,
+) -> Result<(Vec<ScratchDisk>, lab_core::qemu::NvmeDisk)> {
+    use lab_core::qemu::{Backend, NvmeDisk};
+    let disks = (0..device.namespaces.max(1))
+        .map(|_| ScratchDisk::new(device.size_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut backends = disks
+        .iter()
+        .map(|d| Backend::File(d.path.to_string_lossy().into_owned()));
+    let nvme = NvmeDisk {
+        backend: backends.next().expect("at least one namespace"),
+        extra_namespaces: backends.collect(),
+        device: device.clone(),
+        write_cache: None,
+    };
+    Ok((disks, nvme))
+}
+
 /// A sparse raw disk image in a private directory, removed on drop.
 pub struct ScratchDisk {
     _dir: paths::PrivateDir,

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lab_core::device::DeviceParams;
-use lab_core::qemu::{Backend, NvmeDisk};
 
-use lab_cli::host::{AccelChoice, LabHost, ScratchDisk};
+use lab_cli::host::{self, AccelChoice, LabHost};
 use lab_cli::{bench, doctor, paths, reaper, run, vm};
 use lab_cli::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB};
 
@@ -69,6 +68,9 @@ enum Cmd {
         /// Namespace size in MiB.
         #[arg(long, default_value_t = 512)]
         size_mib: u64,
+        /// Namespaces (nvme0n1, nvme0n2, ...), 1 to 4.
+        #[arg(long, default_value_t = 1)]
+        namespaces: u8,
         /// Seconds to wait for SSH.
         #[arg(long, default_value_t = 120)]
         boot_timeout: u64,
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
             awupf,
             dn,
             size_mib,
+            namespaces,
             boot_timeout,
             timeout,
             console,
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
                 awupf,
                 dn,
                 size_mib,
+                namespaces,
             };
             boot(&k, device, boot_timeout, timeout, console, &cmd)
         }
@@ -189,7 +193,7 @@ fn boot(
         Ok(h) => h,
         Err(e) => return lab_error(e),
     };
-    let disk = match ScratchDisk::new(device.size_bytes()) {
+    let (_disks, nvme) = match host::scratch_nvme(&device) {
         Ok(d) => d,
         Err(e) => return lab_error(e),
     };
@@ -197,11 +201,6 @@ fn boot(
     // wrong): by default results/boot/console.log, overwritten by each boot.
     let console =
         console.unwrap_or_else(|| paths::results_dir(&host.root).join("boot/console.log"));
-    let nvme = NvmeDisk {
-        backend: Backend::File(disk.path.to_string_lossy().into_owned()),
-        device,
-        write_cache: None,
-    };
     eprintln!(
         "lab: booting {} ({}; {}), console: {}",
         host.kernel.release,

@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use lab_core::limits::{self, LimitsReport, NamespaceAtomic};
-use lab_core::qemu::{Backend, NvmeDisk};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
 
-use crate::host::{LabHost, ScratchDisk};
+use crate::host::LabHost;
 use crate::reaper;
 use crate::vm::{Vm, VmError};
 
@@ -323,6 +322,7 @@ fn run_case(
             ("device.awupf".into(), tc.device.awupf.to_string()),
             ("device.dn".into(), tc.device.dn.to_string()),
             ("device.size_mib".into(), tc.device.size_mib.to_string()),
+            ("device.namespaces".into(), tc.device.namespaces.to_string()),
         ],
         results: Vec::new(),
         console_log: Some(format!("{suite_name}/console.log")),
@@ -337,7 +337,7 @@ fn run_case(
             .push(("mkfs.reflink".into(), m.reflink.to_string()));
     }
     let start = Instant::now();
-    let disk = match ScratchDisk::new(tc.device.size_bytes()) {
+    let (_disks, nvme) = match crate::host::scratch_nvme(&tc.device) {
         Ok(d) => d,
         Err(e) => {
             suite
@@ -345,11 +345,6 @@ fn run_case(
                 .push(lab_error(suite_name, "setup", &e, start.elapsed()));
             return suite;
         }
-    };
-    let nvme = NvmeDisk {
-        backend: Backend::File(disk.path.to_string_lossy().into_owned()),
-        device: tc.device.clone(),
-        write_cache: None,
     };
     let mut opts = host.vm_options(
         dir.join("console.log"),
@@ -524,6 +519,22 @@ fn limits_workload(
         ));
     }
     let mut results = checks_to_results(case, limits::check_bdev(&bdev, &want), t.elapsed());
+    // Every further namespace has the same parameters, so the same limits.
+    for n in 2..=tc.device.namespaces {
+        let t = Instant::now();
+        let dev_n = format!("/dev/nvme0n{n}");
+        let raw = exec_ok(
+            vm,
+            "bdev-limits",
+            &format!("lab-guest limits {dev_n}"),
+            timeout,
+        )?;
+        let report = parse_report("bdev-limits", &raw)?;
+        for mut r in checks_to_results(case, limits::check_bdev(&report, &want), t.elapsed()) {
+            r.check = format!("ns{n}.{}", r.check);
+            results.push(r);
+        }
+    }
 
     let mkfs = tc.mkfs.as_ref().expect("validated: limits has mkfs");
     let t = Instant::now();

@@ -32,6 +32,7 @@ fn boot_with(host: &LabHost, boot_timeout: Duration) -> Result<Booted, VmError> 
     let console = tempfile::tempdir().unwrap();
     let nvme = NvmeDisk {
         backend: Backend::File(disk.path.to_string_lossy().into_owned()),
+        extra_namespaces: vec![],
         device: DeviceParams::default(),
         write_cache: None,
     };
@@ -200,6 +201,7 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
     let console = tempfile::tempdir().unwrap();
     let nvme = NvmeDisk {
         backend: cd.backend(),
+        extra_namespaces: vec![],
         device: DeviceParams {
             size_mib: 256,
             ..DeviceParams::default()

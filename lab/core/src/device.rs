@@ -27,9 +27,17 @@ pub struct DeviceParams {
     /// Controller "Disable Normal" atomic flag (atomic.dn).
     #[serde(default)]
     pub dn: bool,
-    /// Namespace size in MiB.
+    /// Namespace size in MiB (every namespace).
     #[serde(default = "default_size_mib")]
     pub size_mib: u64,
+    /// Namespaces on the controller (nvme0n1, nvme0n2, ...), 1 to 4; all
+    /// alike. Workloads use the first.
+    #[serde(default = "default_namespaces")]
+    pub namespaces: u8,
+}
+
+fn default_namespaces() -> u8 {
+    1
 }
 
 fn default_lba_size() -> u32 {
@@ -47,6 +55,7 @@ impl Default for DeviceParams {
             awupf: 0,
             dn: false,
             size_mib: default_size_mib(),
+            namespaces: default_namespaces(),
         }
     }
 }
@@ -82,6 +91,12 @@ impl DeviceParams {
                      cannot be larger than the normal one",
                     self.awupf, self.awun
                 ),
+            });
+        }
+        if !(1..=4).contains(&self.namespaces) {
+            return Err(ParamError {
+                field: "namespaces",
+                message: format!("{} namespaces: the lab supports 1 to 4", self.namespaces),
             });
         }
         let min_mib = 64;

@@ -32,7 +32,10 @@ pub enum Backend {
 /// The NVMe disk of a VM: a backing store and the device it is presented as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NvmeDisk {
+    /// Namespace 1.
     pub backend: Backend,
+    /// Namespaces 2, 3, ... (same device parameters).
+    pub extra_namespaces: Vec<Backend>,
     pub device: DeviceParams,
     /// `write-cache` of the namespace; `None` leaves QEMU's default.
     pub write_cache: Option<bool>,
@@ -165,11 +168,13 @@ pub fn nvme_controller_props(dev: &DeviceParams) -> String {
     p
 }
 
-/// The namespace: block sizes equal to the LBA size so Linux sees that LBA.
-pub fn nvme_namespace_props(disk: &NvmeDisk) -> String {
+/// Namespace `nsid` (1-based, on block node `disk{nsid-1}`): block sizes
+/// equal to the LBA size so Linux sees that LBA.
+pub fn nvme_namespace_props(disk: &NvmeDisk, nsid: usize) -> String {
     let lba = disk.device.lba_size;
+    let node = nsid - 1;
     let mut p = format!(
-        "nvme-ns,id=ns1,drive=disk0,bus=nvme0,nsid=1,logical_block_size={lba},physical_block_size={lba}"
+        "nvme-ns,id=ns{nsid},drive=disk{node},bus=nvme0,nsid={nsid},logical_block_size={lba},physical_block_size={lba}"
     );
     if let Some(wc) = disk.write_cache {
         p.push_str(if wc {
@@ -183,14 +188,14 @@ pub fn nvme_namespace_props(disk: &NvmeDisk) -> String {
 
 /// The block node under the namespace: a raw file, or the crash disk's NBD
 /// export (QEMU's NBD client then sends each NVMe write as an NBD write).
-pub fn blockdev_props(backend: &Backend) -> String {
+pub fn blockdev_props(node: &str, backend: &Backend) -> String {
     match backend {
         Backend::File(path) => format!(
-            "driver=raw,node-name=disk0,file.driver=file,file.filename={},file.aio=threads,cache.direct=off",
+            "driver=raw,node-name={node},file.driver=file,file.filename={},file.aio=threads,cache.direct=off",
             escape_opt(path)
         ),
         Backend::Nbd { socket, export } => format!(
-            "driver=raw,node-name=disk0,file.driver=nbd,file.server.type=unix,file.server.path={},file.export={}",
+            "driver=raw,node-name={node},file.driver=nbd,file.server.type=unix,file.server.path={},file.export={}",
             escape_opt(socket),
             escape_opt(export)
         ),
@@ -198,14 +203,18 @@ pub fn blockdev_props(backend: &Backend) -> String {
 }
 
 pub fn nvme_args(disk: &NvmeDisk) -> Vec<String> {
-    vec![
-        "-blockdev".into(),
-        blockdev_props(&disk.backend),
-        "-device".into(),
-        nvme_controller_props(&disk.device),
-        "-device".into(),
-        nvme_namespace_props(disk),
-    ]
+    let mut v = vec!["-device".into(), nvme_controller_props(&disk.device)];
+    for (i, backend) in std::iter::once(&disk.backend)
+        .chain(&disk.extra_namespaces)
+        .enumerate()
+    {
+        v.extend([
+            "-blockdev".into(),
+            blockdev_props(&format!("disk{i}"), backend),
+        ]);
+        v.extend(["-device".into(), nvme_namespace_props(disk, i + 1)]);
+    }
+    v
 }
 
 /// The whole argument list (without the program name).
@@ -260,12 +269,14 @@ mod tests {
             ssh_port: 2222,
             nvme: Some(NvmeDisk {
                 backend: Backend::File("/img/disk.raw".into()),
+                extra_namespaces: vec![],
                 device: DeviceParams {
                     lba_size: 512,
                     awun: 7,
                     awupf: 3,
                     dn: true,
                     size_mib: 256,
+                    namespaces: 1,
                 },
                 write_cache: Some(false),
             }),
@@ -316,17 +327,20 @@ mod tests {
             nvme_controller_props(&d.device),
             "nvme,id=nvme0,serial=labnvme0,atomic.dn=on,atomic.awun=7,atomic.awupf=3"
         );
-        let ns = nvme_namespace_props(d);
+        let ns = nvme_namespace_props(d, 1);
         assert!(ns.contains("logical_block_size=512,physical_block_size=512"));
         assert!(ns.ends_with(",write-cache=off"));
     }
 
     #[test]
     fn nbd_backend_points_at_the_socket_and_export() {
-        let p = blockdev_props(&Backend::Nbd {
-            socket: "/run/lab/nbd.sock".into(),
-            export: "lab".into(),
-        });
+        let p = blockdev_props(
+            "disk0",
+            &Backend::Nbd {
+                socket: "/run/lab/nbd.sock".into(),
+                export: "lab".into(),
+            },
+        );
         assert_eq!(
             p,
             "driver=raw,node-name=disk0,file.driver=nbd,file.server.type=unix,file.server.path=/run/lab/nbd.sock,file.export=lab"
@@ -340,6 +354,26 @@ mod tests {
             window(&v, "-fw_cfg"),
             ["name=opt/lab/hostkey,file=/run/lab/host_ed25519"]
         );
+    }
+
+    #[test]
+    fn extra_namespaces_get_their_own_node_and_nsid() {
+        let mut s = spec();
+        let d = s.nvme.as_mut().unwrap();
+        d.extra_namespaces = vec![Backend::File("/img/ns2.raw".into())];
+        let v = argv(&s);
+        let devs = window(&v, "-device");
+        assert!(
+            devs.iter()
+                .any(|d| d.starts_with("nvme-ns,id=ns2,drive=disk1,bus=nvme0,nsid=2,")),
+            "{devs:?}"
+        );
+        let nodes = window(&v, "-blockdev");
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes[1].contains("node-name=disk1,") && nodes[1].contains("/img/ns2.raw"));
+        // The controller comes before the namespaces that sit on its bus.
+        let ctrl = v.iter().position(|a| a.starts_with("nvme,")).unwrap();
+        assert!(v.iter().position(|a| a.starts_with("nvme-ns,")).unwrap() > ctrl);
     }
 
     #[test]

@@ -210,6 +210,15 @@ fn validate(tc: &Testcase) -> Result<(), Invalid> {
                 Some("XFS v5 block sizes are powers of two from 1024 to 65536"),
             );
         }
+        // xfsprogs refuses smaller data devices ("Filesystem must be larger
+        // than 300MB").
+        if tc.device.size_mib < 300 {
+            return bad(
+                vec!["device", "size_mib"],
+                format!("{} MiB is too small for XFS", tc.device.size_mib),
+                Some("mkfs.xfs needs at least 300 MiB; the default is 512"),
+            );
+        }
         if m.block_size < tc.device.lba_size {
             return bad(
                 vec!["mkfs", "block_size"],
@@ -748,6 +757,19 @@ workload:
         let e = parse("t.yaml", &text.replace("'^fio-3'", "'(unclosed'")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("workload.command.expect_output"));
         assert_eq!(e.line, 7);
+    }
+
+    #[test]
+    fn xfs_needs_300_mib() {
+        let text = GOOD.replace("  lba_size: 4096\n", "  lba_size: 4096\n  size_mib: 256\n");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("device.size_mib"));
+        assert_eq!(e.line, 5);
+        assert!(
+            e.message.contains("256 MiB is too small for XFS"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
