@@ -382,7 +382,9 @@ fn run_case(
             .push(vm_error_result(suite_name, "modules", &e, start.elapsed()));
         return suite;
     }
-    let body = match &tc.workload {
+    // The filesystem under test is made and mounted the same way for every
+    // workload, and unmounted after it.
+    let body = make_fs(&mut vm, tc, cmd_timeout).and_then(|()| match &tc.workload {
         Workload::Limits => limits_workload(
             &mut vm,
             tc,
@@ -391,20 +393,28 @@ fn run_case(
             cmd_timeout,
             &mut suite.properties,
         ),
-        Workload::Steps(steps) => steps_workload(&mut vm, tc, steps, suite_name, dir, cmd_timeout),
-        Workload::Command(c) => command_workload(&mut vm, tc, c, suite_name, dir, cmd_timeout),
+        Workload::Steps(steps) => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
+        Workload::Command(c) => command_workload(&mut vm, c, suite_name, dir, cmd_timeout),
         Workload::Generate(g) => generate_workload(
             &mut vm,
-            tc,
             g,
             suite_name,
             dir,
             cmd_timeout,
             &mut suite.properties,
         ),
-    };
+    });
     match body {
-        Ok(results) => suite.results.extend(results),
+        Ok(results) => {
+            suite.results.extend(results);
+            if tc.mkfs.is_some() {
+                if let Err((stage, e)) = exec_ok(&mut vm, "umount", "umount /mnt", cmd_timeout) {
+                    suite
+                        .results
+                        .push(vm_error_result(suite_name, &stage, &e, start.elapsed()));
+                }
+            }
+        }
         Err((stage, e)) => {
             suite
                 .results
@@ -492,7 +502,7 @@ fn limits_workload(
     props: &mut Vec<(String, String)>,
 ) -> Result<Vec<CaseResult>, StageError> {
     let t = Instant::now();
-    let dev = "/dev/nvme0n1";
+    let dev = NS1;
     let raw = exec_ok(
         vm,
         "bdev-limits",
@@ -538,7 +548,6 @@ fn limits_workload(
 
     let mkfs = tc.mkfs.as_ref().expect("validated: limits has mkfs");
     let t = Instant::now();
-    make_fs(vm, tc, dev, timeout)?;
     exec_ok(vm, "touch", "touch /mnt/f", timeout)?;
     let raw_file = exec_ok(vm, "xfs-limits", "lab-guest limits /mnt/f", timeout)?;
     let file = parse_report("xfs-limits", &raw_file)?;
@@ -557,12 +566,15 @@ fn limits_workload(
         serde_json::to_string_pretty(&serde_json::json!({ "bdev": bdev, "xfs_file": file }))
             .unwrap_or_default(),
     );
-    exec_ok(vm, "umount", "umount /mnt", timeout)?;
     Ok(results)
 }
 
-/// mkfs.xfs + mount on /mnt, as the testcase asks.
-fn make_fs(vm: &mut Vm, tc: &Testcase, dev: &str, timeout: Duration) -> Result<(), StageError> {
+/// The first namespace: the device workloads use.
+const NS1: &str = "/dev/nvme0n1";
+
+/// mkfs.xfs + mount on /mnt, as the testcase asks (nothing without `mkfs:`).
+fn make_fs(vm: &mut Vm, tc: &Testcase, timeout: Duration) -> Result<(), StageError> {
+    let dev = NS1;
     let Some(mkfs) = &tc.mkfs else {
         return Ok(());
     };
@@ -596,13 +608,11 @@ fn stamp_run_id() -> u64 {
 /// is judged against its expectation (one JUnit testcase per step).
 fn steps_workload(
     vm: &mut Vm,
-    tc: &Testcase,
     steps: &[Step],
     case: &str,
     dir: &Path,
     timeout: Duration,
 ) -> Result<Vec<CaseResult>, StageError> {
-    make_fs(vm, tc, "/dev/nvme0n1", timeout)?;
     let plan = Plan {
         run: stamp_run_id(),
         root: "/mnt".into(),
@@ -654,22 +664,17 @@ fn steps_workload(
         };
         results.push(result(case, &name, outcome, elapsed));
     }
-    if tc.mkfs.is_some() {
-        exec_ok(vm, "umount", "umount /mnt", timeout)?;
-    }
     Ok(results)
 }
 
 /// A third-party client run as a shell command: exit status and output.
 fn command_workload(
     vm: &mut Vm,
-    tc: &Testcase,
     c: &lab_core::testcase::CommandSpec,
     case: &str,
     dir: &Path,
     timeout: Duration,
 ) -> Result<Vec<CaseResult>, StageError> {
-    make_fs(vm, tc, "/dev/nvme0n1", timeout)?;
     let t = Instant::now();
     let out = vm
         .exec(&format!("cd /mnt 2>/dev/null; {}", c.run), timeout)
@@ -724,9 +729,6 @@ fn command_workload(
             results.push(result(case, "command.output", outcome, elapsed));
         }
     }
-    if tc.mkfs.is_some() {
-        exec_ok(vm, "umount", "umount /mnt", timeout)?;
-    }
     Ok(results)
 }
 
@@ -753,7 +755,6 @@ enum GenLine {
 /// each sector's owner thread.
 fn generate_workload(
     vm: &mut Vm,
-    tc: &Testcase,
     g: &lab_core::generate::GenParams,
     case: &str,
     dir: &Path,
@@ -761,7 +762,6 @@ fn generate_workload(
     props: &mut Vec<(String, String)>,
 ) -> Result<Vec<CaseResult>, StageError> {
     use base64::Engine;
-    make_fs(vm, tc, "/dev/nvme0n1", timeout)?;
     let input =
         serde_json::json!({ "run": stamp_run_id(), "root": "/mnt", "file": "gen", "params": g });
     let b64 = base64::engine::general_purpose::STANDARD.encode(input.to_string());
@@ -853,7 +853,6 @@ fn generate_workload(
         };
         results.push(result(case, "generate.verify", outcome, elapsed));
     }
-    exec_ok(vm, "umount", "umount /mnt", timeout)?;
     Ok(results)
 }
 

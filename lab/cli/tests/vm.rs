@@ -193,7 +193,7 @@ fn boot_timeout_reports_console_and_kills_qemu() {
 fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
     use base64::Engine;
     use lab_cli::crashdisk::CrashDisk;
-    use lab_core::steps::{BufferPlacement, Expect, Open, Plan, Pwrite, Step};
+    use lab_core::steps::{Expect, Open, Plan, Pwrite, Step};
     use lab_disk::server::WriteKind;
 
     let host = host();
@@ -219,19 +219,7 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
             e.console_tail().unwrap_or("")
         )
     });
-    let pw = |offset: u64, len: u64, atomic: bool| {
-        Step::Pwrite(Pwrite {
-            file: None,
-            offset,
-            len,
-            atomic,
-            dsync: false,
-            sync: false,
-            iovecs: 1,
-            buffer: BufferPlacement::Aligned,
-            expect: Expect::Ok,
-        })
-    };
+    let pw = |offset, len, atomic| Step::Pwrite(Pwrite::new(offset, len, atomic));
     let plan = Plan {
         run: 7,
         root: "/".into(),

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::steps::{BufferPlacement, Expect, FileOnly, Pwrite, Step};
+use crate::steps::{Expect, FileOnly, Pwrite, Step};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,19 +152,12 @@ pub fn generate(p: &GenParams, limits: &GenLimits) -> Vec<Vec<Step>> {
                     (base + rng.below(slots) * align, len)
                 };
                 steps.push(Step::Pwrite(Pwrite {
-                    file: None,
-                    offset,
-                    len,
-                    atomic,
-                    dsync: false,
-                    sync: false,
-                    iovecs: 1,
-                    buffer: BufferPlacement::Aligned,
                     expect: if atomic {
                         p.expect_atomic.clone()
                     } else {
                         Expect::Ok
                     },
+                    ..Pwrite::new(offset, len, atomic)
                 }));
                 if rng.chance(p.sync_ratio) {
                     let f = FileOnly::default();

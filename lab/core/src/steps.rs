@@ -182,6 +182,24 @@ pub struct Range {
     pub expect: Expect,
 }
 
+impl Pwrite {
+    /// A write of `len` bytes at `offset` to the file opened last, from an
+    /// aligned buffer in one iovec, expected to succeed.
+    pub fn new(offset: u64, len: u64, atomic: bool) -> Pwrite {
+        Pwrite {
+            file: None,
+            offset,
+            len,
+            atomic,
+            dsync: false,
+            sync: false,
+            iovecs: 1,
+            buffer: BufferPlacement::Aligned,
+            expect: Expect::Ok,
+        }
+    }
+}
+
 impl Step {
     pub fn name(&self) -> &'static str {
         match self {
@@ -352,15 +370,8 @@ mod tests {
 
     fn pw(expect: Expect) -> Step {
         Step::Pwrite(Pwrite {
-            file: None,
-            offset: 0,
-            len: 4096,
-            atomic: true,
-            dsync: false,
-            sync: false,
-            iovecs: 1,
-            buffer: BufferPlacement::Aligned,
             expect,
+            ..Pwrite::new(0, 4096, true)
         })
     }
 
