@@ -116,6 +116,20 @@ impl DeviceParams {
     pub fn size_bytes(&self) -> u64 {
         self.size_mib * 1024 * 1024
     }
+
+    /// The power-fail atomic unit in LBAs as Linux 7.x reads it: only the
+    /// namespace's NAWUPF counts, so without namespace atomic parameters the
+    /// unit is one LBA whatever the controller's AWUPF says. The crash disk
+    /// and the model both use this number.
+    pub fn atomic_unit_lbas(&self) -> u32 {
+        1
+    }
+
+    /// The atomic boundary in LBAs (NABSPF + 1), or None when the namespace
+    /// has no boundary. A write crossing it is not atomic.
+    pub fn atomic_boundary_lbas(&self) -> Option<u32> {
+        None
+    }
 }
 
 #[cfg(test)]
