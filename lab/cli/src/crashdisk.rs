@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use lab_core::qemu::Backend;
-use lab_disk::{serve_unix, Disk};
+use lab_disk::{serve_unix, Disk, Single};
 
 use crate::paths::PrivateDir;
 
@@ -26,7 +26,7 @@ impl CrashDisk {
     pub fn start(size: u64, block: u32) -> Result<CrashDisk> {
         let dir = PrivateDir::new("lab-crashdisk")?;
         let socket = dir.path().join("nbd.sock");
-        let disk = Disk::create(&dir.path().join("disk.raw"), size, block, EXPORT)?;
+        let disk = Disk::create(&dir.path().join("disk.raw"), size, block)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lab-crashdisk")
@@ -36,7 +36,13 @@ impl CrashDisk {
         let listener = rt
             .block_on(async { tokio::net::UnixListener::bind(&socket) })
             .with_context(|| format!("binding {}", socket.display()))?;
-        rt.spawn(serve_unix(disk.clone(), listener));
+        rt.spawn(serve_unix(
+            Arc::new(Single {
+                name: EXPORT.into(),
+                export: disk.clone(),
+            }),
+            listener,
+        ));
         Ok(CrashDisk {
             disk,
             socket,

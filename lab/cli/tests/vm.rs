@@ -194,7 +194,7 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
     use base64::Engine;
     use lab_cli::crashdisk::CrashDisk;
     use lab_core::steps::{Expect, Open, Plan, Pwrite, Step};
-    use lab_disk::server::WriteKind;
+    use lab_disk::WriteKind;
 
     let host = host();
     let cd = CrashDisk::start(256 << 20, 4096).unwrap();
@@ -250,7 +250,7 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
     );
     vm.shutdown().unwrap();
 
-    let rec = cd.disk.records();
+    let rec = cd.disk.record().writes;
     let at = |off: u64| {
         rec.iter()
             .filter(|w| w.kind == WriteKind::Data && w.offset == off)

@@ -10,6 +10,7 @@ pub mod device;
 pub mod generate;
 pub mod kmod;
 pub mod limits;
+pub mod powercut;
 pub mod qemu;
 pub mod report;
 pub mod splat;

@@ -1,12 +1,22 @@
 //! The crash disk: an NBD server QEMU uses as the backend of the NVMe
-//! namespace under test. It serves a sparse backing file and records every
-//! write request (sequence, offset, length, flags, data, times), the input
-//! of the power-cut model.
+//! namespace under test. It records every write request, may hold
+//! completions back, cuts the power when a policy says so, and serves the
+//! crash states planned from the cut as copy-on-write exports.
 //!
-//! `proto` is the pure NBD wire format (fixed newstyle handshake, simple
-//! replies); `server` is the tokio I/O shell around it.
+//! Pure parts: `proto` (NBD wire format), `record` (what the disk saw),
+//! `states` (which contents a cut may leave). I/O shells: `server` (the
+//! tokio NBD loop), `disk` (the live recording disk), `cow` (state
+//! exports).
 
+pub mod cow;
+pub mod disk;
 pub mod proto;
+pub mod record;
 pub mod server;
+pub mod states;
 
-pub use server::{serve_unix, Disk, WriteRecord};
+pub use cow::StateStore;
+pub use disk::Disk;
+pub use record::{Cut, Mark, Record, WriteKind, WriteRecord};
+pub use server::{serve_unix, Catalog, Single};
+pub use states::{AtomicRules, Planner, Recipe};

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use lab_disk::server::WriteKind;
-use lab_disk::{serve_unix, Disk};
+use lab_disk::{serve_unix, Disk, Single, WriteKind};
 
 struct Served {
     disk: Arc<Disk>,
@@ -18,7 +17,7 @@ struct Served {
 fn serve(size: u64, block: u32) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("nbd.sock");
-    let disk = Disk::create(&dir.path().join("disk.raw"), size, block, "lab").unwrap();
+    let disk = Disk::create(&dir.path().join("disk.raw"), size, block).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -27,7 +26,13 @@ fn serve(size: u64, block: u32) -> Served {
     let listener = rt
         .block_on(async { tokio::net::UnixListener::bind(&sock) })
         .unwrap();
-    rt.spawn(serve_unix(disk.clone(), listener));
+    rt.spawn(serve_unix(
+        Arc::new(Single {
+            name: "lab".into(),
+            export: disk.clone(),
+        }),
+        listener,
+    ));
     Served {
         disk,
         url: format!("nbd+unix:///lab?socket={}", sock.display()),
@@ -87,7 +92,7 @@ fn qemu_io_writes_read_back_and_every_write_is_recorded() {
     );
     assert!(out.contains("wrote 65536/65536 bytes at offset 0"), "{out}");
     assert!(out.contains("read 65536/65536 bytes at offset 0"), "{out}");
-    let rec = s.disk.records();
+    let rec = s.disk.record().writes;
     let data: Vec<_> = rec.iter().filter(|w| w.kind == WriteKind::Data).collect();
     // Each write arrives as one request of the same offset and length.
     assert_eq!(data.len(), 2, "{rec:?}");
@@ -109,7 +114,7 @@ fn qemu_io_writes_read_back_and_every_write_is_recorded() {
         .any(|w| w.kind == WriteKind::Trim && w.offset == 3 << 20));
     assert!(rec.iter().all(|w| w.acked.is_some_and(|a| a >= w.received)));
     assert!(rec.windows(2).all(|p| p[0].seq + 1 == p[1].seq));
-    assert!(!s.disk.flushes().is_empty());
+    assert!(!s.disk.record().flushes.is_empty());
     // The backing file holds what was written.
     let raw = std::fs::read(Path::new(s._dir.path()).join("disk.raw")).unwrap();
     assert!(raw[..65536].iter().all(|&b| b == 0xab));
@@ -129,7 +134,7 @@ fn the_block_size_is_announced_and_honoured() {
             "read -P 0 0 512",
         ],
     );
-    let rec = s.disk.records();
+    let rec = s.disk.record().writes;
     assert_eq!(rec.len(), 1, "{rec:?}");
     assert_eq!((rec[0].offset, rec[0].len), (0, 4096));
 }

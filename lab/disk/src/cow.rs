@@ -1,0 +1,214 @@
+//! Crash states served as NBD exports, copy-on-write: each state reads as
+//! the frozen backing file overlaid with its delta (which points into the
+//! write record), and each client connection writes into its own overlay,
+//! dropped when it disconnects. No state is ever a full copy.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::proto::{self, Request};
+use crate::record::Record;
+use crate::server::{Catalog, Connection, Export, Reply};
+use crate::states::{Delta, Source, State};
+
+/// The frozen disk, its record, and the states planned from it.
+pub struct StateStore {
+    base: std::fs::File,
+    record: Record,
+    states: Vec<Arc<StateExport>>,
+}
+
+/// One state as an export.
+pub struct StateExport {
+    name: String,
+    base: std::fs::File,
+    record: Record,
+    delta: Delta,
+}
+
+impl StateStore {
+    /// `base` must hold every write of `record` (the crash disk's backing
+    /// file after the cut); it is only read.
+    pub fn new(base: &std::fs::File, record: Record, states: &[State]) -> io::Result<StateStore> {
+        let exports = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Ok(Arc::new(StateExport {
+                    name: state_name(i),
+                    base: base.try_clone()?,
+                    record: record.clone(),
+                    delta: s.delta.clone(),
+                }))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(StateStore {
+            base: base.try_clone()?,
+            record,
+            states: exports,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of state `i` (no overlay).
+    pub fn read(&self, i: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.states[i].read_into(&BTreeMap::new(), offset, buf)
+    }
+
+    /// The record the states come from.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Bytes the base file holds (for memory accounting: it is shared).
+    pub fn base_len(&self) -> io::Result<u64> {
+        Ok(self.base.metadata()?.len())
+    }
+}
+
+/// Export name of state `i`.
+pub fn state_name(i: usize) -> String {
+    format!("state-{i}")
+}
+
+impl Catalog for StateStore {
+    fn names(&self) -> Vec<String> {
+        self.states.iter().map(|s| s.name.clone()).collect()
+    }
+    fn get(&self, name: &str) -> Option<Arc<dyn Export>> {
+        self.states
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.clone() as Arc<dyn Export>)
+    }
+}
+
+impl StateExport {
+    fn lba(&self) -> u64 {
+        u64::from(self.record.lba)
+    }
+
+    /// One LBA of the state: the connection's overlay, else the delta,
+    /// else the base file.
+    fn read_lba(
+        &self,
+        overlay: &BTreeMap<u64, Box<[u8]>>,
+        l: u64,
+        out: &mut [u8],
+    ) -> io::Result<()> {
+        if let Some(b) = overlay.get(&l) {
+            out.copy_from_slice(b);
+            return Ok(());
+        }
+        match self.delta.get(&l) {
+            Some(Source::Zero) => out.fill(0),
+            Some(Source::Write { seq, index }) => {
+                let w = &self.record.writes[*seq as usize];
+                match w.lba_bytes(*index, self.record.lba) {
+                    Some(b) => out.copy_from_slice(b),
+                    None => out.fill(0),
+                }
+            }
+            None => self.base.read_exact_at(out, l * self.lba())?,
+        }
+        Ok(())
+    }
+
+    fn read_into(
+        &self,
+        overlay: &BTreeMap<u64, Box<[u8]>>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        let lba = self.lba();
+        let mut block = vec![0u8; lba as usize];
+        let mut pos = offset;
+        let end = offset + buf.len() as u64;
+        while pos < end {
+            let l = pos / lba;
+            let in_block = (pos % lba) as usize;
+            let n = ((lba as usize) - in_block).min((end - pos) as usize);
+            self.read_lba(overlay, l, &mut block)?;
+            let at = (pos - offset) as usize;
+            buf[at..at + n].copy_from_slice(&block[in_block..in_block + n]);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Export for StateExport {
+    fn size(&self) -> u64 {
+        self.record.size
+    }
+    fn block(&self) -> u32 {
+        self.record.lba
+    }
+    fn connect(self: Arc<Self>) -> Box<dyn Connection> {
+        Box::new(StateConnection {
+            state: self,
+            overlay: BTreeMap::new(),
+        })
+    }
+}
+
+/// A client of one state: its writes (log recovery, repair) stay here.
+struct StateConnection {
+    state: Arc<StateExport>,
+    overlay: BTreeMap<u64, Box<[u8]>>,
+}
+
+impl StateConnection {
+    fn write(&mut self, offset: u64, data: Option<&[u8]>, len: usize) -> io::Result<()> {
+        let lba = self.state.lba();
+        let mut pos = offset;
+        let end = offset + len as u64;
+        while pos < end {
+            let l = pos / lba;
+            let in_block = (pos % lba) as usize;
+            let n = ((lba as usize) - in_block).min((end - pos) as usize);
+            let mut block = vec![0u8; lba as usize];
+            if n != lba as usize {
+                self.state.read_lba(&self.overlay, l, &mut block)?;
+            }
+            let at = (pos - offset) as usize;
+            match data {
+                Some(d) => block[in_block..in_block + n].copy_from_slice(&d[at..at + n]),
+                None => block[in_block..in_block + n].fill(0),
+            }
+            self.overlay.insert(l, block.into_boxed_slice());
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Connection for StateConnection {
+    fn request(&mut self, r: &Request, data: Vec<u8>, reply: Reply) {
+        let res = match r.kind {
+            proto::CMD_READ => {
+                let mut buf = vec![0u8; r.length as usize];
+                match self.state.read_into(&self.overlay, r.offset, &mut buf) {
+                    Ok(()) => return reply.send_data(&buf),
+                    Err(e) => Err(e),
+                }
+            }
+            proto::CMD_WRITE => self.write(r.offset, Some(&data), data.len()),
+            proto::CMD_WRITE_ZEROES | proto::CMD_TRIM => {
+                self.write(r.offset, None, r.length as usize)
+            }
+            proto::CMD_FLUSH => Ok(()),
+            _ => return reply.send(proto::EINVAL),
+        };
+        reply.send(if res.is_ok() { 0 } else { proto::EIO });
+    }
+}

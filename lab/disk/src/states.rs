@@ -1,0 +1,417 @@
+//! Crash states: which disk contents a power cut may leave, planned from
+//! the write record. Pure.
+//!
+//! The rules (DESIGN.md, "Power-cut model"): writes received before the
+//! cut and durable at it (completed with FUA, or completed and flushed) are
+//! on the media; any subset of the others may be; one that is not atomic by
+//! the device's rules may be torn at LBA granularity, an atomic one is all
+//! or nothing. Writes land in arrival order, so where in-flight writes
+//! overlap the later one wins.
+//!
+//! A state is a [`Recipe`]: a point (the cut, or a mark for a prefix
+//! state), and the writes before it that did *not* fully land. Everything
+//! else landed. Its content is the store as the disk left it (every write
+//! applied) plus a [`Delta`] of LBAs that differ, each pointing into the
+//! record's data: materialising a state copies nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+use std::time::Duration;
+
+use lab_core::powercut::{splitmix, StateLimits};
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Record, WriteRecord};
+
+/// The device's atomicity, in LBAs, as Linux reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtomicRules {
+    pub lba: u32,
+    /// Power-fail atomic unit (NAWUPF + 1).
+    pub unit_lbas: u32,
+    /// Atomic boundary (NABSPF + 1); a write crossing it is not atomic.
+    pub boundary_lbas: Option<u32>,
+}
+
+impl AtomicRules {
+    pub fn is_atomic(&self, offset: u64, len: u32) -> bool {
+        let lba = u64::from(self.lba);
+        let (first, n) = (offset / lba, u64::from(len).div_ceil(lba));
+        if n == 0 || n > u64::from(self.unit_lbas) {
+            return false;
+        }
+        match self.boundary_lbas {
+            Some(b) => first / u64::from(b) == (first + n - 1) / u64::from(b),
+            None => true,
+        }
+    }
+}
+
+/// How much of one write reached the media, when not all of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Landed {
+    Nothing,
+    /// These LBAs of the write (indices relative to its first LBA, as
+    /// half-open ranges); the rest did not land.
+    Lbas(Vec<(u32, u32)>),
+}
+
+/// One crash state, small and printable: `cut@37 35:- 38:0..2`, read "the
+/// first 37 writes, all landed except 35 (nothing) and 38 (only its LBAs 0
+/// and 1)". The prefix state at a mark is `mark:NAME@12`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Recipe {
+    pub point: String,
+    pub writes_before: u64,
+    pub except: BTreeMap<u64, Landed>,
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.point, self.writes_before)?;
+        for (seq, l) in &self.except {
+            match l {
+                Landed::Nothing => write!(f, " {seq}:-")?,
+                Landed::Lbas(r) => {
+                    let parts: Vec<String> = r.iter().map(|(a, b)| format!("{a}..{b}")).collect();
+                    write!(f, " {seq}:{}", parts.join("+"))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Recipe {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Recipe, String> {
+        let bad = |what: &str| format!("recipe `{s}`: {what}");
+        let mut words = s.split_whitespace();
+        let head = words.next().ok_or_else(|| bad("empty"))?;
+        let (point, n) = head
+            .rsplit_once('@')
+            .ok_or_else(|| bad("expected POINT@WRITES first"))?;
+        let writes_before = n.parse().map_err(|_| bad("WRITES is not a number"))?;
+        let mut except = BTreeMap::new();
+        for w in words {
+            let (seq, l) = w.split_once(':').ok_or_else(|| bad("expected SEQ:-"))?;
+            let seq: u64 = seq.parse().map_err(|_| bad("SEQ is not a number"))?;
+            let landed = if l == "-" {
+                Landed::Nothing
+            } else {
+                let mut r = Vec::new();
+                for part in l.split('+') {
+                    let (a, b) = part.split_once("..").ok_or_else(|| bad("expected A..B"))?;
+                    let a = a.parse().map_err(|_| bad("LBA is not a number"))?;
+                    let b = b.parse().map_err(|_| bad("LBA is not a number"))?;
+                    r.push((a, b));
+                }
+                Landed::Lbas(r)
+            };
+            except.insert(seq, landed);
+        }
+        Ok(Recipe {
+            point: point.into(),
+            writes_before,
+            except,
+        })
+    }
+}
+
+impl Recipe {
+    fn landed(&self, w: &WriteRecord, rel_lba: u32) -> bool {
+        if w.seq >= self.writes_before {
+            return false;
+        }
+        match self.except.get(&w.seq) {
+            None => true,
+            Some(Landed::Nothing) => false,
+            Some(Landed::Lbas(r)) => r.iter().any(|&(a, b)| (a..b).contains(&rel_lba)),
+        }
+    }
+}
+
+/// What one LBA of a state holds: zeroes, or LBA `index` of write `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Zero,
+    Write { seq: u64, index: u32 },
+}
+
+/// LBAs where a state differs from the store as the disk left it.
+pub type Delta = BTreeMap<u64, Source>;
+
+/// The record, indexed for building states.
+pub struct Planner<'a> {
+    record: &'a Record,
+    rules: AtomicRules,
+    /// For each LBA ever written, the writes covering it in arrival order.
+    by_lba: HashMap<u64, Vec<u64>>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(record: &'a Record, rules: AtomicRules) -> Planner<'a> {
+        let mut by_lba: HashMap<u64, Vec<u64>> = HashMap::new();
+        for w in &record.writes {
+            for l in lbas(w, rules.lba) {
+                by_lba.entry(l).or_default().push(w.seq);
+            }
+        }
+        Planner {
+            record,
+            rules,
+            by_lba,
+        }
+    }
+
+    pub fn rules(&self) -> AtomicRules {
+        self.rules
+    }
+
+    fn write(&self, seq: u64) -> &WriteRecord {
+        &self.record.writes[seq as usize]
+    }
+
+    /// What LBA `l` holds if the writes the recipe says landed are applied
+    /// in arrival order over a zeroed disk.
+    fn source(&self, recipe: Option<&Recipe>, l: u64) -> Source {
+        let lba = u64::from(self.rules.lba);
+        let mut src = Source::Zero;
+        for &seq in self.by_lba.get(&l).map(Vec::as_slice).unwrap_or(&[]) {
+            let w = self.write(seq);
+            let index = (l - w.offset / lba) as u32;
+            if recipe.is_none_or(|r| r.landed(w, index)) {
+                src = match w.kind {
+                    crate::record::WriteKind::Data => Source::Write { seq, index },
+                    _ => Source::Zero,
+                };
+            }
+        }
+        src
+    }
+
+    /// The LBAs where the recipe's state differs from the final store.
+    pub fn delta(&self, recipe: &Recipe) -> Delta {
+        let mut touched = BTreeSet::new();
+        for w in &self.record.writes {
+            if w.seq >= recipe.writes_before || recipe.except.contains_key(&w.seq) {
+                touched.extend(lbas(w, self.rules.lba));
+            }
+        }
+        let mut d = Delta::new();
+        for l in touched {
+            let (got, last) = (self.source(Some(recipe), l), self.source(None, l));
+            if self.bytes(got) != self.bytes(last) {
+                d.insert(l, got);
+            }
+        }
+        d
+    }
+
+    /// The bytes of one LBA source (None: zeroes).
+    pub fn bytes(&self, s: Source) -> Option<&[u8]> {
+        match s {
+            Source::Zero => None,
+            Source::Write { seq, index } => self.write(seq).lba_bytes(index, self.rules.lba),
+        }
+    }
+
+    /// The whole disk image of a recipe, by replay from zeroes: the slow,
+    /// obviously right reference for tests and tiny disks.
+    pub fn image(&self, recipe: Option<&Recipe>) -> Vec<u8> {
+        let mut img = vec![0u8; self.record.size as usize];
+        let lba = self.rules.lba as usize;
+        for &l in self.by_lba.keys() {
+            if let Some(b) = self.bytes(self.source(recipe, l)) {
+                img[l as usize * lba..(l as usize + 1) * lba].copy_from_slice(b);
+            }
+        }
+        img
+    }
+
+    fn content_hash(&self, d: &Delta) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (l, s) in d {
+            l.hash(&mut h);
+            self.bytes(*s).unwrap_or(&[]).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn same_content(&self, a: &Delta, b: &Delta) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|((la, sa), (lb, sb))| la == lb && self.bytes(*sa) == self.bytes(*sb))
+    }
+
+    /// The crash states of the cut and of every mark before it, duplicates
+    /// (same bytes) removed, first occurrence kept.
+    pub fn plan(&self, limits: &StateLimits) -> Plan {
+        let mut candidates = Vec::new();
+        let mut in_flight_at_cut = 0;
+        if let Some(cut) = &self.record.cut {
+            let pending = self.record.in_flight(cut.writes_before, cut.at);
+            in_flight_at_cut = pending.len();
+            candidates.extend(self.point_states("cut", cut.writes_before, &pending, limits));
+        }
+        let end = self
+            .record
+            .cut
+            .as_ref()
+            .map_or(self.record.writes.len() as u64, |c| c.writes_before);
+        for m in &self.record.marks {
+            if m.writes_before <= end {
+                candidates.push(Recipe {
+                    point: format!("mark:{}", m.name),
+                    writes_before: m.writes_before,
+                    except: BTreeMap::new(),
+                });
+            }
+        }
+        let generated = candidates.len();
+        let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut states: Vec<State> = Vec::new();
+        for recipe in candidates {
+            let delta = self.delta(&recipe);
+            let h = self.content_hash(&delta);
+            let dup = seen.get(&h).is_some_and(|ids| {
+                ids.iter()
+                    .any(|&i| self.same_content(&states[i].delta, &delta))
+            });
+            if !dup {
+                seen.entry(h).or_default().push(states.len());
+                let torn = self.torn_writes(&recipe);
+                states.push(State {
+                    recipe,
+                    delta,
+                    torn,
+                });
+            }
+        }
+        Plan {
+            generated,
+            in_flight_at_cut,
+            states,
+        }
+    }
+
+    /// Writes this recipe lands only partly.
+    fn torn_writes(&self, r: &Recipe) -> Vec<u64> {
+        r.except
+            .iter()
+            .filter(|(_, l)| matches!(l, Landed::Lbas(_)))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// The states of one point: subsets of the in-flight writes (all of
+    /// them when few, else none/all/each dropped alone/seeded random), then
+    /// each non-atomic one torn at its tear points, head or tail landing
+    /// alone.
+    fn point_states(
+        &self,
+        point: &str,
+        writes_before: u64,
+        pending: &[u64],
+        limits: &StateLimits,
+    ) -> Vec<Recipe> {
+        let mk = |except: BTreeMap<u64, Landed>| Recipe {
+            point: point.into(),
+            writes_before,
+            except,
+        };
+        let dropped = |keep: &dyn Fn(usize) -> bool| {
+            pending
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !keep(*i))
+                .map(|(_, &s)| (s, Landed::Nothing))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let n = pending.len();
+        let mut out = Vec::new();
+        if n as u32 <= limits.all_subsets_up_to {
+            for mask in 0u64..(1u64 << n) {
+                out.push(mk(dropped(&|i| mask & (1 << i) != 0)));
+            }
+        } else {
+            out.push(mk(dropped(&|_| true)));
+            out.push(mk(dropped(&|_| false)));
+            for skip in 0..n {
+                out.push(mk(dropped(&|i| i != skip)));
+            }
+            let mut rng = limits.seed ^ writes_before;
+            for _ in 0..limits.random_subsets {
+                let bits: Vec<bool> = (0..n).map(|_| splitmix(&mut rng) & 1 == 1).collect();
+                out.push(mk(dropped(&|i| bits[i])));
+            }
+        }
+        for &seq in pending {
+            let w = self.write(seq);
+            if self.rules.is_atomic(w.offset, w.len) {
+                continue;
+            }
+            let n_lbas = w.len.div_ceil(self.rules.lba);
+            for x in tear_points(n_lbas, limits.tear_points) {
+                for part in [(0, x), (x, n_lbas)] {
+                    let mut except = dropped(&|_| false);
+                    except.insert(seq, Landed::Lbas(vec![part]));
+                    out.push(mk(except));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Interior LBA boundaries to tear an `n`-LBA write at: the midpoint
+/// first, then evenly spread ones, at most `max`.
+pub fn tear_points(n: u32, max: u32) -> Vec<u32> {
+    if n < 2 || max == 0 {
+        return Vec::new();
+    }
+    let interior = n - 1;
+    let mut pts = vec![n / 2];
+    if interior <= max {
+        pts.extend((1..n).filter(|&x| x != n / 2));
+    } else {
+        for i in 1..max {
+            let x = 1 + (u64::from(i) * u64::from(interior - 1) / u64::from(max - 1)) as u32;
+            if !pts.contains(&x) {
+                pts.push(x);
+            }
+        }
+    }
+    pts
+}
+
+fn lbas(w: &WriteRecord, lba: u32) -> impl Iterator<Item = u64> {
+    let lba = u64::from(lba);
+    (w.offset / lba)..w.end().div_ceil(lba)
+}
+
+/// One crash state, planned.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub recipe: Recipe,
+    pub delta: Delta,
+    /// Writes landed only in part (non-atomic, torn).
+    pub torn: Vec<u64>,
+}
+
+/// All states of a cut.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Before duplicates were removed.
+    pub generated: usize,
+    pub in_flight_at_cut: usize,
+    pub states: Vec<State>,
+}
+
+/// When `t` falls, for printing.
+pub fn ms(t: Duration) -> f64 {
+    t.as_secs_f64() * 1000.0
+}
