@@ -217,7 +217,9 @@ impl CutTrigger {
             }
             CutPolicy::Random { mean, .. } => {
                 let mean = *mean;
-                splitmix(&mut self.rng).is_multiple_of(mean).then(|| format!("write {n} (random)"))
+                splitmix(&mut self.rng)
+                    .is_multiple_of(mean)
+                    .then(|| format!("write {n} (random)"))
             }
             _ => None,
         }

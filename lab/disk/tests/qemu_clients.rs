@@ -41,6 +41,20 @@ fn serve(size: u64, block: u32) -> Served {
     }
 }
 
+fn serve_states(store: lab_disk::StateStore, dir: &Path) -> (String, tokio::runtime::Runtime) {
+    let sock = dir.join("states.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(async { tokio::net::UnixListener::bind(&sock) })
+        .unwrap();
+    rt.spawn(serve_unix(Arc::new(store), listener));
+    (sock.display().to_string(), rt)
+}
+
 fn tool(name: &str, args: &[&str]) -> String {
     let out = Command::new(name)
         .args(args)
@@ -148,4 +162,106 @@ fn qemu_nbd_lists_the_export_with_its_block_size() {
     assert!(out.contains("export: 'lab'"), "{out}");
     assert!(out.contains("size:  8388608"), "{out}");
     assert!(out.contains("min block: 4096"), "{out}");
+}
+
+/// Held completions, a cut at the 3rd write, then the crash states served
+/// as exports: qemu-img reads each one back byte for byte as the planner
+/// says, and a client's writes to a state stay in its own connection.
+#[test]
+fn held_writes_cut_and_crash_states_through_real_clients() {
+    use lab_core::powercut::{CutPolicy, HoldPolicy, StateLimits};
+    use lab_disk::{AtomicRules, Planner};
+    use std::time::Duration;
+
+    let s = serve(1 << 20, 4096);
+    s.disk.arm(
+        Some(CutPolicy::Write(3)),
+        HoldPolicy {
+            window: 8,
+            ms: 60_000,
+        },
+        s._rt.handle(),
+    );
+    // Three concurrent writes, none acknowledged: qemu-io waits for them
+    // until it is killed, as QEMU is at a real cut.
+    let mut child = Command::new("qemu-io")
+        .args(["-f", "raw", "-t", "writeback"])
+        .args(["-c", "aio_write -P 0x11 0 4k"])
+        .args(["-c", "aio_write -P 0x22 8k 16k"])
+        .args(["-c", "aio_write -P 0x33 64k 4k"])
+        .args(["-c", "aio_flush"])
+        .arg(&s.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-io (qemu-utils)");
+    let cut = s
+        .disk
+        .wait_cut(Duration::from_secs(20))
+        .expect("the cut fired");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!((cut.writes_before, cut.reason.as_str()), (3, "write 3"));
+    let rec = s.disk.record();
+    assert!(
+        rec.writes.iter().all(|w| w.acked.is_none()),
+        "all held: {rec:?}"
+    );
+
+    let rules = AtomicRules {
+        lba: 4096,
+        unit_lbas: 1,
+        boundary_lbas: None,
+    };
+    let planner = Planner::new(&rec, rules);
+    let plan = planner.plan(&StateLimits::default());
+    // 2^3 subsets, plus the 16 KiB write torn head/tail at 3 points.
+    assert_eq!(plan.in_flight_at_cut, 3);
+    assert_eq!(plan.generated, 8 + 6);
+    assert_eq!(plan.states.len(), 14);
+    let images: Vec<Vec<u8>> = plan
+        .states
+        .iter()
+        .map(|st| planner.image(Some(&st.recipe)))
+        .collect();
+
+    let file = std::fs::File::open(s._dir.path().join("disk.raw")).unwrap();
+    let store = lab_disk::StateStore::new(&file, rec.clone(), &plan.states).unwrap();
+    let (sock, _rt) = serve_states(store, s._dir.path());
+    let list = tool("qemu-nbd", &["--list", "-k", &sock]);
+    assert!(list.contains("state-13"), "{list}");
+    for (i, want) in images.iter().enumerate() {
+        let out = s._dir.path().join(format!("state-{i}.raw"));
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "raw",
+                &format!("nbd+unix:///state-{i}?socket={sock}"),
+                out.to_str().unwrap(),
+            ],
+        );
+        let got = std::fs::read(&out).unwrap();
+        assert!(
+            got == *want,
+            "state-{i} ({}) reads back differently",
+            plan.states[i].recipe
+        );
+    }
+    // A torn state really has the 16 KiB write in part.
+    let torn = plan
+        .states
+        .iter()
+        .position(|st| st.torn == vec![1])
+        .unwrap();
+    let img = &images[torn];
+    let lbas: Vec<bool> = (2..6).map(|l| img[l * 4096] == 0x22).collect();
+    assert!(lbas.contains(&true) && lbas.contains(&false), "{lbas:?}");
+    // Copy-on-write: a write to a state is seen by its own connection only.
+    let url0 = format!("nbd+unix:///state-0?socket={sock}");
+    qemu_io(&url0, &["write -P 0x77 512k 4k", "read -P 0x77 512k 4k"]);
+    qemu_io(&url0, &["read -P 0 512k 4k"]);
 }
