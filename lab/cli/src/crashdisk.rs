@@ -51,6 +51,25 @@ impl CrashDisk {
         })
     }
 
+    /// Starts holding completions and watching for the cut.
+    pub fn arm(
+        &self,
+        policy: Option<lab_core::powercut::CutPolicy>,
+        hold: lab_core::powercut::HoldPolicy,
+    ) {
+        self.disk.arm(policy, hold, self._rt.handle());
+    }
+
+    /// The runtime serving the disk (state exports can share it).
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self._rt
+    }
+
+    /// The private directory holding the socket and the backing file.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The QEMU block backend that reaches this disk.
     pub fn backend(&self) -> Backend {
         Backend::Nbd {

@@ -9,6 +9,7 @@ pub mod host;
 pub mod image;
 pub mod kernel;
 pub mod paths;
+pub mod powercut;
 pub mod qmp;
 pub mod reaper;
 pub mod run;

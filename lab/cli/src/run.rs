@@ -10,6 +10,7 @@ use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
 
+use crate::crashdisk::CrashDisk;
 use crate::host::LabHost;
 use crate::reaper;
 use crate::vm::{Vm, VmError};
@@ -261,7 +262,7 @@ fn print_suite(s: &SuiteReport) {
     }
 }
 
-fn result(case: &str, check: &str, outcome: Outcome, d: Duration) -> CaseResult {
+pub(crate) fn result(case: &str, check: &str, outcome: Outcome, d: Duration) -> CaseResult {
     CaseResult {
         case: case.to_string(),
         check: check.to_string(),
@@ -337,7 +338,7 @@ fn run_case(
             .push(("mkfs.reflink".into(), m.reflink.to_string()));
     }
     let start = Instant::now();
-    let (_disks, nvme) = match crate::host::scratch_nvme(&tc.device) {
+    let (_disks, mut nvme) = match crate::host::scratch_nvme(&tc.device) {
         Ok(d) => d,
         Err(e) => {
             suite
@@ -345,6 +346,24 @@ fn run_case(
                 .push(lab_error(suite_name, "setup", &e, start.elapsed()));
             return suite;
         }
+    };
+    // A power-cut testcase's first namespace is the crash disk, with the
+    // write cache off so every write is FUA (durable when acknowledged).
+    let crash = match &tc.power_cut {
+        None => None,
+        Some(_) => match CrashDisk::start(tc.device.size_bytes(), tc.device.lba_size) {
+            Ok(c) => {
+                nvme.backend = c.backend();
+                nvme.write_cache = Some(false);
+                Some(c)
+            }
+            Err(e) => {
+                suite
+                    .results
+                    .push(lab_error(suite_name, "crash-disk", &e, start.elapsed()));
+                return suite;
+            }
+        },
     };
     let mut opts = host.vm_options(
         dir.join("console.log"),
@@ -393,7 +412,23 @@ fn run_case(
             cmd_timeout,
             &mut suite.properties,
         ),
-        Workload::Steps(steps) => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
+        Workload::Steps(steps) => match (&tc.power_cut, &crash) {
+            (Some(pc), Some(crash)) => {
+                crate::powercut::kill_on_cut(crash, &vm);
+                crate::powercut::steps_with_power_cut(
+                    &mut vm,
+                    crash,
+                    tc,
+                    pc,
+                    steps,
+                    suite_name,
+                    dir,
+                    cmd_timeout,
+                    &mut suite.properties,
+                )
+            }
+            _ => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
+        },
         Workload::Command(c) => command_workload(&mut vm, c, suite_name, dir, cmd_timeout),
         Workload::Generate(g) => generate_workload(
             &mut vm,
@@ -407,7 +442,7 @@ fn run_case(
     match body {
         Ok(results) => {
             suite.results.extend(results);
-            if tc.mkfs.is_some() {
+            if tc.mkfs.is_some() && tc.power_cut.is_none() {
                 if let Err((stage, e)) = exec_ok(&mut vm, "umount", "umount /mnt", cmd_timeout) {
                     suite
                         .results
@@ -448,7 +483,7 @@ fn run_case(
     suite
 }
 
-type StageError = (String, VmError);
+pub(crate) type StageError = (String, VmError);
 
 fn exec_ok(vm: &mut Vm, stage: &str, cmd: &str, timeout: Duration) -> Result<String, StageError> {
     let out = vm.exec(cmd, timeout).map_err(|e| (stage.to_string(), e))?;
@@ -597,7 +632,7 @@ fn make_fs(vm: &mut Vm, tc: &Testcase, timeout: Duration) -> Result<(), StageErr
 }
 
 /// A run id for stamps: never 0, differs between runs.
-fn stamp_run_id() -> u64 {
+pub(crate) fn stamp_run_id() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -627,9 +662,32 @@ fn steps_workload(
         .map_err(|e| ("steps".to_string(), e))?;
     let elapsed = t.elapsed();
     let _ = std::fs::write(dir.join("steps.jsonl"), &out.stdout);
+    let missing = |i: usize, step: &Step| Outcome::Error {
+        message: format!(
+            "the agent reported nothing for step {} ({})",
+            i + 1,
+            step.describe()
+        ),
+        detail: format!(
+            "agent exit status {}, stderr: {}",
+            out.status,
+            out.stderr.trim()
+        ),
+    };
+    Ok(judge_steps(steps, &out.stdout, case, elapsed, &missing))
+}
+
+/// One result per step from the agent's JSON lines; `missing` says what a
+/// step the agent never reported means.
+pub(crate) fn judge_steps(
+    steps: &[Step],
+    agent_stdout: &str,
+    case: &str,
+    elapsed: Duration,
+    missing: &dyn Fn(usize, &Step) -> Outcome,
+) -> Vec<CaseResult> {
     let mut results = Vec::new();
-    let reported: Vec<StepResult> = out
-        .stdout
+    let reported: Vec<StepResult> = agent_stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
@@ -649,22 +707,11 @@ fn steps_workload(
                     ),
                 },
             },
-            None => Outcome::Error {
-                message: format!(
-                    "the agent reported nothing for step {} ({})",
-                    i + 1,
-                    step.describe()
-                ),
-                detail: format!(
-                    "agent exit status {}, stderr: {}",
-                    out.status,
-                    out.stderr.trim()
-                ),
-            },
+            None => missing(i, step),
         };
         results.push(result(case, &name, outcome, elapsed));
     }
-    Ok(results)
+    results
 }
 
 /// A third-party client run as a shell command: exit status and output.

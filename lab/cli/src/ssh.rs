@@ -91,7 +91,21 @@ impl Ssh {
         timeout: Duration,
         dead: &mut dyn FnMut() -> bool,
     ) -> Result<CmdOutput, ExecError> {
+        self.exec_streaming(cmd, timeout, dead, &mut |_| None)
+    }
+
+    /// Like `exec_watched`, handing every complete stdout line to
+    /// `on_line` as it arrives; what it returns is written to the
+    /// command's stdin at once (the agent's synchronous marks).
+    pub fn exec_streaming(
+        &self,
+        cmd: &str,
+        timeout: Duration,
+        dead: &mut dyn FnMut() -> bool,
+        on_line: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> Result<CmdOutput, ExecError> {
         let start = Instant::now();
+        let mut line_start = 0;
         let mut last_check = Instant::now();
         self.session.set_blocking(true);
         let mut ch = self.session.channel_session()?;
@@ -106,6 +120,17 @@ impl Ssh {
                 match read_some(&mut ch.stream(stream), &mut buf, sink) {
                     Ok(p) => progressed |= p,
                     Err(e) => {
+                        drop(ch);
+                        self.session.set_blocking(true);
+                        return Err(e.into());
+                    }
+                }
+            }
+            while let Some(nl) = out[line_start..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&out[line_start..line_start + nl]).into_owned();
+                line_start += nl + 1;
+                if let Some(answer) = on_line(&line) {
+                    if let Err(e) = write_all_nonblocking(&mut ch, answer.as_bytes()) {
                         drop(ch);
                         self.session.set_blocking(true);
                         return Err(e.into());
@@ -210,6 +235,30 @@ impl Ssh {
 
 /// One non-blocking read from a channel stream into `sink`; true when
 /// something arrived.
+/// Writes all of `data` on a non-blocking channel.
+fn write_all_nonblocking(ch: &mut ssh2::Channel, mut data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.is_empty() {
+        match ch.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        match ch.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn read_some(stream: &mut impl Read, buf: &mut [u8], sink: &mut Vec<u8>) -> std::io::Result<bool> {
     match stream.read(buf) {
         Ok(0) => Ok(false),

@@ -331,6 +331,17 @@ impl Vm {
 
     /// Runs a shell command in the guest with a deadline.
     pub fn exec(&mut self, cmd: &str, timeout: Duration) -> Result<CmdOutput, VmError> {
+        self.exec_streaming(cmd, timeout, &mut |_| None)
+    }
+
+    /// Like `exec`, with every stdout line handed to `on_line` as it comes;
+    /// its answer goes to the command's stdin.
+    pub fn exec_streaming(
+        &mut self,
+        cmd: &str,
+        timeout: Duration,
+        on_line: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> Result<CmdOutput, VmError> {
         let ssh = self
             .ssh
             .as_ref()
@@ -343,7 +354,7 @@ impl Vm {
                 .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
             exited || console_has_panic(console)
         };
-        let r = ssh.exec_watched(cmd, timeout, &mut dead);
+        let r = ssh.exec_streaming(cmd, timeout, &mut dead, on_line);
         match r {
             Ok(o) => Ok(o),
             Err(ExecError::Timeout(t, partial)) => {

@@ -98,6 +98,18 @@ pub enum Step {
     /// later writes to either go through copy-on-write.
     Clone(CloneFrom),
     Close(FileOnly),
+    /// A named point in the workload. The agent reports it to the lab
+    /// before going on (and waits for the lab under a power cut), so the
+    /// crash disk knows exactly where it fell in the write sequence.
+    Mark(MarkStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkStep {
+    pub name: String,
+    #[serde(default)]
+    pub expect: Expect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +225,7 @@ impl Step {
             Step::Verify(_) => "verify",
             Step::Clone(_) => "clone",
             Step::Close(_) => "close",
+            Step::Mark(_) => "mark",
         }
     }
 
@@ -224,6 +237,7 @@ impl Step {
             Step::Ftruncate(t) => &t.expect,
             Step::Clone(c) => &c.expect,
             Step::Fallocate(r) | Step::SyncFileRange(r) => &r.expect,
+            Step::Mark(m) => &m.expect,
         }
     }
 
@@ -269,6 +283,7 @@ impl Step {
             Step::Clone(c) => format!("ioctl(FICLONE from {})", c.from),
             Step::Fallocate(r) => format!("fallocate(off={} len={})", r.offset, r.len),
             Step::SyncFileRange(r) => format!("sync_file_range(off={} len={})", r.offset, r.len),
+            Step::Mark(m) => format!("mark({})", m.name),
             other => format!("{}()", other.name()),
         }
     }

@@ -5,8 +5,11 @@
 //! Subcommands:
 //!   limits PATH...   statx(STATX_WRITE_ATOMIC) (+ sysfs queue limits for a
 //!                    block device) for each path, one JSON object per line.
-//!   run              a Plan of steps (JSON on stdin): one StepResult per
-//!                    step, as JSON lines.
+//!   run [--plan FILE] [--sync-marks]
+//!                    a Plan of steps (JSON in FILE, else on stdin): one
+//!                    StepResult per step, as JSON lines; a mark step
+//!                    prints {"mark":NAME} first and, with --sync-marks,
+//!                    waits for a line on stdin from the lab.
 //!   generate         a seeded generator (JSON on stdin): limits, every
 //!                    operation of every writer thread, a final read-back.
 //!   scan FILE        what every 512-byte sector holds (zeroes, a stamp, or
@@ -19,11 +22,25 @@ use std::process::ExitCode;
 
 use lab_core::limits::{LimitsReport, SysfsAtomicLimits};
 
+fn run_args(args: &[String]) -> Result<(), String> {
+    let mut plan = None;
+    let mut sync = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--plan" => plan = Some(it.next().ok_or("--plan needs a FILE")?.as_str()),
+            "--sync-marks" => sync = true,
+            other => return Err(format!("run: unknown argument {other}")),
+        }
+    }
+    plan::run(plan, sync)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("limits") if args.len() > 1 => limits(&args[1..]),
-        Some("run") => plan::run(),
+        Some("run") => run_args(&args[1..]),
         Some("generate") => plan::generate(),
         Some("scan") if args.len() == 2 => scan(&args[1]),
         Some("version") => {
@@ -31,7 +48,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         _ => {
-            Err("usage: lab-guest limits PATH... | run (plan JSON on stdin) | generate (generator JSON on stdin) | scan FILE | version".to_string())
+            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE | version".to_string())
         }
     };
     match result {

@@ -342,6 +342,8 @@ fn one_step(st: &mut State, plan: &Plan, step: &Step) -> Outcome {
         })),
         Step::Verify(f) => st.verify(root, f),
         Step::Clone(c) => st.clone_from(root, c),
+        // Reported by `run` itself, which talks to the lab.
+        Step::Mark(_) => Ok(0),
         Step::Close(f) => {
             let (fd, path) = st.fd(root, &f.file)?;
             st.files.remove(&path);
@@ -490,15 +492,38 @@ fn to_result(index: usize, step: &Step, outcome: Outcome) -> StepResult {
     }
 }
 
-pub fn run() -> Result<(), String> {
-    let mut input = String::new();
-    io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| format!("reading the plan: {e}"))?;
+/// Runs a plan read from `plan_file` (or stdin), one JSON result per line.
+/// A mark prints `{"mark":NAME}` first; with `sync_marks` the agent then
+/// waits for a line on stdin, so the lab has registered the mark (and
+/// perhaps cut the power) before any later write is issued.
+pub fn run(plan_file: Option<&str>, sync_marks: bool) -> Result<(), String> {
+    let input = match plan_file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("reading {f}: {e}"))?,
+        None => {
+            let mut input = String::new();
+            io::stdin()
+                .read_to_string(&mut input)
+                .map_err(|e| format!("reading the plan: {e}"))?;
+            input
+        }
+    };
     let plan: Plan = serde_json::from_str(&input).map_err(|e| format!("bad plan: {e}"))?;
     let mut st = State::default();
     let stdout = io::stdout();
     for (index, step) in plan.steps.iter().enumerate() {
+        if let Step::Mark(m) = step {
+            let mut out = stdout.lock();
+            writeln!(out, "{}", serde_json::json!({ "mark": m.name }))
+                .map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
+            drop(out);
+            if sync_marks {
+                let mut line = String::new();
+                io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("waiting for the lab after mark {}: {e}", m.name))?;
+            }
+        }
         let r = to_result(index, step, one_step(&mut st, &plan, step));
         let mut out = stdout.lock();
         writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))

@@ -159,3 +159,53 @@ fn scan_reports_runs_of_zeroes_stamps_and_garbage() {
         ]
     );
 }
+
+/// With --sync-marks the agent stops at a mark until the lab answers on
+/// stdin: nothing after the mark happens before that.
+#[test]
+fn sync_marks_wait_for_the_lab() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("plan.json");
+    std::fs::write(
+        &plan_file,
+        format!(
+            r#"{{"run":3,"root":"{}","steps":[
+                {{"open":{{"file":"f"}}}},
+                {{"mark":{{"name":"before"}}}},
+                {{"pwrite":{{"offset":0,"len":4096}}}}]}}"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lab-guest"))
+        .args(["run", "--sync-marks", "--plan"])
+        .arg(&plan_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    assert!(lines[1].contains(r#""mark":"before""#), "{lines:?}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        std::fs::metadata(dir.path().join("f")).unwrap().len(),
+        0,
+        "the write after the mark ran before the lab answered"
+    );
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.contains(r#""op":"mark""#) && rest.contains(r#""ret":4096"#),
+        "{rest}"
+    );
+    assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().len(), 4096);
+}

@@ -1,0 +1,449 @@
+//! Power-cut runs: a steps workload on the crash disk, the cut, the crash
+//! states planned from it, and each state read back through its
+//! copy-on-write export and checked for torn writes.
+//!
+//! What is judged here is what the raw device must guarantee: an in-flight
+//! write that is atomic by the device's rules (and every RWF_ATOMIC write
+//! the agent made) is whole or absent in every state, and a write that is
+//! not atomic is seen torn in some state (the positive control: otherwise
+//! the injector is blind).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lab_core::powercut::PowerCut;
+use lab_core::report::{CaseResult, Outcome};
+use lab_core::stamp::{self, Sector, SECTOR};
+use lab_core::steps::{Plan, Step};
+use lab_core::testcase::Testcase;
+use lab_disk::states::{Plan as StatePlan, State};
+use lab_disk::{AtomicRules, Planner, Record, StateStore, WriteKind, WriteRecord};
+use serde::Serialize;
+
+use crate::crashdisk::CrashDisk;
+use crate::run::{judge_steps, result, stamp_run_id, StageError};
+use crate::vm::{Vm, VmError};
+
+/// The device's atomicity as the crash disk applies it.
+pub fn rules(tc: &Testcase) -> AtomicRules {
+    AtomicRules {
+        lba: tc.device.lba_size,
+        unit_lbas: tc.device.atomic_unit_lbas(),
+        boundary_lbas: tc.device.atomic_boundary_lbas(),
+    }
+}
+
+/// Kills QEMU the moment the disk cuts the power.
+pub fn kill_on_cut(crash: &CrashDisk, vm: &Vm) {
+    if let Some(pid) = vm.pid() {
+        crash.disk.on_cut(move |_| {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        });
+    }
+}
+
+/// Runs the steps with the cut armed, then judges the steps that ran and
+/// every crash state.
+#[allow(clippy::too_many_arguments)]
+pub fn steps_with_power_cut(
+    vm: &mut Vm,
+    crash: &CrashDisk,
+    tc: &Testcase,
+    pc: &PowerCut,
+    steps: &[Step],
+    case: &str,
+    dir: &Path,
+    timeout: Duration,
+    props: &mut Vec<(String, String)>,
+) -> Result<Vec<CaseResult>, StageError> {
+    let plan = Plan {
+        run: stamp_run_id(),
+        root: "/mnt".into(),
+        steps: steps.to_vec(),
+    };
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&plan).expect("plan serialises"));
+    let t = Instant::now();
+    crash.arm(Some(pc.at.clone()), pc.hold);
+    let disk = crash.disk.clone();
+    let mut marks = 0;
+    // Lines are kept as they come: the command's output is lost with the
+    // guest when the cut kills QEMU under it.
+    let mut lines = String::new();
+    let out = vm.exec_streaming(
+        &format!(
+            "echo {b64} | base64 -d > /tmp/plan.json && lab-guest run --sync-marks --plan /tmp/plan.json"
+        ),
+        timeout,
+        &mut |line| {
+            lines.push_str(line);
+            lines.push('\n');
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            let name = v.get("mark")?.as_str()?;
+            marks += 1;
+            disk.mark(name);
+            Some("go\n".into())
+        },
+    );
+    let elapsed = t.elapsed();
+    let mut results = Vec::new();
+    let fired = crash.disk.cut_info();
+    if let (Err(e), None) = (out, &fired) {
+        return Err(("power-cut workload".into(), e));
+    }
+    let stdout = lines;
+    let cut = match fired {
+        Some(c) => {
+            results.push(result(case, "power_cut.cut", Outcome::Passed, elapsed));
+            c
+        }
+        None => {
+            crash
+                .disk
+                .cut_now("the workload ended before the cut policy fired");
+            results.push(result(
+                case,
+                "power_cut.cut",
+                Outcome::Failed {
+                    message: format!(
+                        "cut policy {} never fired: the workload made {} writes and ended",
+                        pc.at,
+                        crash.disk.record().writes.len()
+                    ),
+                    detail: "the power was cut after the workload instead".into(),
+                },
+                elapsed,
+            ));
+            crash.disk.cut_info().expect("just cut")
+        }
+    };
+    // The agent's own lines are lost with the guest when QEMU dies under
+    // the command; steps that did not report were cut short.
+    let _ = std::fs::write(dir.join("steps.jsonl"), &stdout);
+    // Steps the cut stopped are not checks of the kernel: only the steps
+    // that finished are judged; the cut's result says where it fell.
+    let mut judged = judge_steps(steps, &stdout, case, elapsed, &|_, _| Outcome::Passed);
+    let finished = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<lab_core::steps::StepResult>(l).ok())
+        .count();
+    judged.truncate(finished);
+    results.extend(judged);
+    vm_gone(vm);
+
+    let t = Instant::now();
+    let record = crash.disk.record();
+    let rules = rules(tc);
+    let planner = Planner::new(&record, rules);
+    let state_plan = planner.plan(&pc.states);
+    let store = StateStore::new(crash.disk.file(), record.clone(), &state_plan.states)
+        .map_err(|e| ("crash-states".to_string(), VmError::Other(e.into())))?;
+    let guest = guest_writes(&record, steps);
+    // Where the cut fell, from the write that triggered it: the agent's
+    // result lines lag behind the guest (some die with it).
+    let during = match cut.writes_before.checked_sub(1).and_then(|s| guest.get(&s)) {
+        Some(g)
+            if record.writes.len() as u64 == cut.writes_before && !cut.reason.contains("ms") =>
+        {
+            format!("step {} {}", g.step, g.describe)
+        }
+        _ => format!("after {} finished steps", finished),
+    };
+    props.push(("power_cut.during".into(), during));
+    let scans = scan_states(&store, &record, &state_plan, rules)
+        .map_err(|e| ("crash-states".to_string(), VmError::Other(e.into())))?;
+    write_artifacts(dir, &record, &state_plan, &scans, &guest);
+    props.extend([
+        ("power_cut.policy".into(), pc.at.to_string()),
+        ("power_cut.cut".into(), cut.reason.clone()),
+        ("power_cut.writes".into(), record.writes.len().to_string()),
+        ("power_cut.marks".into(), marks.to_string()),
+        (
+            "power_cut.in_flight".into(),
+            state_plan.in_flight_at_cut.to_string(),
+        ),
+        (
+            "power_cut.states_generated".into(),
+            state_plan.generated.to_string(),
+        ),
+        (
+            "power_cut.states".into(),
+            state_plan.states.len().to_string(),
+        ),
+        (
+            "power_cut.atomic_unit_bytes".into(),
+            (u64::from(rules.unit_lbas) * u64::from(rules.lba)).to_string(),
+        ),
+    ]);
+    results.extend(judge_states(
+        case,
+        &record,
+        &state_plan,
+        &scans,
+        &guest,
+        rules,
+        t.elapsed(),
+    ));
+    Ok(results)
+}
+
+/// QEMU is dead after the cut; wait for it so nothing is left behind.
+fn vm_gone(vm: &mut Vm) {
+    if !vm.wait_exit(Duration::from_secs(10)) {
+        tracing::warn!("QEMU still running after the power cut");
+    }
+}
+
+/// A guest pwrite, identified by the stamp its sectors carry.
+#[derive(Debug, Clone, Serialize)]
+struct GuestWrite {
+    /// The agent's write id (1-based count of pwrite steps).
+    write: u32,
+    step: usize,
+    describe: String,
+    atomic: bool,
+}
+
+/// Which guest write each recorded device write carries, from the stamp in
+/// its first sector (the agent numbers pwrite steps from 1).
+fn guest_writes(record: &Record, steps: &[Step]) -> HashMap<u64, GuestWrite> {
+    let pwrites: Vec<(usize, &Step)> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::Pwrite(_)))
+        .collect();
+    let mut out = HashMap::new();
+    for w in &record.writes {
+        if w.kind != WriteKind::Data || w.data.len() < SECTOR {
+            continue;
+        }
+        if let Sector::Stamped(st) = stamp::decode(&w.data[..SECTOR]) {
+            if let Some((i, Step::Pwrite(p))) = pwrites.get(st.write as usize - 1) {
+                out.insert(
+                    w.seq,
+                    GuestWrite {
+                        write: st.write,
+                        step: i + 1,
+                        describe: steps[*i].describe(),
+                        atomic: p.atomic,
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// How much of one in-flight write one state holds.
+#[derive(Debug, Clone, Serialize)]
+struct WriteScan {
+    seq: u64,
+    /// LBAs of the write holding its data / LBAs it has that no later write
+    /// overwrote (the ones that can tell).
+    landed: u32,
+    telling: u32,
+}
+
+impl WriteScan {
+    fn torn(&self) -> bool {
+        self.landed > 0 && self.landed < self.telling
+    }
+}
+
+/// Reads every state back through its export and, for each write in
+/// flight at the cut, counts the LBAs holding its bytes.
+fn scan_states(
+    store: &StateStore,
+    record: &Record,
+    plan: &StatePlan,
+    rules: AtomicRules,
+) -> std::io::Result<Vec<Vec<WriteScan>>> {
+    let cut = record.cut.as_ref().expect("scanned after the cut");
+    let in_flight = record.in_flight(cut.writes_before, cut.at);
+    let lba = rules.lba as usize;
+    let later_covers = |w: &WriteRecord, l: u64| {
+        record.writes[w.seq as usize + 1..]
+            .iter()
+            .any(|o| o.offset <= l * lba as u64 && o.end() >= (l + 1) * lba as u64)
+    };
+    let mut out = Vec::with_capacity(plan.states.len());
+    for (i, _) in plan.states.iter().enumerate() {
+        let mut scans = Vec::new();
+        for &seq in &in_flight {
+            let w = &record.writes[seq as usize];
+            if w.kind != WriteKind::Data {
+                continue;
+            }
+            let mut buf = vec![0u8; w.len as usize];
+            store.read(i, w.offset, &mut buf)?;
+            let (mut landed, mut telling) = (0, 0);
+            for (k, chunk) in buf.chunks(lba).enumerate() {
+                let l = w.offset / lba as u64 + k as u64;
+                if later_covers(w, l) {
+                    continue;
+                }
+                telling += 1;
+                if chunk == &w.data[k * lba..(k + 1) * lba] {
+                    landed += 1;
+                }
+            }
+            scans.push(WriteScan {
+                seq,
+                landed,
+                telling,
+            });
+        }
+        out.push(scans);
+    }
+    Ok(out)
+}
+
+fn judge_states(
+    case: &str,
+    record: &Record,
+    plan: &StatePlan,
+    scans: &[Vec<WriteScan>],
+    guest: &HashMap<u64, GuestWrite>,
+    rules: AtomicRules,
+    d: Duration,
+) -> Vec<CaseResult> {
+    let mut results = vec![result(case, "power_cut.states", Outcome::Passed, d)];
+    let label = |seq: u64| {
+        let w = &record.writes[seq as usize];
+        match guest.get(&seq) {
+            Some(g) => format!(
+                "step {} {} (device write {seq}: {} bytes at LBA {})",
+                g.step,
+                g.describe,
+                w.len,
+                w.offset / u64::from(rules.lba)
+            ),
+            None => format!(
+                "device write {seq} ({} bytes at LBA {})",
+                w.len,
+                w.offset / u64::from(rules.lba)
+            ),
+        }
+    };
+    // Must be whole or absent: atomic by the device's rules, or RWF_ATOMIC.
+    let must_be_whole = |seq: u64| {
+        let w = &record.writes[seq as usize];
+        rules.is_atomic(w.offset, w.len) || guest.get(&seq).is_some_and(|g| g.atomic)
+    };
+    let mut torn_bad = Vec::new();
+    let mut torn_seen: HashMap<u64, usize> = HashMap::new();
+    let mut whole_checked = std::collections::BTreeSet::new();
+    for (i, st) in scans.iter().enumerate() {
+        for s in st {
+            if must_be_whole(s.seq) {
+                whole_checked.insert(s.seq);
+            }
+            if s.torn() {
+                *torn_seen.entry(s.seq).or_default() += 1;
+                if must_be_whole(s.seq) {
+                    torn_bad.push((i, s.clone()));
+                }
+            }
+        }
+    }
+    let whole = if let Some((i, s)) = torn_bad.first() {
+        Outcome::Failed {
+            message: format!(
+                "{} is torn in crash state {} ({} of {} LBAs landed) although it must be all or nothing",
+                label(s.seq),
+                lab_disk::cow::state_name(*i),
+                s.landed,
+                s.telling
+            ),
+            detail: format!(
+                "recipe: {}\n{} torn atomic writes in all",
+                plan.states[*i].recipe,
+                torn_bad.len()
+            ),
+        }
+    } else if whole_checked.is_empty() {
+        Outcome::Skipped {
+            reason: "no write that must be all or nothing was in flight at the cut".into(),
+        }
+    } else {
+        Outcome::Passed
+    };
+    results.push(result(case, "power_cut.atomic_writes_whole", whole, d));
+    let tearable: Vec<u64> = scans
+        .first()
+        .map(|st| {
+            st.iter()
+                .filter(|s| !must_be_whole(s.seq) && s.telling > 1)
+                .map(|s| s.seq)
+                .collect()
+        })
+        .unwrap_or_default();
+    let control = if tearable.is_empty() {
+        Outcome::Skipped {
+            reason: format!(
+                "no write larger than the atomic unit ({} bytes) was in flight: tearing was not possible",
+                u64::from(rules.unit_lbas) * u64::from(rules.lba)
+            ),
+        }
+    } else if tearable.iter().any(|s| torn_seen.contains_key(s)) {
+        Outcome::Passed
+    } else {
+        Outcome::Failed {
+            message: format!(
+                "positive control: {} could be torn but no crash state shows it torn: the injector is blind",
+                label(tearable[0])
+            ),
+            detail: format!("{} states scanned", scans.len()),
+        }
+    };
+    results.push(result(case, "power_cut.positive_control", control, d));
+    results
+}
+
+fn write_artifacts(
+    dir: &Path,
+    record: &Record,
+    plan: &StatePlan,
+    scans: &[Vec<WriteScan>],
+    guest: &HashMap<u64, GuestWrite>,
+) {
+    let crash = dir.join("crash");
+    if std::fs::create_dir_all(&crash).is_err() {
+        return;
+    }
+    let _ = std::fs::write(
+        crash.join("record.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "lba": record.lba,
+            "size": record.size,
+            "writes": record.writes,
+            "flushes": record.flushes.len(),
+            "marks": record.marks,
+            "cut": record.cut,
+            "guest_writes": guest.iter().map(|(k, v)| (k.to_string(), v)).collect::<HashMap<_, _>>(),
+        }))
+        .unwrap_or_default(),
+    );
+    let lines: Vec<String> = plan
+        .states
+        .iter()
+        .zip(scans)
+        .enumerate()
+        .map(|(i, (s, sc)): (usize, (&State, &Vec<WriteScan>))| {
+            serde_json::json!({
+                "state": lab_disk::cow::state_name(i),
+                "recipe": s.recipe.to_string(),
+                "delta_lbas": s.delta.len(),
+                "torn": sc.iter().filter(|w| w.torn()).map(|w| w.seq).collect::<Vec<_>>(),
+                "writes": sc,
+            })
+            .to_string()
+        })
+        .collect();
+    let _ = std::fs::write(crash.join("states.jsonl"), lines.join("\n") + "\n");
+}
