@@ -18,6 +18,14 @@ pub enum BenchWhat {
         #[arg(short = 'n', long, default_value_t = 5)]
         runs: usize,
     },
+    /// Guest write throughput through the crash disk against a plain raw
+    /// file (4 KiB random, 1 MiB sequential, fio O_DIRECT), and crash
+    /// states planned and materialised per second from a real cut.
+    Disk {
+        /// Rounds per measurement (the two backends alternate).
+        #[arg(short = 'n', long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -27,7 +35,7 @@ pub struct Record {
     pub unit: String,
 }
 
-fn rec(metric: &str, value: f64, unit: &str) -> Record {
+pub(crate) fn rec(metric: &str, value: f64, unit: &str) -> Record {
     Record {
         metric: metric.into(),
         value: (value * 1000.0).round() / 1000.0,
@@ -35,7 +43,7 @@ fn rec(metric: &str, value: f64, unit: &str) -> Record {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n == 0 {
@@ -51,12 +59,14 @@ fn median(v: &mut [f64]) -> f64 {
 pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
     let r = match what {
         BenchWhat::Boot { runs } => bench_boot(host, runs.max(1)),
+        BenchWhat::Disk { runs } => crate::benchdisk::bench_disk(host, runs.max(1)),
     };
     match r {
         Ok(records) => {
             let dir = paths::results_dir(&host.root).join("bench");
             let name = match what {
                 BenchWhat::Boot { .. } => "boot",
+                BenchWhat::Disk { .. } => "disk",
             };
             let file = dir.join(format!("{name}.json"));
             let write = std::fs::create_dir_all(&dir).and_then(|_| {

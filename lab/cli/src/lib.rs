@@ -3,8 +3,10 @@
 //! thin command line over this library; integration tests use it directly.
 
 pub mod bench;
+pub mod benchdisk;
 pub mod crashdisk;
 pub mod doctor;
+pub mod heap;
 pub mod host;
 pub mod image;
 pub mod kernel;

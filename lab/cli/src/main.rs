@@ -123,6 +123,9 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+#[global_allocator]
+static HEAP: lab_cli::heap::Counting = lab_cli::heap::Counting;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);

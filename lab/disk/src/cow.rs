@@ -15,16 +15,17 @@ use crate::states::{Delta, Source, State};
 
 /// The frozen disk, its record, and the states planned from it.
 pub struct StateStore {
-    base: std::fs::File,
-    record: Record,
+    base: Arc<std::fs::File>,
+    record: Arc<Record>,
     states: Vec<Arc<StateExport>>,
 }
 
 /// One state as an export.
 pub struct StateExport {
     name: String,
-    base: std::fs::File,
-    record: Record,
+    // Shared by every state: a state costs its delta and nothing more.
+    base: Arc<std::fs::File>,
+    record: Arc<Record>,
     delta: Delta,
 }
 
@@ -32,20 +33,22 @@ impl StateStore {
     /// `base` must hold every write of `record` (the crash disk's backing
     /// file after the cut); it is only read.
     pub fn new(base: &std::fs::File, record: Record, states: &[State]) -> io::Result<StateStore> {
+        let base = Arc::new(base.try_clone()?);
+        let record = Arc::new(record);
         let exports = states
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                Ok(Arc::new(StateExport {
+                Arc::new(StateExport {
                     name: state_name(i),
-                    base: base.try_clone()?,
+                    base: base.clone(),
                     record: record.clone(),
                     delta: s.delta.clone(),
-                }))
+                })
             })
-            .collect::<io::Result<Vec<_>>>()?;
+            .collect();
         Ok(StateStore {
-            base: base.try_clone()?,
+            base,
             record,
             states: exports,
         })

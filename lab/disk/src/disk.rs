@@ -191,7 +191,7 @@ impl Disk {
             offset: r.offset,
             len: r.length,
             fua: r.flags & proto::CMD_FLAG_FUA != 0,
-            data: data.into(),
+            data: Arc::new(data),
             received: self.start.elapsed(),
             acked: None,
         });

@@ -30,9 +30,10 @@ pub struct WriteRecord {
     /// NBD_CMD_FLAG_FUA was set.
     pub fua: bool,
     /// The bytes written (Data only): the record costs storage in
-    /// proportion to the data written, and nothing else.
+    /// proportion to the data written, and nothing else. The request's
+    /// buffer itself, moved in (an `Arc<[u8]>` would copy it).
     #[serde(skip)]
-    pub data: Arc<[u8]>,
+    pub data: Arc<Vec<u8>>,
     /// Since the disk was created.
     pub received: Duration,
     /// When the completion was sent; None while held or after the cut.

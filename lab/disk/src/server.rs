@@ -191,9 +191,14 @@ async fn transmission(export: Arc<dyn Export>, s: UnixStream) -> io::Result<()> 
         };
         let mut data = Vec::new();
         if r.kind == proto::CMD_WRITE {
-            data.resize(r.length as usize, 0);
-            if let Err(e) = rd.read_exact(&mut data).await {
-                break Err(e);
+            // Read straight into spare capacity: no zeroing of a buffer
+            // that is overwritten at once.
+            let len = r.length as usize;
+            data.reserve_exact(len);
+            match (&mut rd).take(len as u64).read_to_end(&mut data).await {
+                Ok(n) if n == len => {}
+                Ok(_) => break Err(io::ErrorKind::UnexpectedEof.into()),
+                Err(e) => break Err(e),
             }
         }
         let reply = Reply {

@@ -29,7 +29,7 @@ fn record(specs: &[Spec], marks: &[u64]) -> Record {
                 offset: first * u64::from(LBA),
                 len: n * LBA,
                 fua: true,
-                data: data.into(),
+                data: std::sync::Arc::new(data),
                 received: ms(i as u64),
                 acked: durable.then(|| ms(i as u64)),
             }
