@@ -16,6 +16,7 @@ pub mod qmp;
 pub mod reaper;
 pub mod run;
 pub mod ssh;
+pub mod verify;
 pub mod vm;
 
 /// Exit codes of `lab` (stable: CI scripts rely on them).

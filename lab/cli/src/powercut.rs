@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lab_core::powercut::PowerCut;
@@ -22,7 +23,9 @@ use lab_disk::{AtomicRules, Planner, Record, StateStore, WriteKind, WriteRecord}
 use serde::Serialize;
 
 use crate::crashdisk::CrashDisk;
+use crate::host::LabHost;
 use crate::run::{judge_steps, result, stamp_run_id, StageError};
+use crate::verify::Verifier;
 use crate::vm::{Vm, VmError};
 
 /// The device's atomicity as the crash disk applies it.
@@ -50,6 +53,7 @@ pub fn kill_on_cut(crash: &CrashDisk, vm: &Vm) {
 /// every crash state.
 #[allow(clippy::too_many_arguments)]
 pub fn steps_with_power_cut(
+    host: &LabHost,
     vm: &mut Vm,
     crash: &CrashDisk,
     tc: &Testcase,
@@ -137,11 +141,17 @@ pub fn steps_with_power_cut(
     vm_gone(vm);
 
     let t = Instant::now();
-    let record = crash.disk.record();
+    let record = if pc.device_lies {
+        crash.disk.record().as_if_acks_lied()
+    } else {
+        crash.disk.record()
+    };
     let rules = rules(tc);
     let planner = Planner::new(&record, rules);
-    let state_plan = planner.plan(&pc.states);
+    let mut state_plan = planner.plan(&pc.states);
+    let left_out = state_plan.sample(pc.states.max as usize, pc.states.seed);
     let store = StateStore::new(crash.disk.file(), record.clone(), &state_plan.states)
+        .map(Arc::new)
         .map_err(|e| ("crash-states".to_string(), VmError::Other(e.into())))?;
     let guest = guest_writes(&record, steps);
     // Where the cut fell, from the write that triggered it: the agent's
@@ -175,6 +185,8 @@ pub fn steps_with_power_cut(
             "power_cut.states".into(),
             state_plan.states.len().to_string(),
         ),
+        ("power_cut.states_left_out".into(), left_out.to_string()),
+        ("power_cut.device_lies".into(), pc.device_lies.to_string()),
         (
             "power_cut.atomic_unit_bytes".into(),
             (u64::from(rules.unit_lbas) * u64::from(rules.lba)).to_string(),
@@ -189,7 +201,207 @@ pub fn steps_with_power_cut(
         rules,
         t.elapsed(),
     ));
+    if tc.mkfs.is_some() {
+        let ops = lab_model::steps_log::from_steps(
+            &plan,
+            &stdout.lines().map(str::to_string).collect::<Vec<_>>(),
+        );
+        results.extend(verify_states(
+            host,
+            tc,
+            case,
+            dir,
+            &store,
+            &state_plan,
+            &ops,
+            props,
+        ));
+    }
     Ok(results)
+}
+
+/// Every crash state through the verifier VM and the model: one result per
+/// state.
+#[allow(clippy::too_many_arguments)]
+fn verify_states(
+    host: &LabHost,
+    tc: &Testcase,
+    case: &str,
+    dir: &Path,
+    store: &Arc<StateStore>,
+    plan: &StatePlan,
+    ops: &[lab_model::Op],
+    props: &mut Vec<(String, String)>,
+) -> Vec<CaseResult> {
+    let mut results = Vec::new();
+    let _ = std::fs::write(
+        dir.join("crash/oplog.json"),
+        serde_json::to_string_pretty(ops).unwrap_or_default(),
+    );
+    let mut files: Vec<String> = ops
+        .iter()
+        .filter_map(|o| match &o.kind {
+            lab_model::OpKind::Write(w) => Some(w.file.clone()),
+            _ => None,
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    let model = lab_model::Model::new(ops);
+    let in_flight = ops
+        .iter()
+        .filter(|o| o.started.is_some() && o.ended.is_none())
+        .count();
+    props.push(("verify.ops_in_flight_at_cut".into(), in_flight.to_string()));
+    let t = Instant::now();
+    let mut verifier: Option<Verifier> = None;
+    let mut restarts = 0;
+    let mut times = Vec::new();
+    let mut verified = 0;
+    for (i, st) in plan.states.iter().enumerate() {
+        let name = format!("state.{}", lab_disk::cow::state_name(i));
+        if verifier.is_none() {
+            match Verifier::start(
+                host,
+                store.clone(),
+                &tc.device,
+                dir.join(format!("verifier-{restarts}.console.log")),
+            ) {
+                Ok(v) => {
+                    props.push((
+                        format!("verify.boot_{restarts}_s"),
+                        format!("{:.2}", v.boot_seconds()),
+                    ));
+                    verifier = Some(v)
+                }
+                Err(e) => {
+                    results.push(result(
+                        case,
+                        &name,
+                        Outcome::Error {
+                            message: format!("the verifier VM did not start: {e:#}"),
+                            detail: String::new(),
+                        },
+                        Duration::ZERO,
+                    ));
+                    break;
+                }
+            }
+        }
+        let v = verifier.as_mut().expect("started");
+        let ts = Instant::now();
+        let reproduce = format!(
+            "recipe `{}`; reproduce: lab run {} (the cut policy is deterministic for write/mark/LBA cuts)",
+            st.recipe, tc.name
+        );
+        let outcome = match v.check(i, &files, Duration::from_secs(tc.timeouts.command_s)) {
+            Ok(c) => {
+                verified += 1;
+                times.push(c.times);
+                if let Some(m) = c.mount_error {
+                    Outcome::Failed {
+                        message: format!("XFS: mount (log recovery) failed on crash state {i}"),
+                        detail: format!(
+                            "{m}
+{reproduce}"
+                        ),
+                    }
+                } else if let Some(r) = c.repair_error {
+                    Outcome::Failed {
+                        message: format!("XFS: xfs_repair -n found corruption in crash state {i}"),
+                        detail: format!(
+                            "{r}
+{reproduce}"
+                        ),
+                    }
+                } else {
+                    let verdict = model.judge(&c.files);
+                    if verdict.passed() {
+                        Outcome::Passed
+                    } else {
+                        let first = &verdict.violations[0];
+                        Outcome::Failed {
+                            message: format!("{}: {}", first.rule, first.message),
+                            detail: format!(
+                                "{}
+{reproduce}",
+                                verdict
+                                    .violations
+                                    .iter()
+                                    .map(|v| format!("- {} ({}): {}", v.rule, v.file, v.message))
+                                    .collect::<Vec<_>>()
+                                    .join("\n")
+                            ),
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // A hung or crashed verifier: this state fails with the
+                // console; a fresh VM takes the rest.
+                let o = Outcome::Failed {
+                    message: format!("verifier guest failed on crash state {i}: {e}"),
+                    detail: format!(
+                        "{}
+{reproduce}",
+                        e.console_tail().unwrap_or_default()
+                    ),
+                };
+                if let Some(v) = verifier.take() {
+                    v.shutdown();
+                }
+                restarts += 1;
+                if restarts > 2 {
+                    results.push(result(case, &name, o, ts.elapsed()));
+                    break;
+                }
+                o
+            }
+        };
+        results.push(result(case, &name, outcome, ts.elapsed()));
+    }
+    if let Some(v) = verifier.take() {
+        for s in v.vm().splats() {
+            results.push(result(
+                case,
+                "verify.console",
+                Outcome::Failed {
+                    message: format!("{} (verifier guest)", s.title),
+                    detail: s.excerpt.clone(),
+                },
+                Duration::ZERO,
+            ));
+        }
+        v.shutdown();
+    }
+    let total = t.elapsed().as_secs_f64();
+    let n = times.len().max(1) as f64;
+    let sum = |f: fn(&crate::verify::PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
+    props.extend([
+        ("verify.states".into(), verified.to_string()),
+        ("verify.total_s".into(), format!("{total:.2}")),
+        (
+            "verify.per_state_attach_s".into(),
+            format!("{:.3}", sum(|t| t.attach)),
+        ),
+        (
+            "verify.per_state_mount_s".into(),
+            format!("{:.3}", sum(|t| t.mount)),
+        ),
+        (
+            "verify.per_state_scan_s".into(),
+            format!("{:.3}", sum(|t| t.scan)),
+        ),
+        (
+            "verify.per_state_repair_s".into(),
+            format!("{:.3}", sum(|t| t.repair)),
+        ),
+        (
+            "verify.per_state_overhead_s".into(),
+            format!("{:.3}", sum(|t| t.overhead)),
+        ),
+    ]);
+    results
 }
 
 /// QEMU is dead after the cut; wait for it so nothing is left behind.

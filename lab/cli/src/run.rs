@@ -416,6 +416,7 @@ fn run_case(
             (Some(pc), Some(crash)) => {
                 crate::powercut::kill_on_cut(crash, &vm);
                 crate::powercut::steps_with_power_cut(
+                    host,
                     &mut vm,
                     crash,
                     tc,

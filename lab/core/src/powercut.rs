@@ -18,6 +18,11 @@ pub struct PowerCut {
     pub hold: HoldPolicy,
     #[serde(default)]
     pub states: StateLimits,
+    /// A broken device, to test the lab itself: writes acknowledged after
+    /// arming are not durable (as if the device lied about FUA). The
+    /// verifier must then find lost data.
+    #[serde(default)]
+    pub device_lies: bool,
 }
 
 /// Completions the disk holds back, so more writes are in flight at the cut
@@ -152,6 +157,14 @@ pub struct StateLimits {
     pub tear_points: u32,
     #[serde(default)]
     pub seed: u64,
+    /// At most this many distinct states are checked (a seeded sample when
+    /// there are more; the summary says how many were left out).
+    #[serde(default = "default_max_states")]
+    pub max: u32,
+}
+
+fn default_max_states() -> u32 {
+    64
 }
 
 fn default_all_subsets() -> u32 {
@@ -171,6 +184,7 @@ impl Default for StateLimits {
             random_subsets: default_random_subsets(),
             tear_points: default_tear_points(),
             seed: 0,
+            max: default_max_states(),
         }
     }
 }

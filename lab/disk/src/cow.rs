@@ -195,6 +195,77 @@ impl StateConnection {
     }
 }
 
+/// One export that shows whichever state the lab selected: a verifier
+/// guest keeps one device and one connection while the states change
+/// behind it (it must unmount and drop its block cache in between). The
+/// connection's overlay is dropped at every switch.
+pub struct Switch {
+    store: Arc<StateStore>,
+    current: std::sync::atomic::AtomicUsize,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Switch {
+    pub fn new(store: Arc<StateStore>) -> Arc<Switch> {
+        Arc::new(Switch {
+            store,
+            current: 0.into(),
+            generation: 0.into(),
+        })
+    }
+
+    /// Shows state `i` from the next request on.
+    pub fn select(&self, i: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        assert!(i < self.store.len(), "state {i} of {}", self.store.len());
+        self.current.store(i, SeqCst);
+        self.generation.fetch_add(1, SeqCst);
+    }
+
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.store
+    }
+}
+
+impl Export for Switch {
+    fn size(&self) -> u64 {
+        self.store.record.size
+    }
+    fn block(&self) -> u32 {
+        self.store.record.lba
+    }
+    fn connect(self: Arc<Self>) -> Box<dyn Connection> {
+        Box::new(SwitchConnection {
+            seen: u64::MAX,
+            conn: StateConnection {
+                state: self.store.states[0].clone(),
+                overlay: BTreeMap::new(),
+            },
+            switch: self,
+        })
+    }
+}
+
+struct SwitchConnection {
+    switch: Arc<Switch>,
+    seen: u64,
+    conn: StateConnection,
+}
+
+impl Connection for SwitchConnection {
+    fn request(&mut self, r: &Request, data: Vec<u8>, reply: Reply) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let g = self.switch.generation.load(SeqCst);
+        if g != self.seen {
+            self.seen = g;
+            let i = self.switch.current.load(SeqCst);
+            self.conn.state = self.switch.store.states[i].clone();
+            self.conn.overlay.clear();
+        }
+        self.conn.request(r, data, reply)
+    }
+}
+
 impl Connection for StateConnection {
     fn request(&mut self, r: &Request, data: Vec<u8>, reply: Reply) {
         let res = match r.kind {

@@ -83,6 +83,7 @@ impl Disk {
     ) {
         let mut live = self.live();
         live.hold = hold;
+        live.record.armed = Some(self.start.elapsed());
         let lba = live.record.lba;
         live.trigger = policy.map(|p| CutTrigger::new(p, lba));
         if let Some(ms) = live.trigger.as_ref().and_then(CutTrigger::deadline_ms) {

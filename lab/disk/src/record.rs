@@ -87,6 +87,8 @@ pub struct Record {
     pub flushes: Vec<Duration>,
     pub marks: Vec<Mark>,
     pub cut: Option<Cut>,
+    /// When the lab armed the cut (the workload started).
+    pub armed: Option<Duration>,
 }
 
 impl Record {
@@ -110,6 +112,18 @@ impl Record {
             .filter(|w| !self.durable_at(w, t))
             .map(|w| w.seq)
             .collect()
+    }
+
+    /// The same record as a device that lied would leave it: every write
+    /// received after arming counts as never acknowledged.
+    pub fn as_if_acks_lied(&self) -> Record {
+        let mut r = self.clone();
+        if let Some(armed) = r.armed {
+            for w in r.writes.iter_mut().filter(|w| w.received >= armed) {
+                w.acked = None;
+            }
+        }
+        r
     }
 
     /// Total bytes of write data held.

@@ -411,6 +411,33 @@ pub struct Plan {
     pub states: Vec<State>,
 }
 
+impl Plan {
+    /// Keeps at most `max` states, a seeded sample in their original
+    /// order; returns how many were left out.
+    pub fn sample(&mut self, max: usize, seed: u64) -> usize {
+        let n = self.states.len();
+        if n <= max {
+            return 0;
+        }
+        let mut rng = seed;
+        let mut keys: Vec<(u64, usize)> = (0..n).map(|i| (splitmix(&mut rng), i)).collect();
+        keys.sort_unstable();
+        let mut keep: Vec<usize> = keys[..max].iter().map(|&(_, i)| i).collect();
+        keep.sort_unstable();
+        let mut it = keep.into_iter().peekable();
+        let mut i = 0;
+        self.states.retain(|_| {
+            let k = it.peek() == Some(&i);
+            if k {
+                it.next();
+            }
+            i += 1;
+            k
+        });
+        n - max
+    }
+}
+
 /// When `t` falls, for printing.
 pub fn ms(t: Duration) -> f64 {
     t.as_secs_f64() * 1000.0

@@ -53,6 +53,7 @@ fn record(specs: &[Spec], marks: &[u64]) -> Record {
         }),
         writes,
         flushes: vec![],
+        armed: None,
     }
 }
 

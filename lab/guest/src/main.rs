@@ -12,7 +12,8 @@
 //!                    waits for a line on stdin from the lab.
 //!   generate         a seeded generator (JSON on stdin): limits, every
 //!                    operation of every writer thread, a final read-back.
-//!   scan FILE        what every 512-byte sector holds (zeroes, a stamp, or
+//!   scan FILE...     per file a header {"file","size"} (or "missing"), then
+//!                    what every 512-byte sector holds (zeroes, a stamp, or
 //!                    garbage), as runs: one JSON object per run.
 
 mod plan;
@@ -42,13 +43,13 @@ fn main() -> ExitCode {
         Some("limits") if args.len() > 1 => limits(&args[1..]),
         Some("run") => run_args(&args[1..]),
         Some("generate") => plan::generate(),
-        Some("scan") if args.len() == 2 => scan(&args[1]),
+        Some("scan") if args.len() >= 2 => scan_files(&args[1..]),
         Some("version") => {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         _ => {
-            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE | version".to_string())
+            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE... | version".to_string())
         }
     };
     match result {
@@ -87,6 +88,24 @@ struct Run {
     to: u64,
     #[serde(flatten)]
     sector: lab_core::stamp::Sector,
+}
+
+/// Each file: a header line `{"file": PATH, "size": N}` (or `"missing":
+/// true`), then its runs.
+fn scan_files(paths: &[String]) -> Result<(), String> {
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) => {
+                println!("{}", serde_json::json!({ "file": p, "size": m.len() }));
+                scan(p)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("{}", serde_json::json!({ "file": p, "missing": true }));
+            }
+            Err(e) => return Err(format!("{p}: {e}")),
+        }
+    }
+    Ok(())
 }
 
 fn scan(path: &str) -> Result<(), String> {

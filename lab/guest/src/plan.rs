@@ -511,6 +511,14 @@ pub fn run(plan_file: Option<&str>, sync_marks: bool) -> Result<(), String> {
     let mut st = State::default();
     let stdout = io::stdout();
     for (index, step) in plan.steps.iter().enumerate() {
+        // The start of every step, so the lab knows what may be in flight
+        // when the power goes.
+        {
+            let mut out = stdout.lock();
+            writeln!(out, "{}", serde_json::json!({ "begin": index }))
+                .map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
+        }
         if let Step::Mark(m) = step {
             let mut out = stdout.lock();
             writeln!(out, "{}", serde_json::json!({ "mark": m.name }))

@@ -35,6 +35,8 @@
 //! Each rule can be switched off (`Rules`), so tests can show that a model
 //! without it misses a broken state.
 
+pub mod steps_log;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -1,0 +1,223 @@
+//! The verifier: one VM whose NVMe namespace is the crash disk's switch
+//! export. For each crash state the lab selects it behind the same device
+//! and the guest mounts it (log recovery), scans the workload's files,
+//! unmounts and runs `xfs_repair -n`; the block cache is dropped between
+//! states (BLKFLSBUF) so nothing of one state leaks into the next.
+//!
+//! Swapping states behind one export was chosen over QMP hot-plug and over
+//! a boot per state: no device appears or disappears in the guest, and a
+//! boot costs 6-8 s under TCG against well under that per state here
+//! (`lab bench verify` has the split).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use lab_core::device::DeviceParams;
+use lab_core::stamp::Sector;
+use lab_disk::cow::Switch;
+use lab_disk::{serve_unix, Single, StateStore};
+use lab_model::FileScan;
+
+use crate::host::{scratch_nvme, LabHost};
+use crate::paths::PrivateDir;
+use crate::vm::{Vm, VmError};
+
+const EXPORT: &str = "verify";
+
+/// What the guest found in one state.
+#[derive(Debug, Clone)]
+pub struct StateCheck {
+    /// None: mounted; Some: why not (mount's error and the kernel's log).
+    pub mount_error: Option<String>,
+    /// None: `xfs_repair -n` found nothing; Some: its exit status and tail.
+    pub repair_error: Option<String>,
+    pub files: Vec<FileScan>,
+    pub times: PhaseTimes,
+}
+
+/// Where the time of one state went (seconds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimes {
+    /// Selecting the state and dropping the guest's block cache.
+    pub attach: f64,
+    /// Mount, including log recovery.
+    pub mount: f64,
+    pub scan: f64,
+    pub repair: f64,
+    /// The lab's share: SSH round trip and parsing.
+    pub overhead: f64,
+}
+
+pub struct Verifier {
+    vm: Vm,
+    switch: Arc<Switch>,
+    boot_s: f64,
+    // Dropped after the VM: stops serving once QEMU is gone.
+    _rt: tokio::runtime::Runtime,
+    _dir: PrivateDir,
+}
+
+impl Verifier {
+    /// Boots the verifier VM on the store's switch export.
+    pub fn start(
+        host: &LabHost,
+        store: Arc<StateStore>,
+        device: &DeviceParams,
+        console: PathBuf,
+    ) -> Result<Verifier> {
+        let dir = PrivateDir::new("lab-verify")?;
+        let socket = dir.path().join("states.sock");
+        let switch = Switch::new(store);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lab-verify")
+            .enable_all()
+            .build()
+            .context("starting the verifier's NBD runtime")?;
+        let listener = rt
+            .block_on(async { tokio::net::UnixListener::bind(&socket) })
+            .with_context(|| format!("binding {}", socket.display()))?;
+        rt.spawn(serve_unix(
+            Arc::new(Single {
+                name: EXPORT.into(),
+                export: switch.clone(),
+            }),
+            listener,
+        ));
+        let (_files, mut nvme) = scratch_nvme(&DeviceParams {
+            namespaces: 1,
+            ..device.clone()
+        })?;
+        nvme.backend = lab_core::qemu::Backend::Nbd {
+            socket: socket.to_string_lossy().into_owned(),
+            export: EXPORT.into(),
+        };
+        let opts = host.vm_options(console, Some(nvme), Duration::from_secs(120));
+        let t = Instant::now();
+        let mut vm = Vm::boot(&opts).context("booting the verifier VM")?;
+        vm.wait_modules(Duration::from_secs(120))
+            .context("the verifier VM's modules")?;
+        Ok(Verifier {
+            vm,
+            switch,
+            boot_s: t.elapsed().as_secs_f64(),
+            _rt: rt,
+            _dir: dir,
+        })
+    }
+
+    pub fn boot_seconds(&self) -> f64 {
+        self.boot_s
+    }
+
+    /// Console of the verifier VM (splats during verification).
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// Checks state `i`: the workload's `files` (absolute guest paths under
+    /// /mnt) are scanned after mounting.
+    pub fn check(
+        &mut self,
+        i: usize,
+        files: &[String],
+        timeout: Duration,
+    ) -> Result<StateCheck, VmError> {
+        let t0 = Instant::now();
+        self.switch.select(i);
+        let dev = "/dev/nvme0n1";
+        let cmd = format!(
+            "t() {{ read up _ < /proc/uptime; echo \"LAB-T $1 $up\"; }}; t start; \
+             blockdev --flushbufs {dev}; t attached; \
+             if mount -t xfs {dev} /mnt 2>/tmp/mount.err; then t mounted; \
+               lab-guest scan {files}; t scanned; umount /mnt || echo 'LAB-UMOUNT-FAILED'; \
+             else echo \"LAB-MOUNT-FAILED $?\"; cat /tmp/mount.err; dmesg | tail -n 15; t mounted; t scanned; fi; \
+             blockdev --flushbufs {dev}; \
+             xfs_repair -n {dev} >/tmp/repair.out 2>&1; r=$?; t repaired; \
+             if [ $r != 0 ]; then echo \"LAB-REPAIR-FAILED $r\"; tail -n 15 /tmp/repair.out; fi",
+            files = files.join(" ")
+        );
+        let out = self.vm.exec(&cmd, timeout)?;
+        let mut marks = std::collections::HashMap::new();
+        let mut mount_error = None;
+        let mut repair_error = None;
+        let tail_of = |tag: &str| -> Option<String> {
+            let pos = out.stdout.find(tag)?;
+            Some(
+                out.stdout[pos..]
+                    .lines()
+                    .take(16)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        };
+        if out.stdout.contains("LAB-MOUNT-FAILED") {
+            mount_error = tail_of("LAB-MOUNT-FAILED");
+        }
+        if out.stdout.contains("LAB-REPAIR-FAILED") {
+            repair_error = tail_of("LAB-REPAIR-FAILED");
+        }
+        if out.stdout.contains("LAB-UMOUNT-FAILED") && mount_error.is_none() {
+            mount_error = Some("umount failed after a successful mount".into());
+        }
+        let mut scans: Vec<FileScan> = Vec::new();
+        let mut runs: Vec<(u64, u64, Sector)> = Vec::new();
+        let flush = |scans: &mut Vec<FileScan>, runs: &mut Vec<(u64, u64, Sector)>| {
+            if let Some(f) = scans.last_mut() {
+                f.sectors = lab_model::sectors_from_runs(runs);
+            }
+            runs.clear();
+        };
+        for line in out.stdout.lines() {
+            if let Some(rest) = line.strip_prefix("LAB-T ") {
+                if let Some((k, v)) = rest.split_once(' ') {
+                    marks.insert(k.to_string(), v.trim().parse::<f64>().unwrap_or(0.0));
+                }
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let (Some(name), true) = (
+                v.get("file").and_then(|f| f.as_str()),
+                v.get("size").is_some() || v.get("missing").is_some(),
+            ) {
+                flush(&mut scans, &mut runs);
+                scans.push(FileScan {
+                    file: name.to_string(),
+                    size: v.get("size").and_then(serde_json::Value::as_u64),
+                    sectors: Vec::new(),
+                });
+            } else if let (Some(from), Some(to)) = (
+                v.get("from").and_then(serde_json::Value::as_u64),
+                v.get("to").and_then(serde_json::Value::as_u64),
+            ) {
+                if let Ok(s) = serde_json::from_value::<Sector>(v.clone()) {
+                    runs.push((from, to, s));
+                }
+            }
+        }
+        flush(&mut scans, &mut runs);
+        let at = |k: &str| marks.get(k).copied().unwrap_or(0.0);
+        let guest = at("repaired") - at("start");
+        let times = PhaseTimes {
+            attach: at("attached") - at("start"),
+            mount: at("mounted") - at("attached"),
+            scan: at("scanned") - at("mounted"),
+            repair: at("repaired") - at("scanned"),
+            overhead: (t0.elapsed().as_secs_f64() - guest).max(0.0),
+        };
+        Ok(StateCheck {
+            mount_error,
+            repair_error,
+            files: scans,
+            times,
+        })
+    }
+
+    pub fn shutdown(self) {
+        let _ = self.vm.shutdown();
+    }
+}
