@@ -149,6 +149,7 @@ fn main() -> ExitCode {
                 dn,
                 size_mib,
                 namespaces,
+                ..DeviceParams::default()
             };
             boot(&k, device, boot_timeout, timeout, console, &cmd)
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use lab_core::limits::{self, LimitsReport, NamespaceAtomic};
+use lab_core::limits::{self, LimitsReport};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
@@ -510,9 +510,9 @@ fn limits_workload(
         timeout,
     )?;
     let bdev = parse_report("bdev-limits", &raw)?;
-    // QEMU before 10.2 cannot report namespace atomics (NSFEAT bit clear).
-    let ns = NamespaceAtomic::default();
-    let want = limits::expected_block_limits(&tc.device, ns);
+    // What QEMU reports in Identify Namespace (all zero without namespace
+    // atomic fields; a case that sets them never boots on a QEMU without).
+    let want = limits::expected_block_limits(&tc.device, tc.device.identify_namespace());
     if let Some(s) = &bdev.sysfs {
         props.push((
             "guest.atomic_write_unit_min_bytes".into(),
