@@ -336,7 +336,29 @@ fn run_case(
             .properties
             .push(("mkfs.reflink".into(), m.reflink.to_string()));
     }
+    let d = &tc.device;
+    for (k, v) in [
+        ("nawun", d.nawun),
+        ("nawupf", d.nawupf),
+        ("nabsn", d.nabsn),
+        ("nabspf", d.nabspf),
+        ("nabo", d.nabo),
+    ] {
+        if v != 0 {
+            suite
+                .properties
+                .push((format!("device.{k}"), v.to_string()));
+        }
+    }
     let start = Instant::now();
+    // Namespace atomics on a QEMU without them: an error naming what is
+    // missing, never a run on a device other than the testcase's.
+    if let Err(e) = host.qemu.check_device(&tc.device) {
+        suite
+            .results
+            .push(lab_error(suite_name, "qemu", &e, start.elapsed()));
+        return suite;
+    }
     let (_disks, nvme) = match crate::host::scratch_nvme(&tc.device) {
         Ok(d) => d,
         Err(e) => {
