@@ -74,13 +74,15 @@ log "QEMU: $(qemu-system-x86_64 --version | head -1)"
 # --- 3. default kernel: newest Debian prebuilt cloud-amd64 7.x -----------------
 # A private apt configuration: its own sources.list, lists and archives under
 # the cache, so `apt-get download` sees another Debian suite without the host
-# knowing about it. Usage: private_apt ARRAY SUITE DIR (ARRAY gets the options).
+# knowing about it. Usage: private_apt ARRAY "SUITE..." DIR (ARRAY gets the
+# options).
 private_apt() {
   local -n _opts=$1
-  local suite=$2 dir=$3
+  local suites=$2 dir=$3 suite
   mkdir -p "$dir"/{lists/partial,archives/partial,etc/preferences.d}
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
-    > "$dir/etc/sources.list"
+  for suite in $suites; do
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main"
+  done > "$dir/etc/sources.list"
   _opts=(-o Dir::Etc::sourcelist="$dir/etc/sources.list"
          -o Dir::Etc::sourceparts=- -o Dir::Etc::preferencesparts="$dir/etc/preferences.d"
          -o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir"
@@ -165,7 +167,67 @@ if [ ! -x "$tools_root/root/usr/bin/fio" ] || [ ! -x "$tools_root/root/usr/sbin/
 fi
 log "guest tools: fio and xfs_io from trixie in $tools_root"
 
-# --- 5. the lab itself ------------------------------------------------------------
+# --- 5. QEMU >= 10.2 for namespace atomics, in a private root --------------------
+# Linux 7.x takes the atomic write unit only from the namespace (NAWUPF), which
+# QEMU can set from 10.2 on (nvme-ns atomic.nawupf, ...); bookworm-backports
+# stops at 10.0. Debian trixie-backports carries QEMU 11.x built for trixie's
+# glibc, so its exact dependency closure (apt's own resolver against an empty
+# dpkg status: nothing on the host is assumed) is unpacked into a private
+# root, and a wrapper runs it through that root's loader with that root's
+# libraries, firmware and modules. The system QEMU stays as it is; `lab` uses
+# this one when it works (LAB_QEMU overrides). LAB_REFRESH_QEMU=1 re-resolves.
+qemu_suite=trixie-backports
+qemu_dir=$cache/qemu/$qemu_suite
+# Usage: lab_qemu_ok WRAPPER: runs, is >= 10.2 and has nvme-ns atomic.nawupf.
+lab_qemu_ok() {
+  local v major minor
+  v=$("$1" --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1)
+  read -r major minor <<<"${v:-0 0}"
+  { [ "$major" -gt 10 ] || { [ "$major" -eq 10 ] && [ "$minor" -ge 2 ]; }; } || return 1
+  "$1" -nodefaults -machine none -device nvme-ns,help 2>&1 | grep -q 'atomic\.nawupf'
+}
+if [ -n "${LAB_REFRESH_QEMU:-}" ] || ! lab_qemu_ok "$qemu_dir/qemu-system-x86_64"; then
+  t0=$SECONDS
+  qapt_dir=$cache/apt-$qemu_suite
+  private_apt qapt "trixie $qemu_suite" "$qapt_dir"
+  log "fetching QEMU from Debian $qemu_suite with its libraries (private apt config: $qapt_dir)"
+  apt-get "${qapt[@]}" update -qq 2>&1 | grep -v 'unsandboxed' >&2 || true
+  # "Inst PKG (VERSION SUITE [ARCH])" lines of a simulated install on an
+  # empty system: every package QEMU needs, at the version apt chose.
+  closure=$(apt-get "${qapt[@]}" -s -t "$qemu_suite" install --no-install-recommends \
+              qemu-system-x86 2>/dev/null | sed -nE 's/^Inst ([^ ]+) \(([^ ]+) .*/\1=\2/p')
+  [ -n "$closure" ] || die "apt cannot resolve qemu-system-x86 from $qemu_suite"
+  dl=$(mktemp -d "$cache/dl.XXXXXX")
+  (cd "$dl" && apt-get "${qapt[@]}" download $closure >/dev/null 2>&1) \
+    || die "apt-get download from $qemu_suite failed for: $(echo $closure)"
+  rm -rf "$qemu_dir.tmp"; mkdir -p "$qemu_dir.tmp/root/lab-bin"
+  for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$qemu_dir.tmp/root"; done
+  [ -x "$qemu_dir.tmp/root/usr/bin/qemu-system-x86_64" ] || die "no qemu-system-x86_64 in the $qemu_suite packages"
+  # The loader under QEMU's name, so the process is called qemu-system-x86
+  # (ps, pgrep, /proc/PID/stat) like the system one.
+  ln -s ../usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$qemu_dir.tmp/root/lab-bin/qemu-system-x86_64"
+  # -L: the firmware (SeaBIOS, option ROMs) of this root, not the host's;
+  # QEMU_MODULE_DIR: its own modules (a 10.0 module would not load in 11).
+  cat > "$qemu_dir.tmp/qemu-system-x86_64" <<'WRAP'
+#!/bin/sh
+# QEMU from Debian trixie-backports in a private root (scripts/setup.sh), run
+# through that root's own loader and libraries.
+r=$(dirname "$(readlink -f "$0")")/root
+export QEMU_MODULE_DIR="$r/usr/lib/x86_64-linux-gnu/qemu"
+exec "$r/lab-bin/qemu-system-x86_64" --library-path "$r/usr/lib/x86_64-linux-gnu" \
+  "$r/usr/bin/qemu-system-x86_64" -L "$r/usr/share/qemu" -L "$r/usr/share/seabios" "$@"
+WRAP
+  chmod 755 "$qemu_dir.tmp/qemu-system-x86_64"
+  printf '%s\n' $closure > "$qemu_dir.tmp/packages"
+  lab_qemu_ok "$qemu_dir.tmp/qemu-system-x86_64" \
+    || die "QEMU from $qemu_suite does not run here: $("$qemu_dir.tmp/qemu-system-x86_64" --version 2>&1 | head -3)"
+  rm -rf "$qemu_dir"; mv "$qemu_dir.tmp" "$qemu_dir"; rm -rf "$dl"
+  log "lab QEMU unpacked in $((SECONDS - t0)) s ($(du -sh "$qemu_dir" | cut -f1))"
+fi
+ln -sfn "$qemu_suite" "$cache/qemu/current"
+log "lab QEMU: $("$cache/qemu/current/qemu-system-x86_64" --version | head -1) in $qemu_dir (system QEMU unchanged)"
+
+# --- 6. the lab itself ------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
 log "cargo build --release"
 (cd "$here" && cargo build --release -q)

@@ -203,11 +203,7 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
     let _ = crashvm.wait_exit(Duration::from_secs(10));
     drop(crashvm);
     let record = crash.disk.record();
-    let rules = AtomicRules {
-        lba: device.lba_size,
-        unit_lbas: device.atomic_unit_lbas(),
-        boundary_lbas: device.atomic_boundary_lbas(),
-    };
+    let rules = AtomicRules::of_device(&device);
     let heap0 = crate::heap::live_bytes();
     let t = Instant::now();
     let planner = Planner::new(&record, rules);

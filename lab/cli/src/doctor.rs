@@ -44,12 +44,18 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
     // QEMU and its NVMe atomic properties.
     match host::find_qemu() {
         Ok(q) => {
+            let what = format!(
+                "{} {} ({})",
+                q.path.display(),
+                q.version,
+                q.source.describe()
+            );
             if q.major >= 10 {
-                r.ok("QEMU", &format!("{} {}", q.path.display(), q.version));
+                r.ok("QEMU", &what);
             } else {
                 r.missing(
                     "QEMU >= 10",
-                    &format!("{} is {}", q.path.display(), q.version),
+                    &what,
                     &format!("{SETUP} installs qemu-system-x86 from bookworm-backports"),
                 );
             }
@@ -68,13 +74,30 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
             if q.namespace_atomics {
                 r.ok(
                     "nvme-ns atomic properties",
-                    "atomic.nawupf, atomic.nabspf (multi-LBA units)",
+                    &format!(
+                        "{} (multi-LBA units and boundaries)",
+                        q.namespace_atomic_props.join(", ")
+                    ),
                 );
             } else {
                 r.note(
                     "nvme-ns atomic properties",
-                    "absent (QEMU < 10.2): Linux 7.x reads only NAWUPF, so guests see a one-LBA atomic unit",
+                    q.notice.as_deref().unwrap_or(
+                        "absent (QEMU < 10.2): Linux 7.x reads only NAWUPF, so guests see a \
+                         one-LBA atomic unit and testcases with device.nawupf etc. fail",
+                    ),
                 );
+            }
+            if q.source != host::QemuSource::System {
+                // The system QEMU stays installed; say which it is.
+                if let Ok(sys) =
+                    host::probe_qemu(Path::new("qemu-system-x86_64"), host::QemuSource::System)
+                {
+                    r.note(
+                        "system QEMU",
+                        &format!("qemu-system-x86_64 {} (not used by the lab)", sys.version),
+                    );
+                }
             }
         }
         Err(e) => r.missing("QEMU", &format!("{e:#}"), SETUP),

@@ -15,6 +15,28 @@ use crate::kernel::Kernel;
 use crate::paths;
 use crate::vm::{Vm, VmOptions, READY_MARKER};
 
+/// Where the QEMU the lab uses comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QemuSource {
+    /// $LAB_QEMU.
+    Env,
+    /// The set-up's QEMU >= 10.2 in a private root (~/.cache/lab/qemu).
+    Lab,
+    /// qemu-system-x86_64 on PATH (Debian 12 + bookworm-backports: 10.0).
+    System,
+}
+
+impl QemuSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            QemuSource::Env => "from $LAB_QEMU",
+            QemuSource::Lab => "the lab's own, set up by scripts/setup.sh",
+            QemuSource::System => "the system's",
+        }
+    }
+}
+
 /// A QEMU binary and what it supports.
 #[derive(Debug, Clone, Serialize)]
 pub struct QemuInfo {
@@ -26,14 +48,62 @@ pub struct QemuInfo {
     pub controller_atomics: bool,
     /// nvme-ns has atomic.nawupf etc. (QEMU >= 10.2).
     pub namespace_atomics: bool,
+    /// The nvme-ns `atomic.*` properties this QEMU lists.
+    pub namespace_atomic_props: Vec<String>,
+    pub source: QemuSource,
+    /// Set when the lab fell back to a QEMU without namespace atomics: why,
+    /// and what that means (also logged as a warning).
+    pub notice: Option<String>,
 }
 
-/// $LAB_QEMU or qemu-system-x86_64 on PATH.
+/// The set-up's QEMU (a wrapper that runs it from its private root).
+pub fn lab_qemu_path(cache: &Path) -> PathBuf {
+    cache.join("qemu/current/qemu-system-x86_64")
+}
+
+/// The QEMU the lab uses: $LAB_QEMU when set; else the set-up's QEMU >=
+/// 10.2 when it runs and has namespace atomics; else qemu-system-x86_64 on
+/// PATH, with a notice (a warning, and `notice`) that namespace atomics are
+/// unavailable.
 pub fn find_qemu() -> Result<QemuInfo> {
-    let path = std::env::var_os("LAB_QEMU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
-    let out = Command::new(&path)
+    if let Some(p) = std::env::var_os("LAB_QEMU") {
+        return probe_qemu(Path::new(&p), QemuSource::Env);
+    }
+    let lab = lab_qemu_path(&paths::cache_dir());
+    let why_not_lab = if lab.exists() {
+        match probe_qemu(&lab, QemuSource::Lab) {
+            Ok(q) if q.namespace_atomics => return Ok(q),
+            Ok(q) => format!(
+                "the lab's QEMU {} ({}) has no nvme-ns atomic properties",
+                q.version,
+                lab.display()
+            ),
+            Err(e) => format!("the lab's QEMU ({}) does not run: {e:#}", lab.display()),
+        }
+    } else {
+        format!(
+            "the lab's QEMU >= 10.2 is not set up ({} is missing)",
+            lab.display()
+        )
+    };
+    let mut q = probe_qemu(Path::new("qemu-system-x86_64"), QemuSource::System)?;
+    if !q.namespace_atomics {
+        let notice = format!(
+            "{why_not_lab}; using the system QEMU {}, which cannot set namespace atomics \
+             (NAWUPF, NABSPF): guests see a one-LBA atomic unit and testcases that set \
+             device.nawupf etc. fail. Run scripts/setup.sh to provision QEMU 11.",
+            q.version
+        );
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| tracing::warn!("{notice}"));
+        q.notice = Some(notice);
+    }
+    Ok(q)
+}
+
+/// Runs `path --version` and `-device nvme,help`/`nvme-ns,help`.
+pub fn probe_qemu(path: &Path, source: QemuSource) -> Result<QemuInfo> {
+    let out = Command::new(path)
         .arg("--version")
         .output()
         .with_context(|| {
@@ -43,6 +113,14 @@ pub fn find_qemu() -> Result<QemuInfo> {
             )
         })?;
     let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "`{} --version` failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let version = text
         .split_whitespace()
         .skip_while(|w| *w != "version")
@@ -52,7 +130,7 @@ pub fn find_qemu() -> Result<QemuInfo> {
     let mut nums = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
     let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
     let help = |dev: &str| -> String {
-        Command::new(&path)
+        Command::new(path)
             .args([
                 "-nodefaults",
                 "-machine",
@@ -67,14 +145,47 @@ pub fn find_qemu() -> Result<QemuInfo> {
             })
             .unwrap_or_default()
     };
+    let ns_help = help("nvme-ns");
+    let namespace_atomic_props: Vec<String> = ns_help
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|w| w.split('=').next())
+        .filter(|w| w.starts_with("atomic."))
+        .map(str::to_string)
+        .collect();
     Ok(QemuInfo {
         controller_atomics: help("nvme").contains("atomic.awupf"),
-        namespace_atomics: help("nvme-ns").contains("atomic.nawupf"),
-        path,
+        namespace_atomics: namespace_atomic_props.iter().any(|p| p == "atomic.nawupf"),
+        namespace_atomic_props,
+        path: path.to_path_buf(),
         version,
         major,
         minor,
+        source,
+        notice: None,
     })
+}
+
+impl QemuInfo {
+    /// A device that sets namespace atomic fields needs a QEMU with them:
+    /// without, the guest would see other limits than the testcase says.
+    /// The error names the fields and the QEMU.
+    pub fn check_device(&self, device: &lab_core::device::DeviceParams) -> Result<()> {
+        let fields = device.namespace_atomic_fields();
+        if fields.is_empty() || self.namespace_atomics {
+            return Ok(());
+        }
+        bail!(
+            "device.{} need{} QEMU >= 10.2 (nvme-ns atomic.* properties), but the lab's QEMU is \
+             {} {} ({}), which has none; run scripts/setup.sh (it provisions QEMU 11 in \
+             ~/.cache/lab/qemu) or point LAB_QEMU at a QEMU >= 10.2",
+            fields.join(", device."),
+            if fields.len() == 1 { "s" } else { "" },
+            self.path.display(),
+            self.version,
+            self.source.describe()
+        )
+    }
 }
 
 /// Accelerator choice on the command line.
@@ -105,7 +216,9 @@ fn boot_id() -> String {
 /// (as nested KVM does on these machines) fails the same way until reboot.
 pub fn probe_kvm(cache: &Path, qemu: &QemuInfo, kernel: &Kernel, image: &GuestImage) -> AccelProbe {
     let key = format!("{}/{}/{}", boot_id(), qemu.version, kernel.release);
-    let file = cache.join("accel-probe.json");
+    // One file per QEMU version, so runs with different QEMUs (the lab's,
+    // the system's) do not keep invalidating each other's answer.
+    let file = cache.join(format!("accel-probe-qemu-{}.json", qemu.version));
     if let Ok(text) = std::fs::read_to_string(&file) {
         if let Ok(p) = serde_json::from_str::<AccelProbe>(&text) {
             if p.key == key {
@@ -163,9 +276,15 @@ fn run_kvm_probe(qemu: &QemuInfo, kernel: &Kernel, image: &GuestImage) -> (bool,
         let stderr =
             std::fs::read_to_string(vm.private_dir().join("qemu.stderr")).unwrap_or_default();
         if exited || stderr.contains("KVM internal error") || stderr.contains("kvm run failed") {
+            // QEMU's own warnings (a deprecated option, say) are not why.
             let first = stderr
                 .lines()
-                .find(|l| !l.trim().is_empty())
+                .find(|l| l.contains("KVM internal error") || l.contains("kvm run failed"))
+                .or_else(|| {
+                    stderr
+                        .lines()
+                        .find(|l| !l.trim().is_empty() && !l.contains("warning:"))
+                })
                 .unwrap_or("no message");
             return (false, format!("a KVM guest died before userspace: {first}"));
         }
@@ -271,6 +390,11 @@ impl LabHost {
                 self.kernel.vmlinuz.display().to_string(),
             ),
             ("qemu.version".into(), self.qemu.version.clone()),
+            ("qemu.path".into(), self.qemu.path.display().to_string()),
+            (
+                "qemu.source".into(),
+                self.qemu.source.describe().to_string(),
+            ),
             (
                 "qemu.namespace_atomics".into(),
                 self.qemu.namespace_atomics.to_string(),

@@ -71,6 +71,21 @@ enum Cmd {
         /// Namespaces (nvme0n1, nvme0n2, ...), 1 to 4.
         #[arg(long, default_value_t = 1)]
         namespaces: u8,
+        /// Namespace NAWUN (0's based LBA count; needs QEMU >= 10.2).
+        #[arg(long, default_value_t = 0)]
+        nawun: u16,
+        /// Namespace NAWUPF, the atomic unit Linux reads (0's based).
+        #[arg(long, default_value_t = 0)]
+        nawupf: u16,
+        /// Namespace NABSN (0's based; 0: no boundary).
+        #[arg(long, default_value_t = 0)]
+        nabsn: u16,
+        /// Namespace NABSPF, the atomic boundary Linux reads (0's based).
+        #[arg(long, default_value_t = 0)]
+        nabspf: u16,
+        /// Namespace NABO (Linux ignores every namespace limit when it is not 0).
+        #[arg(long, default_value_t = 0)]
+        nabo: u16,
         /// Seconds to wait for SSH.
         #[arg(long, default_value_t = 120)]
         boot_timeout: u64,
@@ -140,6 +155,11 @@ fn main() -> ExitCode {
             dn,
             size_mib,
             namespaces,
+            nawun,
+            nawupf,
+            nabsn,
+            nabspf,
+            nabo,
             boot_timeout,
             timeout,
             console,
@@ -152,6 +172,11 @@ fn main() -> ExitCode {
                 dn,
                 size_mib,
                 namespaces,
+                nawun,
+                nawupf,
+                nabsn,
+                nabspf,
+                nabo,
             };
             boot(&k, device, boot_timeout, timeout, console, &cmd)
         }
@@ -196,6 +221,9 @@ fn boot(
         Ok(h) => h,
         Err(e) => return lab_error(e),
     };
+    if let Err(e) = host.qemu.check_device(&device) {
+        return lab_error(e);
+    }
     let (_disks, nvme) = match host::scratch_nvme(&device) {
         Ok(d) => d,
         Err(e) => return lab_error(e),
@@ -332,9 +360,10 @@ fn run_cmd(
         Err(e) => return lab_error(e),
     };
     eprintln!(
-        "lab: kernel {}, QEMU {}, accel {} ({})",
+        "lab: kernel {}, QEMU {} ({}), accel {} ({})",
         host.kernel.release,
         host.qemu.version,
+        host.qemu.source.describe(),
         host.accel.as_str(),
         host.accel_reason
     );

@@ -30,11 +30,7 @@ use crate::vm::{Vm, VmError};
 
 /// The device's atomicity as the crash disk applies it.
 pub fn rules(tc: &Testcase) -> AtomicRules {
-    AtomicRules {
-        lba: tc.device.lba_size,
-        unit_lbas: tc.device.atomic_unit_lbas(),
-        boundary_lbas: tc.device.atomic_boundary_lbas(),
-    }
+    AtomicRules::of_device(&tc.device)
 }
 
 /// Kills QEMU the moment the disk cuts the power.

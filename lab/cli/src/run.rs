@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use lab_core::limits::{self, LimitsReport, NamespaceAtomic};
+use lab_core::limits::{self, LimitsReport};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
@@ -337,7 +337,29 @@ fn run_case(
             .properties
             .push(("mkfs.reflink".into(), m.reflink.to_string()));
     }
+    let d = &tc.device;
+    for (k, v) in [
+        ("nawun", d.nawun),
+        ("nawupf", d.nawupf),
+        ("nabsn", d.nabsn),
+        ("nabspf", d.nabspf),
+        ("nabo", d.nabo),
+    ] {
+        if v != 0 {
+            suite
+                .properties
+                .push((format!("device.{k}"), v.to_string()));
+        }
+    }
     let start = Instant::now();
+    // Namespace atomics on a QEMU without them: an error naming what is
+    // missing, never a run on a device other than the testcase's.
+    if let Err(e) = host.qemu.check_device(&tc.device) {
+        suite
+            .results
+            .push(lab_error(suite_name, "qemu", &e, start.elapsed()));
+        return suite;
+    }
     let (_disks, mut nvme) = match crate::host::scratch_nvme(&tc.device) {
         Ok(d) => d,
         Err(e) => {
@@ -546,9 +568,9 @@ fn limits_workload(
         timeout,
     )?;
     let bdev = parse_report("bdev-limits", &raw)?;
-    // QEMU before 10.2 cannot report namespace atomics (NSFEAT bit clear).
-    let ns = NamespaceAtomic::default();
-    let want = limits::expected_block_limits(&tc.device, ns);
+    // What QEMU reports in Identify Namespace (all zero without namespace
+    // atomic fields; a case that sets them never boots on a QEMU without).
+    let want = limits::expected_block_limits(&tc.device, tc.device.identify_namespace());
     if let Some(s) = &bdev.sysfs {
         props.push((
             "guest.atomic_write_unit_min_bytes".into(),

@@ -191,6 +191,73 @@ fn doctor_passes_on_a_set_up_host() {
     );
     assert!(stdout.contains("ok       boot to SSH"), "{stdout}");
     assert!(stdout.contains("accelerator"), "{stdout}");
+    // The set-up provisions a QEMU with namespace atomics; doctor names it.
+    assert!(
+        stdout.contains("ok       nvme-ns atomic properties: atomic.nabo, atomic.nabsn, atomic.nabspf, atomic.nawun, atomic.nawupf"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(the lab's own, set up by scripts/setup.sh)"),
+        "{stdout}"
+    );
+}
+
+/// With only QEMU 10.0 (no nvme-ns atomic properties) a testcase that sets
+/// namespace atomics must not pass and must not be skipped: it ends in an
+/// error that names the fields, the QEMU and the fix, and nothing boots.
+/// Without namespace fields the same QEMU still runs testcases.
+#[test]
+fn namespace_atomics_on_qemu_10_fail_naming_what_is_missing() {
+    let results = tempfile::tempdir().unwrap();
+    let out = lab()
+        .env("LAB_QEMU", "/usr/bin/qemu-system-x86_64")
+        .args(["run", "limits-4k-nawupf64k", "--results"])
+        .arg(results.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ERROR limits-4k-nawupf64k"), "{stdout}");
+    assert!(
+        stdout.contains("device.nawupf, device.nabspf need QEMU >= 10.2 (nvme-ns atomic.* properties), but the lab's QEMU is /usr/bin/qemu-system-x86_64 10.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("run scripts/setup.sh"), "{stdout}");
+    assert!(
+        stdout.contains("0 passed, 0 failed, 0 skipped, 1 errors"),
+        "{stdout}"
+    );
+    let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
+    assert!(
+        !run.join("limits-4k-nawupf64k/console.log").exists(),
+        "a VM was started"
+    );
+}
+
+/// LAB_QEMU unset and the set-up's QEMU missing: the system QEMU is used
+/// and both `lab doctor` and the log say what that means.
+#[test]
+fn missing_lab_qemu_falls_back_to_the_system_one_with_a_notice() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = lab()
+        .env_remove("LAB_QEMU")
+        .env("LAB_CACHE", cache.path())
+        .args(["doctor"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("ok       QEMU: qemu-system-x86_64 10.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("note     nvme-ns atomic properties: the lab's QEMU >= 10.2 is not set up"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(stderr.contains("cannot set namespace atomics"), "{stderr}");
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

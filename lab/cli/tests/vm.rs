@@ -265,3 +265,130 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
     // The data is the agent's stamped sectors.
     assert_eq!(&atomic[0].data[..8], b"LABSTAMP");
 }
+
+/// The set-up's QEMU (>= 10.2) sets the namespace's NAWUPF and NABSPF, and
+/// a Linux 7.x guest reads them: a 64 KiB atomic unit and a 128 KiB
+/// boundary on 4 KiB LBAs (QEMU 10.0 could only give one LBA). On the crash
+/// disk a 64 KiB RWF_ATOMIC write arrives as one NBD write, so the unit the
+/// model uses is a unit the backend really sees whole.
+#[test]
+fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
+    use base64::Engine;
+    use lab_cli::crashdisk::CrashDisk;
+    use lab_cli::host::QemuSource;
+    use lab_core::limits::{expected_block_limits, LimitsReport};
+    use lab_core::steps::{Expect, Open, Plan, Pwrite, Step};
+    use lab_disk::WriteKind;
+
+    let host = host();
+    if std::env::var_os("LAB_QEMU").is_none() {
+        assert_eq!(
+            host.qemu.source,
+            QemuSource::Lab,
+            "the lab's QEMU is not used: {:?}",
+            host.qemu.notice
+        );
+    }
+    assert!(
+        host.qemu.namespace_atomics,
+        "{} {} has no nvme-ns atomic properties; run scripts/setup.sh",
+        host.qemu.path.display(),
+        host.qemu.version
+    );
+    let device = DeviceParams {
+        size_mib: 256,
+        nawupf: 15,
+        nabspf: 31,
+        ..DeviceParams::default()
+    };
+    assert_eq!(
+        (device.atomic_unit_lbas(), device.atomic_boundary_lbas()),
+        (16, Some(32))
+    );
+    let cd = CrashDisk::start(device.size_bytes(), device.lba_size).unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let nvme = NvmeDisk {
+        backend: cd.backend(),
+        extra_namespaces: vec![],
+        device: device.clone(),
+        write_cache: Some(false),
+    };
+    let opts = host.vm_options(
+        console.path().join("console.log"),
+        Some(nvme),
+        Duration::from_secs(180),
+    );
+    let mut vm =
+        Vm::boot(&opts).unwrap_or_else(|e| panic!("boot: {e}\n{}", e.console_tail().unwrap_or("")));
+    let sysfs = vm
+        .exec(
+            "cd /sys/block/nvme0n1/queue && cat atomic_write_unit_min_bytes \
+             atomic_write_unit_max_bytes atomic_write_max_bytes atomic_write_boundary_bytes",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    let got: Vec<&str> = sysfs.stdout.split_whitespace().collect();
+    assert_eq!(got, ["4096", "65536", "65536", "131072"], "{sysfs:?}");
+    let report: LimitsReport = serde_json::from_str(
+        vm.exec("lab-guest limits /dev/nvme0n1", Duration::from_secs(30))
+            .unwrap()
+            .stdout
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(
+        report.sysfs.unwrap(),
+        expected_block_limits(&device, device.identify_namespace())
+    );
+    assert_eq!(
+        (report.statx.unit_min, report.statx.unit_max),
+        (4096, 65536)
+    );
+
+    let pw = |offset, len, atomic| Step::Pwrite(Pwrite::new(offset, len, atomic));
+    let plan = Plan {
+        run: 9,
+        root: "/".into(),
+        steps: vec![
+            Step::Open(Open {
+                file: "/dev/nvme0n1".into(),
+                direct: true,
+                sync: false,
+                dsync: false,
+                expect: Expect::Ok,
+            }),
+            pw(1 << 20, 65536, true),
+            pw(2 << 20, 65536, false),
+        ],
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&plan).unwrap());
+    let out = vm
+        .exec(
+            &format!("echo {b64} | base64 -d | lab-guest run"),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(
+        out.stdout.matches("\"errno\":null").count(),
+        3,
+        "{}",
+        out.stdout
+    );
+    vm.shutdown().unwrap();
+    let rec = cd.disk.record().writes;
+    for off in [1u64 << 20, 2 << 20] {
+        let w: Vec<_> = rec
+            .iter()
+            .filter(|w| w.kind == WriteKind::Data && w.offset == off)
+            .collect();
+        assert_eq!(
+            w.len(),
+            1,
+            "one NBD write for the 64 KiB write at {off}: {rec:?}"
+        );
+        assert_eq!((w[0].len, w[0].fua), (65536, true));
+    }
+    // The model's reading of those writes: the first is one unit inside a
+    // boundary, so all or nothing.
+    assert!(device.write_is_atomic((1 << 20) / 4096, 16));
+}

@@ -52,42 +52,96 @@ pub fn rounddown_pow2(x: u32) -> u32 {
     }
 }
 
-/// The namespace-level atomic parameters the guest kernel can read.
-///
-/// QEMU before 10.2 has no `nvme-ns` atomic properties, so NSFEAT's atomic
-/// bit is clear and Linux falls back to one logical block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NamespaceAtomic {
-    /// NAWUPF, 0's based LBA count, when the namespace reports it.
-    pub nawupf: Option<u16>,
-    /// NABSPF, 0's based LBA count (atomic boundary), when reported.
-    pub nabspf: Option<u16>,
+pub use crate::device::IdentifyNamespace;
+
+/// What the guest's NVMe driver puts in the queue limits besides the
+/// namespace's atomic fields: the largest transfer (from the controller's
+/// MDTS) and the segment count. Linux caps atomic writes by both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCaps {
+    /// queue/max_hw_sectors_kb in bytes.
+    pub max_hw_bytes: u32,
+    /// queue/max_segments.
+    pub max_segments: u32,
 }
 
-/// Block-layer limits Linux 7.x derives from an NVMe namespace.
+/// QEMU's NVMe controller (default `mdts=7`, 4 KiB pages: 512 KiB) under
+/// Linux 7.x's nvme-pci, measured in a guest: max_hw_sectors_kb 512,
+/// max_segments 129 (max_hw_sectors / 8 + 1).
+pub const QEMU_NVME_QUEUE: QueueCaps = QueueCaps {
+    max_hw_bytes: 512 * 1024,
+    max_segments: 129,
+};
+
+/// The atomic limits Linux 7.x derives from an NVMe namespace on QEMU's
+/// controller (see `linux_block_limits`).
+pub fn expected_block_limits(dev: &DeviceParams, ns: IdentifyNamespace) -> SysfsAtomicLimits {
+    linux_block_limits(dev.lba_size, &ns, &QEMU_NVME_QUEUE)
+}
+
+/// No atomic writes: BLK_FEAT_ATOMIC_WRITES clear, every limit 0.
+const UNSUPPORTED: SysfsAtomicLimits = SysfsAtomicLimits {
+    unit_min: 0,
+    unit_max: 0,
+    max: 0,
+    boundary: 0,
+};
+
+/// Block-layer atomic limits Linux 7.x derives from a namespace's Identify
+/// data, in the kernel's order:
 ///
-/// drivers/nvme/host/core.c: the atomic unit is (NAWUPF + 1) LBAs when the
-/// namespace reports NAWUPF, else one LBA; the controller's AWUPF is ignored
-/// ("AWUPF ignored, only NAWUPF accepted"). unit_min is one LBA, unit_max
-/// that unit rounded down to a power of two, max the unit itself, boundary
-/// (NABSPF + 1) LBAs or 0 when there is none.
-pub fn expected_block_limits(dev: &DeviceParams, ns: NamespaceAtomic) -> SysfsAtomicLimits {
-    let lba = dev.lba_size;
-    let unit = ns.nawupf.map_or(lba, |n| (u32::from(n) + 1) * lba);
-    let boundary = ns.nabspf.map_or(0, |n| (u32::from(n) + 1) * lba);
+/// drivers/nvme/host/core.c `nvme_configure_atomic_write`: NABO != 0 turns
+/// atomic writes off ("we do not support an offset"); with NSFEAT bit 1 and
+/// a non-zero NAWUPF the hardware unit is (NAWUPF + 1) LBAs and the boundary
+/// (NABSPF + 1) LBAs (0: none); otherwise one LBA and no boundary, whatever
+/// the controller's AWUPF ("AWUPF ignored, only NAWUPF accepted").
+/// hw_unit_min is one LBA, hw_unit_max the unit rounded down to a power of
+/// two.
+///
+/// block/blk-settings.c `blk_validate_atomic_write_limits`: a boundary
+/// smaller than the unit, or not a power of two (in sectors), turns atomic
+/// writes off. `blk_atomic_writes_update_limits`: unit_min and unit_max are
+/// capped by the largest bio the queue always takes in one piece
+/// (min(max_hw_sectors, 2 LBAs + (segments - 2) pages), rounded down to a
+/// power of two); atomic_write_max is min(hw unit, max_hw_sectors).
+pub fn linux_block_limits(lba: u32, ns: &IdentifyNamespace, q: &QueueCaps) -> SysfsAtomicLimits {
+    if ns.nabo != 0 {
+        return UNSUPPORTED;
+    }
+    let lba64 = u64::from(lba);
+    let hw_max = u64::from(ns.linux_unit_lbas()) * lba64;
+    let boundary = ns.linux_boundary_lbas().map_or(0, |b| u64::from(b) * lba64);
+    let hw_unit_max = rounddown_pow2_u64(hw_max);
+    if boundary != 0 && (hw_max > boundary || !(boundary / 512).is_power_of_two()) {
+        return UNSUPPORTED;
+    }
+    let segs = u64::from(q.max_segments.min(256)); // BIO_MAX_VECS
+    let guaranteed_bio = segs.min(2) * lba64 + segs.saturating_sub(2) * 4096;
+    let unit_limit = rounddown_pow2_u64(u64::from(q.max_hw_bytes).min(guaranteed_bio));
+    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     SysfsAtomicLimits {
-        unit_min: lba,
-        unit_max: rounddown_pow2(unit),
-        max: unit,
-        boundary,
+        unit_min: clamp(lba64.min(unit_limit)),
+        unit_max: clamp(hw_unit_max.min(unit_limit)),
+        max: clamp(hw_max.min(u64::from(q.max_hw_bytes))),
+        boundary: clamp(boundary),
+    }
+}
+
+fn rounddown_pow2_u64(x: u64) -> u64 {
+    if x == 0 {
+        0
+    } else {
+        1 << (63 - x.leading_zeros())
     }
 }
 
 /// statx on the raw block device mirrors the queue limits.
 pub fn expected_bdev_statx(q: &SysfsAtomicLimits) -> StatxAtomic {
     let capable = q.unit_min > 0 && q.unit_max >= q.unit_min;
+    // bdev_statx fills the atomic fields (and STATX_WRITE_ATOMIC in the
+    // mask) only when the queue can do atomic writes.
     StatxAtomic {
-        mask_write_atomic: true,
+        mask_write_atomic: capable,
         attr_write_atomic: capable,
         unit_min: if capable { q.unit_min } else { 0 },
         unit_max: if capable { q.unit_max } else { 0 },
@@ -173,7 +227,10 @@ impl Check {
 
 /// Compare a block-device report against the expected queue limits.
 pub fn check_bdev(report: &LimitsReport, want: &SysfsAtomicLimits) -> Vec<Check> {
-    const RULE: &str = "Linux 7.x NVMe: unit = (NAWUPF+1) LBAs if the namespace reports it, else 1 LBA; AWUPF ignored";
+    const RULE: &str = "Linux 7.x NVMe: unit = (NAWUPF+1) LBAs if the namespace reports it (NSFEAT bit 1), \
+                        else 1 LBA, AWUPF ignored; unit_max = unit rounded down to a power of two, at most \
+                        512 KiB (MDTS); boundary = (NABSPF+1) LBAs; NABO != 0, or a boundary below the unit \
+                        or not a power of two, disables atomic writes";
     let mut out = Vec::new();
     match &report.sysfs {
         Some(got) => {
@@ -313,7 +370,7 @@ mod tests {
 
     #[test]
     fn qemu10_namespace_gives_one_lba() {
-        let l = expected_block_limits(&dev(4096), NamespaceAtomic::default());
+        let l = expected_block_limits(&dev(4096), IdentifyNamespace::default());
         assert_eq!(
             l,
             SysfsAtomicLimits {
@@ -330,17 +387,16 @@ mod tests {
         let mut d = dev(512);
         d.awun = 15;
         d.awupf = 15;
-        let l = expected_block_limits(&d, NamespaceAtomic::default());
+        let l = expected_block_limits(&d, IdentifyNamespace::default());
         assert_eq!(l.unit_max, 512);
     }
 
     #[test]
     fn nawupf_non_power_of_two_rounds_down() {
-        let ns = NamespaceAtomic {
-            nawupf: Some(5), // 6 LBAs
-            nabspf: Some(31),
-        };
-        let l = expected_block_limits(&dev(4096), ns);
+        let mut d = dev(4096);
+        d.nawupf = 5; // 6 LBAs
+        d.nabspf = 31;
+        let l = expected_block_limits(&d, d.identify_namespace());
         assert_eq!(l.max, 6 * 4096);
         assert_eq!(l.unit_max, 4 * 4096);
         assert_eq!(l.boundary, 32 * 4096);
@@ -348,7 +404,7 @@ mod tests {
 
     #[test]
     fn xfs_block_larger_than_unit_has_no_hw_atomics() {
-        let q = expected_block_limits(&dev(512), NamespaceAtomic::default());
+        let q = expected_block_limits(&dev(512), IdentifyNamespace::default());
         match expected_xfs_statx(&q, 1024, false) {
             XfsAtomicExpectation::Exact(s) => {
                 assert!(!s.attr_write_atomic);
@@ -360,7 +416,7 @@ mod tests {
 
     #[test]
     fn failed_check_names_field_and_values() {
-        let want = expected_block_limits(&dev(4096), NamespaceAtomic::default());
+        let want = expected_block_limits(&dev(4096), IdentifyNamespace::default());
         let report = LimitsReport {
             path: "/dev/nvme0n1".into(),
             statx: expected_bdev_statx(&want),
@@ -382,15 +438,149 @@ mod tests {
         );
     }
 
+    fn ns_dev(lba: u32, f: impl FnOnce(&mut DeviceParams)) -> SysfsAtomicLimits {
+        let mut d = dev(lba);
+        f(&mut d);
+        d.validate().unwrap();
+        expected_block_limits(&d, d.identify_namespace())
+    }
+
+    #[test]
+    fn nawupf_gives_a_multi_lba_unit_and_the_boundary_as_configured() {
+        // The issue's measurement: nawupf=15, nabspf=31 on 4 KiB LBAs.
+        let l = ns_dev(4096, |d| {
+            d.nawupf = 15;
+            d.nabspf = 31;
+        });
+        assert_eq!(
+            l,
+            SysfsAtomicLimits {
+                unit_min: 4096,
+                unit_max: 65536,
+                max: 65536,
+                boundary: 131072
+            }
+        );
+        let l = ns_dev(512, |d| d.nawupf = 15);
+        assert_eq!(
+            (l.unit_min, l.unit_max, l.max, l.boundary),
+            (512, 8192, 8192, 0)
+        );
+    }
+
+    #[test]
+    fn unit_above_the_transfer_limit_is_capped_at_512k() {
+        let l = ns_dev(4096, |d| {
+            d.nawupf = 255; // 1 MiB
+            d.nabspf = 255;
+        });
+        assert_eq!((l.unit_max, l.max, l.boundary), (524288, 524288, 1 << 20));
+    }
+
+    #[test]
+    fn small_lbas_cap_the_unit_at_256k() {
+        // 2 LBAs + 127 pages is just under 512 KiB for 512- and 1024-byte
+        // LBAs, so the largest always-whole bio rounds down to 256 KiB.
+        let l = ns_dev(512, |d| d.nawupf = 1023); // 512 KiB
+        assert_eq!((l.unit_max, l.max), (262144, 524288));
+        let l = ns_dev(2048, |d| d.nawupf = 255); // 512 KiB
+        assert_eq!((l.unit_max, l.max), (524288, 524288));
+    }
+
+    #[test]
+    fn nabo_disables_atomic_writes() {
+        let l = ns_dev(4096, |d| {
+            d.nawupf = 3;
+            d.nabsn = 7;
+            d.nabspf = 7;
+            d.nabo = 1;
+        });
+        assert_eq!(l, UNSUPPORTED);
+        let s = expected_bdev_statx(&l);
+        assert!(!s.mask_write_atomic && !s.attr_write_atomic);
+    }
+
+    #[test]
+    fn boundary_not_a_power_of_two_disables_atomic_writes() {
+        let l = ns_dev(4096, |d| {
+            d.nawupf = 3;
+            d.nabspf = 11; // 48 KiB
+        });
+        assert_eq!(l, UNSUPPORTED);
+    }
+
+    #[test]
+    fn boundary_without_nawupf_is_not_read() {
+        let l = ns_dev(4096, |d| {
+            d.nawun = 3;
+            d.nabspf = 11;
+        });
+        assert_eq!((l.unit_max, l.boundary), (4096, 0));
+    }
+
+    #[test]
+    fn xfs_gets_one_block_of_hardware_atomics_when_the_unit_covers_it() {
+        // 512-byte LBAs with an 8 KiB unit: a 1 KiB XFS block now fits.
+        let q = ns_dev(512, |d| d.nawupf = 15);
+        assert_eq!(
+            expected_xfs_statx(&q, 1024, false),
+            XfsAtomicExpectation::Exact(StatxAtomic {
+                mask_write_atomic: true,
+                attr_write_atomic: true,
+                unit_min: 1024,
+                unit_max: 1024,
+                unit_max_opt: 0,
+                segments_max: 1,
+            })
+        );
+        // Reflink: the hardware part (max_opt) is the device's unit_max.
+        let q = ns_dev(4096, |d| d.nawupf = 3);
+        assert_eq!(
+            expected_xfs_statx(&q, 4096, true),
+            XfsAtomicExpectation::SoftwareCapable {
+                block: 4096,
+                hw_unit_max: 16384
+            }
+        );
+        // A 16 KiB block on 4 KiB LBAs (block > page size) is one hardware unit.
+        match expected_xfs_statx(&q, 16384, false) {
+            XfsAtomicExpectation::Exact(s) => assert_eq!((s.unit_min, s.unit_max), (16384, 16384)),
+            other => panic!("{other:?}"),
+        }
+    }
+
     proptest! {
         #[test]
-        fn block_limits_are_ordered(lba_idx in 0usize..4, nawupf in proptest::option::of(0u16..64)) {
-            let lba = crate::device::LBA_SIZES[lba_idx];
-            let l = expected_block_limits(&dev(lba), NamespaceAtomic { nawupf, nabspf: None });
+        fn block_limits_are_ordered(
+            lba_idx in 0usize..4,
+            nawupf in 0u16..2048,
+            extra in proptest::option::of(0u16..4096),
+        ) {
+            let mut d = dev(crate::device::LBA_SIZES[lba_idx]);
+            d.nawupf = nawupf;
+            d.nabspf = extra.map_or(0, |e| nawupf.saturating_add(e));
+            prop_assert!(d.validate().is_ok());
+            let l = expected_block_limits(&d, d.identify_namespace());
+            if l == UNSUPPORTED {
+                // Only a boundary that is not a power of two does that here.
+                prop_assert!(!(u64::from(d.nabspf + 1) * u64::from(d.lba_size) / 512).is_power_of_two());
+                return Ok(());
+            }
             // blktests nvme/059's invariants: max >= unit_max >= unit_min, powers of two.
             prop_assert!(l.max >= l.unit_max);
             prop_assert!(l.unit_max >= l.unit_min);
             prop_assert!(l.unit_min.is_power_of_two() && l.unit_max.is_power_of_two());
+            prop_assert!(l.unit_max <= QEMU_NVME_QUEUE.max_hw_bytes);
+            // unit_max = (NAWUPF+1) x LBA rounded down to a power of two,
+            // capped by the largest always-whole bio (2 LBAs + 127 pages,
+            // 512 KiB at most): 256 KiB for 512- and 1024-byte LBAs.
+            let unit = (u32::from(nawupf) + 1) * d.lba_size;
+            let cap = rounddown_pow2((2 * d.lba_size + 127 * 4096).min(512 * 1024));
+            prop_assert_eq!(l.unit_max, rounddown_pow2(unit).min(cap));
+            prop_assert_eq!(l.max, unit.min(512 * 1024));
+            // A boundary, when there is one, holds a whole unit.
+            prop_assert!(l.boundary == 0 || l.boundary >= l.max);
+            prop_assert_eq!(l.boundary, if nawupf > 0 { u32::from(d.nabspf) * d.lba_size + if d.nabspf > 0 { d.lba_size } else { 0 } } else { 0 });
         }
 
         #[test]

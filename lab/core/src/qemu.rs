@@ -127,6 +127,8 @@ pub fn console_args(spec: &VmSpec) -> Vec<String> {
 }
 
 /// QMP on a unix socket; QEMU waits for nothing (`server=on,wait=off`).
+/// `-qmp chardev:ID` works on QEMU 10.0 and 11.x alike; QEMU 11 warns that
+/// `-mon` is deprecated.
 pub fn qmp_args(spec: &VmSpec) -> Vec<String> {
     vec![
         "-chardev".into(),
@@ -134,8 +136,8 @@ pub fn qmp_args(spec: &VmSpec) -> Vec<String> {
             "socket,id=qmp,path={},server=on,wait=off",
             escape_opt(&spec.qmp_socket)
         ),
-        "-mon".into(),
-        "chardev=qmp,mode=control".into(),
+        "-qmp".into(),
+        "chardev:qmp".into(),
     ]
 }
 
@@ -176,6 +178,20 @@ pub fn nvme_namespace_props(disk: &NvmeDisk, nsid: usize) -> String {
     let mut p = format!(
         "nvme-ns,id=ns{nsid},drive=disk{node},bus=nvme0,nsid={nsid},logical_block_size={lba},physical_block_size={lba}"
     );
+    // Namespace atomic parameters (QEMU >= 10.2), only those set, so a
+    // device without them still starts on QEMU 10.0.
+    let d = &disk.device;
+    for (name, value) in [
+        ("nawun", d.nawun),
+        ("nawupf", d.nawupf),
+        ("nabsn", d.nabsn),
+        ("nabspf", d.nabspf),
+        ("nabo", d.nabo),
+    ] {
+        if value != 0 {
+            p.push_str(&format!(",atomic.{name}={value}"));
+        }
+    }
     if let Some(wc) = disk.write_cache {
         p.push_str(if wc {
             ",write-cache=on"
@@ -277,6 +293,7 @@ mod tests {
                     dn: true,
                     size_mib: 256,
                     namespaces: 1,
+                    ..DeviceParams::default()
                 },
                 write_cache: Some(false),
             }),
@@ -380,6 +397,31 @@ mod tests {
     fn plain_device_has_no_atomic_properties() {
         let p = nvme_controller_props(&DeviceParams::default());
         assert!(!p.contains("atomic"), "{p}");
+        let mut s = spec();
+        let d = s.nvme.as_mut().unwrap();
+        d.device = DeviceParams::default();
+        assert!(!nvme_namespace_props(d, 1).contains("atomic"));
+    }
+
+    #[test]
+    fn namespace_atomics_go_on_every_namespace() {
+        let mut s = spec();
+        let d = s.nvme.as_mut().unwrap();
+        d.device.nawupf = 15;
+        d.device.nabspf = 31;
+        d.extra_namespaces = vec![Backend::File("/img/ns2.raw".into())];
+        for nsid in [1, 2] {
+            let p = nvme_namespace_props(d, nsid);
+            assert!(p.contains(",atomic.nawupf=15,atomic.nabspf=31"), "{p}");
+            assert!(!p.contains("nawun") && !p.contains("nabo"), "{p}");
+        }
+    }
+
+    #[test]
+    fn qmp_uses_the_qmp_option_not_deprecated_mon() {
+        let v = qmp_args(&spec());
+        assert_eq!(window(&v, "-qmp"), ["chardev:qmp"]);
+        assert!(!v.iter().any(|a| a == "-mon"));
     }
 
     #[test]

@@ -594,7 +594,7 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
         let Some((indent, key)) = indent_and_key(line) else {
             // flow style: `mkfs: { block_size: 512 }`
             if depth > 0 {
-                if let Some(col) = line.find(&format!("{}:", path[depth])) {
+                if let Some(col) = find_flow_key(line, path[depth]) {
                     return Some((n + 1, col + 1));
                 }
             }
@@ -609,12 +609,12 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
             min_indent = indent + 1;
             // flow style on the same line: `mkfs: { block_size: 512 }`
             if depth < path.len() && line.contains('{') {
-                if let Some(col) = line.find(&format!("{}:", path[depth])) {
+                if let Some(col) = find_flow_key(line, path[depth]) {
                     return Some((n + 1, col + 1));
                 }
             }
         } else if depth > 0 {
-            if let Some(col) = line.find(&format!("{}:", path[depth])) {
+            if let Some(col) = find_flow_key(line, path[depth]) {
                 if line[..col].contains('{') {
                     return Some((n + 1, col + 1));
                 }
@@ -622,6 +622,18 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
         }
     }
     found
+}
+
+/// Column (0-based) of `key:` in a flow mapping line, as a whole key: in
+/// `{ nawupf: 3, awupf: 1 }` the key `awupf` is the second one.
+fn find_flow_key(line: &str, key: &str) -> Option<usize> {
+    let pat = format!("{key}:");
+    line.match_indices(&pat).map(|(i, _)| i).find(|&i| {
+        line[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c == '{' || c == ',' || c.is_whitespace())
+    })
 }
 
 /// Line and column of the `index`-th item (0-based) of the block list under
@@ -799,6 +811,29 @@ workload:
         let e = parse("t.yaml", &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("device.awupf"));
         assert_eq!(e.line, 6);
+    }
+
+    #[test]
+    fn namespace_atomic_rule_violation_names_line_and_field() {
+        let text = GOOD.replace(
+            "  lba_size: 4096\n",
+            "  lba_size: 4096\n  nawupf: 15\n  nabspf: 7\n",
+        );
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("device.nabspf"));
+        assert_eq!(e.line, 6);
+        assert!(e
+            .message
+            .contains("NABSPF (7) must be at least NAWUPF (15)"));
+        assert!(e.to_string().starts_with("t.yaml:6:3: device.nabspf: "));
+    }
+
+    #[test]
+    fn flow_style_key_is_found_whole_not_inside_a_longer_key() {
+        let text = "name: x\ndevice: { lba_size: 4096, nawupf: 3, awun: 1, awupf: 2 }\nworkload: limits\nmkfs: { block_size: 4096 }\n";
+        let e = parse("t.yaml", text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("device.awupf"));
+        assert_eq!((e.line, e.column), (2, 47));
     }
 
     #[test]

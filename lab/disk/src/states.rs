@@ -36,6 +36,18 @@ pub struct AtomicRules {
 }
 
 impl AtomicRules {
+    /// The device's numbers (unit NAWUPF + 1, boundary NABSPF + 1, as Linux
+    /// reads them): the crash disk and the model use the same ones.
+    pub fn of_device(d: &lab_core::device::DeviceParams) -> AtomicRules {
+        AtomicRules {
+            lba: d.lba_size,
+            unit_lbas: d.atomic_unit_lbas(),
+            boundary_lbas: d.atomic_boundary_lbas(),
+        }
+    }
+
+    /// Whether a write of `len` bytes at byte `offset` is all or nothing
+    /// (`DeviceParams::write_is_atomic` in bytes).
     pub fn is_atomic(&self, offset: u64, len: u32) -> bool {
         let lba = u64::from(self.lba);
         let (first, n) = (offset / lba, u64::from(len).div_ceil(lba));

@@ -250,3 +250,25 @@ fn recipes_print_and_parse() {
     assert!("cut37".parse::<Recipe>().is_err());
     assert_eq!("mark:a@3".parse::<Recipe>().unwrap().point, "mark:a");
 }
+
+proptest! {
+    /// The crash disk's rule is the device's rule, byte for LBA.
+    #[test]
+    fn atomic_rules_agree_with_the_device(nawupf in 0u16..64, nabspf in 0u16..128,
+                                         slba in 0u64..512, nlb in 1u64..80, lba_i in 0usize..4) {
+        let lba = [512u32, 1024, 2048, 4096][lba_i];
+        let d = lab_core::device::DeviceParams {
+            lba_size: lba,
+            nawun: nawupf,
+            nawupf,
+            nabsn: nabspf,
+            nabspf,
+            ..Default::default()
+        };
+        let r = AtomicRules::of_device(&d);
+        prop_assert_eq!(
+            r.is_atomic(slba * u64::from(lba), (nlb * u64::from(lba)) as u32),
+            d.write_is_atomic(slba, nlb)
+        );
+    }
+}
