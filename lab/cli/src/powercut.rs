@@ -188,7 +188,10 @@ pub fn steps_with_power_cut(
             (u64::from(rules.unit_lbas) * u64::from(rules.lba)).to_string(),
         ),
     ]);
-    results.extend(judge_states(
+    // Checks that cannot apply to this cut (nothing of the kind was in
+    // flight) are not results: the reason goes into the properties, so a
+    // case that passed reads PASS.
+    for r in judge_states(
         case,
         &record,
         &state_plan,
@@ -196,7 +199,14 @@ pub fn steps_with_power_cut(
         &guest,
         rules,
         t.elapsed(),
-    ));
+    ) {
+        match r.outcome {
+            Outcome::Skipped { reason } => {
+                props.push((r.check.clone(), format!("not applicable: {reason}")))
+            }
+            _ => results.push(r),
+        }
+    }
     if tc.mkfs.is_some() {
         let ops = lab_model::steps_log::from_steps(
             &plan,
