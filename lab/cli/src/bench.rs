@@ -26,6 +26,14 @@ pub enum BenchWhat {
         #[arg(short = 'n', long, default_value_t = 3)]
         runs: usize,
     },
+    /// Power cuts of a seeded 8-thread O_DIRECT generator on XFS (half
+    /// RWF_ATOMIC) until at least N crash states were verified: states per
+    /// minute, the time split, false positives, positive controls.
+    Verify {
+        /// Crash states to verify at least.
+        #[arg(short = 'n', long, default_value_t = 500)]
+        states: usize,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +68,7 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
     let r = match what {
         BenchWhat::Boot { runs } => bench_boot(host, runs.max(1)),
         BenchWhat::Disk { runs } => crate::benchdisk::bench_disk(host, runs.max(1)),
+        BenchWhat::Verify { states } => crate::benchverify::bench_verify(host, states.max(1)),
     };
     match r {
         Ok(records) => {
@@ -67,6 +76,7 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
             let name = match what {
                 BenchWhat::Boot { .. } => "boot",
                 BenchWhat::Disk { .. } => "disk",
+                BenchWhat::Verify { .. } => "verify",
             };
             let file = dir.join(format!("{name}.json"));
             let write = std::fs::create_dir_all(&dir).and_then(|_| {

@@ -4,11 +4,13 @@
 
 pub mod bench;
 pub mod benchdisk;
+pub mod benchverify;
 pub mod crashdisk;
 pub mod doctor;
 pub mod heap;
 pub mod host;
 pub mod image;
+pub mod keep;
 pub mod kernel;
 pub mod paths;
 pub mod powercut;

@@ -115,6 +115,14 @@ enum Cmd {
         /// Run only testcases whose name contains one of these.
         filters: Vec<String>,
     },
+    /// Judge a kept crash state again (a directory a failing power-cut run
+    /// printed): rebuild it, mount, scan, xfs_repair -n, model.
+    Verify {
+        #[command(flatten)]
+        k: KernelArgs,
+        /// results/<run>/<testcase>/crash/state-N
+        state: PathBuf,
+    },
     /// Benchmarks; results go to results/bench/<what>.json.
     Bench {
         #[command(flatten)]
@@ -187,6 +195,23 @@ fn main() -> ExitCode {
             results,
             filters,
         } => run_cmd(&k, list, &testcases, results, &filters),
+        Cmd::Verify { k, state } if !state.join("case.json").is_file() => {
+            let _ = k;
+            eprintln!(
+                "lab: error: {}: not a kept crash state (expected results/<run>/<testcase>/crash/state-N with case.json)",
+                state.display()
+            );
+            EXIT_BAD_INPUT
+        }
+        Cmd::Verify { k, state } => {
+            match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
+                Ok(host) => match lab_cli::keep::verify_kept(&host, &state) {
+                    Ok(code) => code,
+                    Err(e) => lab_error(e),
+                },
+                Err(e) => lab_error(e),
+            }
+        }
         Cmd::Bench { k, what } => {
             match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
                 Ok(host) => bench::bench(&host, what),

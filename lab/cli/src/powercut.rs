@@ -1,18 +1,19 @@
-//! Power-cut runs: a steps workload on the crash disk, the cut, the crash
-//! states planned from it, and each state read back through its
-//! copy-on-write export and checked for torn writes.
+//! Power-cut runs: a steps or generator workload on the crash disk, the
+//! cut, the crash states planned from it, and each state read back through
+//! its copy-on-write export and checked for torn writes; with a filesystem,
+//! every state then goes through the verifier VM and the model.
 //!
-//! What is judged here is what the raw device must guarantee: an in-flight
-//! write that is atomic by the device's rules (and every RWF_ATOMIC write
-//! the agent made) is whole or absent in every state, and a write that is
-//! not atomic is seen torn in some state (the positive control: otherwise
-//! the injector is blind).
+//! At the device level: an in-flight write that is atomic by the device's
+//! rules (and every RWF_ATOMIC write the agent made) is whole or absent in
+//! every state, and a write that is not atomic is seen torn in some state
+//! (the positive control: otherwise the injector is blind).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lab_core::generate::GenParams;
 use lab_core::powercut::PowerCut;
 use lab_core::report::{CaseResult, Outcome};
 use lab_core::stamp::{self, Sector, SECTOR};
@@ -45,29 +46,53 @@ pub fn kill_on_cut(crash: &CrashDisk, vm: &Vm) {
     }
 }
 
-/// Runs the steps with the cut armed, then judges the steps that ran and
-/// every crash state.
+/// The workloads a power cut can interrupt.
+#[derive(Clone, Copy)]
+pub enum CutWorkload<'a> {
+    Steps(&'a [Step]),
+    Generate(&'a GenParams),
+}
+
+const GEN_FILE: &str = "gen";
+
+/// Runs the workload with the cut armed, then judges the steps that ran
+/// and every crash state.
 #[allow(clippy::too_many_arguments)]
-pub fn steps_with_power_cut(
+pub fn workload_with_power_cut(
     host: &LabHost,
     vm: &mut Vm,
     crash: &CrashDisk,
     tc: &Testcase,
     pc: &PowerCut,
-    steps: &[Step],
+    workload: CutWorkload,
     case: &str,
     dir: &Path,
     timeout: Duration,
     props: &mut Vec<(String, String)>,
 ) -> Result<Vec<CaseResult>, StageError> {
+    let run_id = stamp_run_id();
     let plan = Plan {
-        run: stamp_run_id(),
+        run: run_id,
         root: "/mnt".into(),
-        steps: steps.to_vec(),
+        steps: match workload {
+            CutWorkload::Steps(s) => s.to_vec(),
+            CutWorkload::Generate(_) => Vec::new(),
+        },
     };
     use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD
-        .encode(serde_json::to_vec(&plan).expect("plan serialises"));
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let command = match workload {
+        CutWorkload::Steps(_) => format!(
+            "echo {} | base64 -d > /tmp/plan.json && lab-guest run --sync-marks --plan /tmp/plan.json",
+            b64(serde_json::to_vec(&plan).expect("plan serialises"))
+        ),
+        CutWorkload::Generate(g) => format!(
+            "echo {} | base64 -d > /tmp/gen.json && lab-guest generate < /tmp/gen.json",
+            b64(serde_json::json!({ "run": run_id, "root": "/mnt", "file": GEN_FILE, "params": g })
+                .to_string()
+                .into_bytes())
+        ),
+    };
     let t = Instant::now();
     crash.arm(Some(pc.at.clone()), pc.hold);
     let disk = crash.disk.clone();
@@ -75,21 +100,15 @@ pub fn steps_with_power_cut(
     // Lines are kept as they come: the command's output is lost with the
     // guest when the cut kills QEMU under it.
     let mut lines = String::new();
-    let out = vm.exec_streaming(
-        &format!(
-            "echo {b64} | base64 -d > /tmp/plan.json && lab-guest run --sync-marks --plan /tmp/plan.json"
-        ),
-        timeout,
-        &mut |line| {
-            lines.push_str(line);
-            lines.push('\n');
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            let name = v.get("mark")?.as_str()?;
-            marks += 1;
-            disk.mark(name);
-            Some("go\n".into())
-        },
-    );
+    let out = vm.exec_streaming(&command, timeout, &mut |line| {
+        lines.push_str(line);
+        lines.push('\n');
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let name = v.get("mark")?.as_str()?;
+        marks += 1;
+        disk.mark(name);
+        Some("go\n".into())
+    });
     let elapsed = t.elapsed();
     let mut results = Vec::new();
     let fired = crash.disk.cut_info();
@@ -124,16 +143,31 @@ pub fn steps_with_power_cut(
     };
     // The agent's own lines are lost with the guest when QEMU dies under
     // the command; steps that did not report were cut short.
-    let _ = std::fs::write(dir.join("steps.jsonl"), &stdout);
-    // Steps the cut stopped are not checks of the kernel: only the steps
-    // that finished are judged; the cut's result says where it fell.
-    let mut judged = judge_steps(steps, &stdout, case, elapsed, &|_, _| Outcome::Passed);
-    let finished = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<lab_core::steps::StepResult>(l).ok())
-        .count();
-    judged.truncate(finished);
-    results.extend(judged);
+    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    let ops = match workload {
+        CutWorkload::Steps(steps) => {
+            let _ = std::fs::write(dir.join("steps.jsonl"), &stdout);
+            // Steps the cut stopped are not checks of the kernel: only the
+            // steps that finished are judged.
+            let mut judged = judge_steps(steps, &stdout, case, elapsed, &|_, _| Outcome::Passed);
+            let finished = stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<lab_core::steps::StepResult>(l).ok())
+                .count();
+            judged.truncate(finished);
+            results.extend(judged);
+            lab_model::steps_log::from_steps(&plan, &lines)
+        }
+        CutWorkload::Generate(g) => {
+            let _ = std::fs::write(dir.join("oplog.jsonl"), &stdout);
+            generator_ops(run_id, g, &lines).map_err(|e| {
+                (
+                    "power-cut workload".to_string(),
+                    VmError::Other(anyhow::anyhow!(e)),
+                )
+            })?
+        }
+    };
     vm_gone(vm);
 
     let t = Instant::now();
@@ -149,16 +183,19 @@ pub fn steps_with_power_cut(
     let store = StateStore::new(crash.disk.file(), record.clone(), &state_plan.states)
         .map(Arc::new)
         .map_err(|e| ("crash-states".to_string(), VmError::Other(e.into())))?;
-    let guest = guest_writes(&record, steps);
+    let guest = guest_writes(&record, &ops);
     // Where the cut fell, from the write that triggered it: the agent's
     // result lines lag behind the guest (some die with it).
     let during = match cut.writes_before.checked_sub(1).and_then(|s| guest.get(&s)) {
         Some(g)
             if record.writes.len() as u64 == cut.writes_before && !cut.reason.contains("ms") =>
         {
-            format!("step {} {}", g.step, g.describe)
+            g.describe.clone()
         }
-        _ => format!("after {} finished steps", finished),
+        _ => {
+            let ended = ops.iter().filter(|o| o.ended.is_some()).count();
+            format!("after {ended} of {} operations ended", ops.len())
+        }
     };
     props.push(("power_cut.during".into(), during));
     let scans = scan_states(&store, &record, &state_plan, rules)
@@ -208,12 +245,9 @@ pub fn steps_with_power_cut(
         }
     }
     if tc.mkfs.is_some() {
-        let ops = lab_model::steps_log::from_steps(
-            &plan,
-            &stdout.lines().map(str::to_string).collect::<Vec<_>>(),
-        );
         results.extend(verify_states(
             host,
+            &crash.dir().join("disk.raw"),
             tc,
             case,
             dir,
@@ -231,6 +265,7 @@ pub fn steps_with_power_cut(
 #[allow(clippy::too_many_arguments)]
 fn verify_states(
     host: &LabHost,
+    base: &Path,
     tc: &Testcase,
     case: &str,
     dir: &Path,
@@ -297,7 +332,7 @@ fn verify_states(
         let v = verifier.as_mut().expect("started");
         let ts = Instant::now();
         let reproduce = format!(
-            "recipe `{}`; reproduce: lab run {} (the cut policy is deterministic for write/mark/LBA cuts)",
+            "recipe `{}`; rerun the cut: lab run {} (deterministic for write/mark/LBA cuts)",
             st.recipe, tc.name
         );
         let outcome = match v.check(i, &files, Duration::from_secs(tc.timeouts.command_s)) {
@@ -364,6 +399,34 @@ fn verify_states(
                 o
             }
         };
+        // A failing state is kept (recipe + compressed delta) so it can be
+        // judged again without the run: `lab verify DIR`.
+        let outcome = match outcome {
+            Outcome::Failed { message, detail } => {
+                let kept = crate::keep::KeptCase {
+                    testcase: tc.name.clone(),
+                    device: tc.device.clone(),
+                    files: files.clone(),
+                    ops: ops.to_vec(),
+                    recipe: st.recipe.to_string(),
+                    timeout_s: tc.timeouts.command_s,
+                };
+                match crate::keep::keep_state(&dir.join("crash"), base, store, i, st, &kept) {
+                    Ok(d) => Outcome::Failed {
+                        message: format!("{message} (reproduce: lab verify {})", d.display()),
+                        detail,
+                    },
+                    Err(e) => Outcome::Failed {
+                        message,
+                        detail: format!(
+                            "{detail}
+(could not keep the state: {e:#})"
+                        ),
+                    },
+                }
+            }
+            o => o,
+        };
         results.push(result(case, &name, outcome, ts.elapsed()));
     }
     if let Some(v) = verifier.take() {
@@ -417,23 +480,55 @@ fn vm_gone(vm: &mut Vm) {
     }
 }
 
+/// The model's log of a generator run: its limits line, the operations
+/// the seed gives every thread (the host derives the same ones), and the
+/// start and end lines that reached the host.
+fn generator_ops(run: u64, g: &GenParams, lines: &[String]) -> Result<Vec<lab_model::Op>, String> {
+    let limits = lines
+        .iter()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            serde_json::from_value::<lab_core::generate::GenLimits>(v.get("limits")?.clone()).ok()
+        })
+        .ok_or("the generator's limits line never reached the lab before the cut: its operations are unknown")?;
+    let per_thread = lab_core::generate::generate(g, &limits);
+    let open = Step::Open(lab_core::steps::Open {
+        file: GEN_FILE.into(),
+        direct: g.direct,
+        sync: false,
+        dsync: false,
+        expect: Default::default(),
+    });
+    Ok(lab_model::steps_log::from_threads(
+        run,
+        "/mnt",
+        &open,
+        &per_thread,
+        lines,
+    ))
+}
+
 /// A guest pwrite, identified by the stamp its sectors carry.
 #[derive(Debug, Clone, Serialize)]
 struct GuestWrite {
-    /// The agent's write id (1-based count of pwrite steps).
+    /// The agent's write id.
     write: u32,
-    step: usize,
+    /// `step 4 pwritev2(...)` / `thread 1 op 7 pwritev2(...)`.
     describe: String,
     atomic: bool,
 }
 
 /// Which guest write each recorded device write carries, from the stamp in
-/// its first sector (the agent numbers pwrite steps from 1).
-fn guest_writes(record: &Record, steps: &[Step]) -> HashMap<u64, GuestWrite> {
-    let pwrites: Vec<(usize, &Step)> = steps
+/// its first sector, matched against the model's log.
+fn guest_writes(record: &Record, ops: &[lab_model::Op]) -> HashMap<u64, GuestWrite> {
+    let by_key: HashMap<(u64, u32, u32), (&str, bool)> = ops
         .iter()
-        .enumerate()
-        .filter(|(_, s)| matches!(s, Step::Pwrite(_)))
+        .filter_map(|o| match &o.kind {
+            lab_model::OpKind::Write(w) => w
+                .stamp
+                .map(|k| ((k.run, k.file, k.write), (o.describe.as_str(), w.atomic))),
+            _ => None,
+        })
         .collect();
     let mut out = HashMap::new();
     for w in &record.writes {
@@ -441,14 +536,13 @@ fn guest_writes(record: &Record, steps: &[Step]) -> HashMap<u64, GuestWrite> {
             continue;
         }
         if let Sector::Stamped(st) = stamp::decode(&w.data[..SECTOR]) {
-            if let Some((i, Step::Pwrite(p))) = pwrites.get(st.write as usize - 1) {
+            if let Some((describe, atomic)) = by_key.get(&(st.run, st.file, st.write)) {
                 out.insert(
                     w.seq,
                     GuestWrite {
                         write: st.write,
-                        step: i + 1,
-                        describe: steps[*i].describe(),
-                        atomic: p.atomic,
+                        describe: describe.to_string(),
+                        atomic: *atomic,
                     },
                 );
             }
@@ -535,8 +629,7 @@ fn judge_states(
         let w = &record.writes[seq as usize];
         match guest.get(&seq) {
             Some(g) => format!(
-                "step {} {} (device write {seq}: {} bytes at LBA {})",
-                g.step,
+                "{} (device write {seq}: {} bytes at LBA {})",
                 g.describe,
                 w.len,
                 w.offset / u64::from(rules.lba)

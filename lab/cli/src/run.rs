@@ -308,7 +308,7 @@ fn vm_error_result(case: &str, stage: &str, e: &VmError, d: Duration) -> CaseRes
     result(case, stage, outcome, d)
 }
 
-fn run_case(
+pub(crate) fn run_case(
     host: &LabHost,
     tc: &Testcase,
     suite_name: &str,
@@ -437,13 +437,13 @@ fn run_case(
         Workload::Steps(steps) => match (&tc.power_cut, &crash) {
             (Some(pc), Some(crash)) => {
                 crate::powercut::kill_on_cut(crash, &vm);
-                crate::powercut::steps_with_power_cut(
+                crate::powercut::workload_with_power_cut(
                     host,
                     &mut vm,
                     crash,
                     tc,
                     pc,
-                    steps,
+                    crate::powercut::CutWorkload::Steps(steps),
                     suite_name,
                     dir,
                     cmd_timeout,
@@ -453,14 +453,31 @@ fn run_case(
             _ => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
         },
         Workload::Command(c) => command_workload(&mut vm, c, suite_name, dir, cmd_timeout),
-        Workload::Generate(g) => generate_workload(
-            &mut vm,
-            g,
-            suite_name,
-            dir,
-            cmd_timeout,
-            &mut suite.properties,
-        ),
+        Workload::Generate(g) => match (&tc.power_cut, &crash) {
+            (Some(pc), Some(crash)) => {
+                crate::powercut::kill_on_cut(crash, &vm);
+                crate::powercut::workload_with_power_cut(
+                    host,
+                    &mut vm,
+                    crash,
+                    tc,
+                    pc,
+                    crate::powercut::CutWorkload::Generate(g),
+                    suite_name,
+                    dir,
+                    cmd_timeout,
+                    &mut suite.properties,
+                )
+            }
+            _ => generate_workload(
+                &mut vm,
+                g,
+                suite_name,
+                dir,
+                cmd_timeout,
+                &mut suite.properties,
+            ),
+        },
     });
     match body {
         Ok(results) => {

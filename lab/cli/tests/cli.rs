@@ -662,4 +662,28 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
         lost.iter().any(|(_, _, m)| m.contains("step 3 fsync()")),
         "the failure names the fsync: {lost:?}"
     );
+
+    // The failing state was kept; `lab verify` rebuilds it from the base
+    // and its delta and judges it the same way.
+    let (_, _, msg) = lost[0];
+    let kept = msg
+        .split("reproduce: lab verify ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no reproduce command in {msg:?}"));
+    let out = lab().args(["verify", kept]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first_rule = msg.split(':').next().unwrap();
+    assert!(stdout.contains(&format!("FAIL  {first_rule}")), "{stdout}");
+    let out = lab()
+        .args(["verify", "/nonexistent/state-0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

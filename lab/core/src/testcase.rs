@@ -290,15 +290,19 @@ fn validate_power_cut(tc: &Testcase, pc: &PowerCut) -> Result<(), Invalid> {
     let bad = |path: Vec<&'static str>, msg: String, hint: Option<&str>| {
         Err((path, None, msg, hint.map(str::to_string)))
     };
-    let Workload::Steps(steps) = &tc.workload else {
-        return bad(
-            vec!["power_cut"],
-            format!(
-                "power cuts run `steps` workloads; this one is `{}`",
-                tc.workload.label()
-            ),
-            Some("write the workload as steps (with `mark` steps where the cut may fall)"),
-        );
+    let steps: &[Step] = match &tc.workload {
+        Workload::Steps(steps) => steps,
+        Workload::Generate(_) => &[],
+        _ => {
+            return bad(
+                vec!["power_cut"],
+                format!(
+                    "power cuts run `steps` and `generate` workloads; this one is `{}`",
+                    tc.workload.label()
+                ),
+                Some("write the workload as steps (with `mark` steps where the cut may fall)"),
+            )
+        }
     };
     if let Some(i) = steps.iter().position(|s| matches!(s, Step::Clone(_))) {
         return Err((

@@ -423,6 +423,15 @@ pub fn generate() -> Result<(), String> {
         root: g.root.clone(),
         steps: vec![],
     };
+    // Every operation's start and result go out as they happen (one line
+    // each, under stdout's lock), so after a power cut the lab knows which
+    // ones were in flight.
+    let emit = |line: String| {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
     let results = std::thread::scope(|s| {
         let handles: Vec<_> = per_thread
             .iter()
@@ -430,6 +439,7 @@ pub fn generate() -> Result<(), String> {
             .map(|(t, steps)| {
                 let plan = &plan;
                 let open = &open;
+                let emit = &emit;
                 s.spawn(move || {
                     let mut st = State {
                         // Distinct write ids per thread: thread t numbers its
@@ -438,12 +448,17 @@ pub fn generate() -> Result<(), String> {
                         ..State::default()
                     };
                     let _ = one_step(&mut st, plan, open);
-                    let rs: Vec<StepResult> = steps
-                        .iter()
-                        .enumerate()
-                        .map(|(i, step)| to_result(i, step, one_step(&mut st, plan, step)))
-                        .collect();
-                    (st, rs)
+                    for (i, step) in steps.iter().enumerate() {
+                        emit(serde_json::json!({ "tbegin": [t, i] }).to_string());
+                        let r = to_result(i, step, one_step(&mut st, plan, step));
+                        let line = ThreadResult {
+                            thread: t as u32,
+                            step,
+                            result: &r,
+                        };
+                        emit(serde_json::to_string(&line).expect("serialises"));
+                    }
+                    st
                 })
             })
             .collect();
@@ -457,16 +472,7 @@ pub fn generate() -> Result<(), String> {
     // Regions are disjoint, so the threads' records merge without conflict.
     let mut merged = State::default();
     let _ = one_step(&mut merged, &plan, &open);
-    for (t, (st, rs)) in results.into_iter().enumerate() {
-        for (step, r) in per_thread[t].iter().zip(&rs) {
-            let line = ThreadResult {
-                thread: t as u32,
-                step,
-                result: r,
-            };
-            writeln!(out, "{}", serde_json::to_string(&line).expect("serialises"))
-                .map_err(|e| e.to_string())?;
-        }
+    for st in results {
         for (file, map) in st.written {
             merged.written.entry(file).or_default().extend(map);
         }

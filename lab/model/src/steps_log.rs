@@ -12,106 +12,189 @@ use crate::{Op, OpKind, OpResult, StampKey, Write};
 /// errnos meaning the kernel refused before any I/O.
 const REFUSALS: [&str; 2] = ["EINVAL", "EOPNOTSUPP"];
 
-/// Builds the model's log. File names and ids, stamp write ids and sync
-/// flags are worked out the way the agent assigns them.
+/// Builds the model's log of a steps workload (one thread). File names and
+/// ids, stamp write ids and sync flags are worked out the way the agent
+/// assigns them.
 pub fn from_steps(plan: &Plan, lines: &[String]) -> Vec<Op> {
-    let mut started = HashMap::new();
-    let mut ended: HashMap<usize, (u64, StepResult)> = HashMap::new();
-    for (pos, line) in lines.iter().enumerate() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    let mut events = Events::default();
+    for (pos, v) in parsed(lines) {
         if let Some(i) = v.get("begin").and_then(serde_json::Value::as_u64) {
-            started.insert(i as usize, pos as u64);
+            events.started.insert((0, i as usize), pos);
         } else if let Ok(r) = serde_json::from_value::<StepResult>(v) {
-            ended.insert(r.index, (pos as u64, r));
+            events.ended.insert((0, r.index), (pos, r));
         }
     }
+    let thread = Thread {
+        steps: &plan.steps,
+        write_base: 0,
+        preamble: None,
+    };
+    build(plan.run, &plan.root, &[thread], &events)
+}
+
+/// The log of a generator workload: each thread opened the file first
+/// (not a step of its own), then ran its operations, numbering its writes
+/// from `t << 24`. Lines: `{"tbegin":[t,i]}` and `{"thread":t,"result":...}`.
+pub fn from_threads(
+    run: u64,
+    root: &str,
+    open: &Step,
+    threads: &[Vec<Step>],
+    lines: &[String],
+) -> Vec<Op> {
+    let mut events = Events::default();
+    for (pos, v) in parsed(lines) {
+        if let Some(a) = v.get("tbegin").and_then(serde_json::Value::as_array) {
+            if let (Some(t), Some(i)) = (
+                a.first().and_then(|x| x.as_u64()),
+                a.get(1).and_then(|x| x.as_u64()),
+            ) {
+                events.started.insert((t as usize, i as usize), pos);
+            }
+        } else if let (Some(t), Some(r)) = (
+            v.get("thread").and_then(serde_json::Value::as_u64),
+            v.get("result")
+                .cloned()
+                .and_then(|r| serde_json::from_value::<StepResult>(r).ok()),
+        ) {
+            events.ended.insert((t as usize, r.index), (pos, r));
+        }
+    }
+    let ts: Vec<Thread> = threads
+        .iter()
+        .enumerate()
+        .map(|(t, steps)| Thread {
+            steps,
+            write_base: (t as u32) << 24,
+            preamble: Some(open),
+        })
+        .collect();
+    build(run, root, &ts, &events)
+}
+
+fn parsed(lines: &[String]) -> impl Iterator<Item = (u64, serde_json::Value)> + '_ {
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(pos, l)| Some((pos as u64, serde_json::from_str(l).ok()?)))
+}
+
+#[derive(Default)]
+struct Events {
+    started: HashMap<(usize, usize), u64>,
+    ended: HashMap<(usize, usize), (u64, StepResult)>,
+}
+
+struct Thread<'a> {
+    steps: &'a [Step],
+    write_base: u32,
+    /// A step the thread ran before its numbered steps (the generator's
+    /// open), assumed done.
+    preamble: Option<&'a Step>,
+}
+
+fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
     let resolve = |f: &str| {
         if f.starts_with('/') {
             f.to_string()
         } else {
-            format!("{}/{f}", plan.root.trim_end_matches('/'))
+            format!("{}/{f}", root.trim_end_matches('/'))
         }
     };
-    // Per open file: (agent's file id, O_SYNC|O_DSYNC).
-    let mut open: HashMap<String, (u32, bool)> = HashMap::new();
-    let mut last: Option<String> = None;
-    let mut next_file = 0u32;
-    let mut next_write = 0u32;
     let mut ops = Vec::new();
-    for (i, step) in plan.steps.iter().enumerate() {
-        let file_of = |f: &Option<String>, last: &Option<String>| {
-            f.as_deref()
-                .map(resolve)
-                .or_else(|| last.clone())
-                .unwrap_or_default()
-        };
-        let end = ended.get(&i);
-        let result = end.map(|(_, r)| match (&r.errno, r.detail.is_empty()) {
-            (None, true) => OpResult::Ok,
-            (Some(e), _) if REFUSALS.contains(&e.as_str()) => OpResult::Refused,
-            _ => OpResult::Failed,
-        });
-        let kind = match step {
-            Step::Open(o) => {
-                let path = resolve(&o.file);
-                // The agent numbers every open that succeeds; one the host
-                // never saw end is assumed to have succeeded.
-                if result.is_none_or(|r| r == OpResult::Ok) {
-                    next_file += 1;
-                    open.insert(path.clone(), (next_file, o.sync || o.dsync));
-                    last = Some(path);
+    for (t, th) in threads.iter().enumerate() {
+        // Per open file: (the agent's file id, O_SYNC|O_DSYNC); per thread,
+        // as each writer thread has its own agent state.
+        let mut open: HashMap<String, (u32, bool)> = HashMap::new();
+        let mut last: Option<String> = None;
+        let mut next_file = 0u32;
+        let mut next_write = th.write_base;
+        if let Some(Step::Open(o)) = th.preamble {
+            next_file += 1;
+            let path = resolve(&o.file);
+            open.insert(path.clone(), (next_file, o.sync || o.dsync));
+            last = Some(path);
+        }
+        for (i, step) in th.steps.iter().enumerate() {
+            let file_of = |f: &Option<String>, last: &Option<String>| {
+                f.as_deref()
+                    .map(resolve)
+                    .or_else(|| last.clone())
+                    .unwrap_or_default()
+            };
+            let end = events.ended.get(&(t, i));
+            let result = end.map(|(_, r)| match (&r.errno, r.detail.is_empty()) {
+                (None, true) => OpResult::Ok,
+                (Some(e), _) if REFUSALS.contains(&e.as_str()) => OpResult::Refused,
+                _ => OpResult::Failed,
+            });
+            let kind = match step {
+                Step::Open(o) => {
+                    let path = resolve(&o.file);
+                    // The agent numbers every open that succeeds; one the
+                    // host never saw end is assumed to have succeeded.
+                    if result.is_none_or(|r| r == OpResult::Ok) {
+                        next_file += 1;
+                        open.insert(path.clone(), (next_file, o.sync || o.dsync));
+                        last = Some(path);
+                    }
+                    OpKind::Other
                 }
-                OpKind::Other
-            }
-            Step::Pwrite(p) => {
-                next_write += 1;
-                let path = file_of(&p.file, &last);
-                let (file_id, open_sync) = open.get(&path).copied().unwrap_or((0, false));
-                let stamped = p.offset % SECTOR as u64 == 0 && p.len % SECTOR as u64 == 0;
-                OpKind::Write(Write {
-                    file: path,
-                    offset: p.offset,
-                    len: p.len,
-                    atomic: p.atomic,
-                    sync: open_sync || p.sync || p.dsync,
-                    stamp: stamped.then_some(StampKey {
-                        run: plan.run,
-                        file: file_id,
-                        write: next_write,
-                    }),
-                })
-            }
-            Step::Fsync(f) => OpKind::Fsync {
-                file: file_of(&f.file, &last),
-            },
-            Step::Fdatasync(f) => OpKind::Fdatasync {
-                file: file_of(&f.file, &last),
-            },
-            Step::SyncFileRange(r) => OpKind::SyncFileRange {
-                file: file_of(&r.file, &last),
-            },
-            Step::Ftruncate(t) => OpKind::Ftruncate {
-                file: file_of(&t.file, &last),
-                len: t.len,
-            },
-            Step::Close(f) => {
-                let path = file_of(&f.file, &last);
-                open.remove(&path);
-                OpKind::Other
-            }
-            // Reads, allocations (they read back as zeroes), marks.
-            Step::Verify(_) | Step::Fallocate(_) | Step::Mark(_) | Step::Clone(_) => OpKind::Other,
-        };
-        ops.push(Op {
-            index: i,
-            describe: format!("step {} {}", i + 1, step.describe()),
-            kind,
-            started: started.get(&i).copied(),
-            ended: end.map(|(p, _)| *p),
-            result,
-        });
+                Step::Pwrite(p) => {
+                    next_write += 1;
+                    let path = file_of(&p.file, &last);
+                    let (file_id, open_sync) = open.get(&path).copied().unwrap_or((0, false));
+                    let stamped = p.offset % SECTOR as u64 == 0 && p.len % SECTOR as u64 == 0;
+                    OpKind::Write(Write {
+                        file: path,
+                        offset: p.offset,
+                        len: p.len,
+                        atomic: p.atomic,
+                        sync: open_sync || p.sync || p.dsync,
+                        stamp: stamped.then_some(StampKey {
+                            run,
+                            file: file_id,
+                            write: next_write,
+                        }),
+                    })
+                }
+                Step::Fsync(f) => OpKind::Fsync {
+                    file: file_of(&f.file, &last),
+                },
+                Step::Fdatasync(f) => OpKind::Fdatasync {
+                    file: file_of(&f.file, &last),
+                },
+                Step::SyncFileRange(r) => OpKind::SyncFileRange {
+                    file: file_of(&r.file, &last),
+                },
+                Step::Ftruncate(tr) => OpKind::Ftruncate {
+                    file: file_of(&tr.file, &last),
+                    len: tr.len,
+                },
+                Step::Close(f) => {
+                    let path = file_of(&f.file, &last);
+                    open.remove(&path);
+                    OpKind::Other
+                }
+                // Reads, allocations (they read back as zeroes), marks.
+                Step::Verify(_) | Step::Fallocate(_) | Step::Mark(_) | Step::Clone(_) => {
+                    OpKind::Other
+                }
+            };
+            let who = if threads.len() > 1 {
+                format!("thread {t} op {}", i + 1)
+            } else {
+                format!("step {}", i + 1)
+            };
+            ops.push(Op {
+                index: ops.len(),
+                describe: format!("{who} {}", step.describe()),
+                kind,
+                started: events.started.get(&(t, i)).copied(),
+                ended: end.map(|(p, _)| *p),
+                result,
+            });
+        }
     }
     ops
 }
