@@ -5,6 +5,7 @@
 //! outputs (validated plans, QEMU argument lists, expected atomic-write
 //! limits, splat titles, JUnit). The I/O shells live in `lab-cli`.
 
+pub mod bisect;
 pub mod cpio;
 pub mod device;
 pub mod generate;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod powercut;
 pub mod qemu;
 pub mod report;
+pub mod series;
 pub mod splat;
 pub mod stamp;
 pub mod steps;
