@@ -498,8 +498,9 @@ fn power_cut_tears_plain_writes_and_never_atomic_ones() {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        failure_details(results.path())
     );
     let latest = results.path().join("latest");
     let summary: serde_json::Value =
@@ -571,6 +572,31 @@ fn power_cut_tears_plain_writes_and_never_atomic_ones() {
     assert_eq!(prop(&atomic64, "power_cut.in_flight"), "1");
 }
 
+/// The failed checks of the newest run with their details (console tails
+/// of hung guests included), for assertion messages.
+fn failure_details(dir: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(dir.join("latest/summary.json")) else {
+        return "(no summary.json)".into();
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut out = String::new();
+    for s in v["suites"].as_array().into_iter().flatten() {
+        for r in s["results"].as_array().into_iter().flatten() {
+            let st = r["outcome"]["status"].as_str().unwrap_or("");
+            if st == "failed" || st == "error" {
+                out.push_str(&format!(
+                    "--- {} {}: {}\n{}\n",
+                    r["case"].as_str().unwrap_or(""),
+                    r["check"].as_str().unwrap_or(""),
+                    r["outcome"]["message"].as_str().unwrap_or(""),
+                    r["outcome"]["detail"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn summary_of(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&read(&dir.join("latest/summary.json"))).unwrap()
 }
@@ -611,8 +637,9 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        failure_details(results.path())
     );
     let summary = summary_of(results.path());
     let r = suite_results(&summary, "powercut-direct-atomic-xfs-4k");
