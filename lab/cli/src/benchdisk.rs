@@ -87,9 +87,12 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
     let mut fua = Vm::boot(&fua_opts).context("booting the raw-file write-cache-off VM")?;
 
     let crash = CrashDisk::start(device.size_bytes(), device.lba_size)?;
-    let (_files2, mut crash_nvme) = scratch_nvme(&device)?;
-    crash_nvme.backend = crash.backend();
-    crash_nvme.write_cache = Some(false);
+    let crash_nvme = lab_core::qemu::NvmeDisk {
+        backend: crash.backend(),
+        extra_namespaces: Vec::new(),
+        device: device.clone(),
+        write_cache: Some(false),
+    };
     let mut crash_opts = host.vm_options(
         dir.path().join("crash.log"),
         Some(crash_nvme),

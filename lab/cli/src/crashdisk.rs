@@ -2,53 +2,79 @@
 //! socket in a private directory, served from a background tokio runtime
 //! that lives as long as this value.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use lab_core::qemu::Backend;
+use lab_disk::server::Export;
 use lab_disk::{serve_unix, Disk, Single};
 
 use crate::paths::PrivateDir;
 
-const EXPORT: &str = "lab";
+/// One NBD export served on a unix socket from its own tokio runtime (one
+/// worker), until dropped. The crash disk and the verifier's state switch
+/// both run on one.
+pub struct NbdServer {
+    socket: String,
+    export: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl NbdServer {
+    /// Serves `export` as `name` on `dir/<name>.sock`.
+    pub fn start(dir: &Path, name: &str, export: Arc<dyn Export>) -> Result<NbdServer> {
+        let socket = dir.join(format!("{name}.sock"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("lab-nbd-{name}"))
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the runtime of NBD export {name}"))?;
+        let listener = rt
+            .block_on(async { tokio::net::UnixListener::bind(&socket) })
+            .with_context(|| format!("binding {}", socket.display()))?;
+        rt.spawn(serve_unix(
+            Arc::new(Single {
+                name: name.into(),
+                export,
+            }),
+            listener,
+        ));
+        Ok(NbdServer {
+            socket: socket.to_string_lossy().into_owned(),
+            export: name.into(),
+            rt,
+        })
+    }
+
+    /// The QEMU block backend that reaches this export.
+    pub fn backend(&self) -> Backend {
+        Backend::Nbd {
+            socket: self.socket.clone(),
+            export: self.export.clone(),
+        }
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.rt.handle()
+    }
+}
 
 pub struct CrashDisk {
     pub disk: Arc<Disk>,
-    pub socket: PathBuf,
     // Dropped first: stops serving before the directory goes.
-    _rt: tokio::runtime::Runtime,
-    _dir: PrivateDir,
+    server: NbdServer,
+    dir: PrivateDir,
 }
 
 impl CrashDisk {
     /// A fresh sparse disk of `size` bytes announcing `block`-byte blocks.
     pub fn start(size: u64, block: u32) -> Result<CrashDisk> {
         let dir = PrivateDir::new("lab-crashdisk")?;
-        let socket = dir.path().join("nbd.sock");
         let disk = Disk::create(&dir.path().join("disk.raw"), size, block)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lab-crashdisk")
-            .enable_all()
-            .build()
-            .context("starting the crash disk's runtime")?;
-        let listener = rt
-            .block_on(async { tokio::net::UnixListener::bind(&socket) })
-            .with_context(|| format!("binding {}", socket.display()))?;
-        rt.spawn(serve_unix(
-            Arc::new(Single {
-                name: EXPORT.into(),
-                export: disk.clone(),
-            }),
-            listener,
-        ));
-        Ok(CrashDisk {
-            disk,
-            socket,
-            _rt: rt,
-            _dir: dir,
-        })
+        let server = NbdServer::start(dir.path(), "lab", disk.clone())?;
+        Ok(CrashDisk { disk, server, dir })
     }
 
     /// Starts holding completions and watching for the cut.
@@ -57,24 +83,16 @@ impl CrashDisk {
         policy: Option<lab_core::powercut::CutPolicy>,
         hold: lab_core::powercut::HoldPolicy,
     ) {
-        self.disk.arm(policy, hold, self._rt.handle());
-    }
-
-    /// The runtime serving the disk (state exports can share it).
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self._rt
+        self.disk.arm(policy, hold, self.server.handle());
     }
 
     /// The private directory holding the socket and the backing file.
-    pub fn dir(&self) -> &std::path::Path {
-        self._dir.path()
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The QEMU block backend that reaches this disk.
     pub fn backend(&self) -> Backend {
-        Backend::Nbd {
-            socket: self.socket.to_string_lossy().into_owned(),
-            export: EXPORT.into(),
-        }
+        self.server.backend()
     }
 }

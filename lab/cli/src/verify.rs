@@ -17,10 +17,11 @@ use anyhow::{Context, Result};
 use lab_core::device::DeviceParams;
 use lab_core::stamp::Sector;
 use lab_disk::cow::Switch;
-use lab_disk::{serve_unix, Single, StateStore};
+use lab_disk::StateStore;
 use lab_model::FileScan;
 
-use crate::host::{scratch_nvme, LabHost};
+use crate::crashdisk::NbdServer;
+use crate::host::LabHost;
 use crate::paths::PrivateDir;
 use crate::vm::{Vm, VmError};
 
@@ -55,7 +56,7 @@ pub struct Verifier {
     switch: Arc<Switch>,
     boot_s: f64,
     // Dropped after the VM: stops serving once QEMU is gone.
-    _rt: tokio::runtime::Runtime,
+    _server: NbdServer,
     _dir: PrivateDir,
 }
 
@@ -68,31 +69,16 @@ impl Verifier {
         console: PathBuf,
     ) -> Result<Verifier> {
         let dir = PrivateDir::new("lab-verify")?;
-        let socket = dir.path().join("states.sock");
         let switch = Switch::new(store);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lab-verify")
-            .enable_all()
-            .build()
-            .context("starting the verifier's NBD runtime")?;
-        let listener = rt
-            .block_on(async { tokio::net::UnixListener::bind(&socket) })
-            .with_context(|| format!("binding {}", socket.display()))?;
-        rt.spawn(serve_unix(
-            Arc::new(Single {
-                name: EXPORT.into(),
-                export: switch.clone(),
-            }),
-            listener,
-        ));
-        let (_files, mut nvme) = scratch_nvme(&DeviceParams {
-            namespaces: 1,
-            ..device.clone()
-        })?;
-        nvme.backend = lab_core::qemu::Backend::Nbd {
-            socket: socket.to_string_lossy().into_owned(),
-            export: EXPORT.into(),
+        let server = NbdServer::start(dir.path(), EXPORT, switch.clone())?;
+        let nvme = lab_core::qemu::NvmeDisk {
+            backend: server.backend(),
+            extra_namespaces: Vec::new(),
+            device: DeviceParams {
+                namespaces: 1,
+                ..device.clone()
+            },
+            write_cache: None,
         };
         let opts = host.vm_options(console, Some(nvme), Duration::from_secs(120));
         let t = Instant::now();
@@ -103,7 +89,7 @@ impl Verifier {
             vm,
             switch,
             boot_s: t.elapsed().as_secs_f64(),
-            _rt: rt,
+            _server: server,
             _dir: dir,
         })
     }
