@@ -423,53 +423,42 @@ pub(crate) fn run_case(
             .push(vm_error_result(suite_name, "modules", &e, start.elapsed()));
         return suite;
     }
+    // A power-cut testcase runs its steps or generator on the crash disk.
+    let cut_workload = match &tc.workload {
+        Workload::Steps(steps) => Some(crate::powercut::CutWorkload::Steps(steps)),
+        Workload::Generate(g) => Some(crate::powercut::CutWorkload::Generate(g)),
+        Workload::Limits | Workload::Command(_) => None,
+    };
     // The filesystem under test is made and mounted the same way for every
     // workload, and unmounted after it.
-    let body = make_fs(&mut vm, tc, cmd_timeout).and_then(|()| match &tc.workload {
-        Workload::Limits => limits_workload(
-            &mut vm,
-            tc,
-            suite_name,
-            dir,
-            cmd_timeout,
-            &mut suite.properties,
-        ),
-        Workload::Steps(steps) => match (&tc.power_cut, &crash) {
-            (Some(pc), Some(crash)) => {
-                crate::powercut::kill_on_cut(crash, &vm);
-                crate::powercut::workload_with_power_cut(
-                    host,
-                    &mut vm,
-                    crash,
-                    tc,
-                    pc,
-                    crate::powercut::CutWorkload::Steps(steps),
-                    suite_name,
-                    dir,
-                    cmd_timeout,
-                    &mut suite.properties,
-                )
-            }
-            _ => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
-        },
-        Workload::Command(c) => command_workload(&mut vm, c, suite_name, dir, cmd_timeout),
-        Workload::Generate(g) => match (&tc.power_cut, &crash) {
-            (Some(pc), Some(crash)) => {
-                crate::powercut::kill_on_cut(crash, &vm);
-                crate::powercut::workload_with_power_cut(
-                    host,
-                    &mut vm,
-                    crash,
-                    tc,
-                    pc,
-                    crate::powercut::CutWorkload::Generate(g),
-                    suite_name,
-                    dir,
-                    cmd_timeout,
-                    &mut suite.properties,
-                )
-            }
-            _ => generate_workload(
+    let body = make_fs(&mut vm, tc, cmd_timeout).and_then(|()| {
+        if let (Some(pc), Some(crash), Some(w)) = (&tc.power_cut, &crash, cut_workload) {
+            crate::powercut::kill_on_cut(crash, &vm);
+            return crate::powercut::workload_with_power_cut(
+                host,
+                &mut vm,
+                crash,
+                tc,
+                pc,
+                w,
+                suite_name,
+                dir,
+                cmd_timeout,
+                &mut suite.properties,
+            );
+        }
+        match &tc.workload {
+            Workload::Limits => limits_workload(
+                &mut vm,
+                tc,
+                suite_name,
+                dir,
+                cmd_timeout,
+                &mut suite.properties,
+            ),
+            Workload::Steps(steps) => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
+            Workload::Command(c) => command_workload(&mut vm, c, suite_name, dir, cmd_timeout),
+            Workload::Generate(g) => generate_workload(
                 &mut vm,
                 g,
                 suite_name,
@@ -477,7 +466,7 @@ pub(crate) fn run_case(
                 cmd_timeout,
                 &mut suite.properties,
             ),
-        },
+        }
     });
     match body {
         Ok(results) => {
