@@ -51,6 +51,16 @@ pub(crate) fn rec(metric: &str, value: f64, unit: &str) -> Record {
     }
 }
 
+/// Whether the figures were measured under KVM (1) or TCG (0): every
+/// benchmark file starts with it.
+pub(crate) fn accel_record(host: &LabHost) -> Record {
+    rec(
+        "accel_is_kvm",
+        f64::from(u8::from(host.accel == lab_core::qemu::Accel::Kvm)),
+        "bool",
+    )
+}
+
 pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -169,11 +179,7 @@ fn bench_boot(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
     }
     let ratio: Vec<f64> = total.iter().zip(&bare).map(|(t, b)| t / b).collect();
     let mut out = vec![
-        rec(
-            "accel_is_kvm",
-            f64::from(u8::from(host.accel == lab_core::qemu::Accel::Kvm)),
-            "bool",
-        ),
+        crate::bench::accel_record(host),
         rec("runs", runs as f64, "count"),
         rec("boot_to_ssh_median", median(&mut total.clone()), "s"),
         rec(

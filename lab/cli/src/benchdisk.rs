@@ -103,11 +103,7 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
     crate::powercut::kill_on_cut(&crash, &crashvm);
 
     let mut out = vec![
-        rec(
-            "accel_is_kvm",
-            f64::from(u8::from(host.accel == lab_core::qemu::Accel::Kvm)),
-            "bool",
-        ),
+        crate::bench::accel_record(host),
         rec("rounds", runs as f64, "count"),
     ];
     for w in &WORKLOADS {

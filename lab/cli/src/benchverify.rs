@@ -115,11 +115,7 @@ pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Record>> {
     let boot = crate::bench::median(&mut boots.clone());
     let per_state = verify_s / s;
     Ok(vec![
-        rec(
-            "accel_is_kvm",
-            f64::from(u8::from(host.accel == lab_core::qemu::Accel::Kvm)),
-            "bool",
-        ),
+        crate::bench::accel_record(host),
         rec("cuts", cuts as f64, "count"),
         rec("states_verified", states as f64, "count"),
         rec("states_failed_false_positives", failed as f64, "count"),
