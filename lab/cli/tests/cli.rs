@@ -503,32 +503,8 @@ fn power_cut_tears_plain_writes_and_never_atomic_ones() {
         failure_details(results.path())
     );
     let latest = results.path().join("latest");
-    let summary: serde_json::Value =
-        serde_json::from_str(&read(&latest.join("summary.json"))).unwrap();
-    let suite = |name: &str| {
-        summary["suites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("{name} missing: {summary}"))
-            .clone()
-    };
-    let outcome = |s: &serde_json::Value, check: &str| {
-        s["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["check"] == check)
-            .map(|r| r["outcome"]["status"].as_str().unwrap_or("?").to_string())
-            .unwrap_or_else(|| panic!("{check} missing in {s}"))
-    };
-    let prop = |s: &serde_json::Value, k: &str| {
-        s["properties"][k]
-            .as_str()
-            .unwrap_or_else(|| panic!("{k} missing in {s}"))
-            .to_string()
-    };
+    let summary = summary_of(results.path());
+    let suite = |name: &str| suite_of(&summary, name);
 
     let torn = suite("powercut-raw-torn-4k");
     assert_eq!(outcome(&torn, "power_cut.cut"), "passed");
@@ -601,13 +577,38 @@ fn summary_of(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&read(&dir.join("latest/summary.json"))).unwrap()
 }
 
-fn suite_results(summary: &serde_json::Value, name: &str) -> Vec<(String, String, String)> {
+/// One testcase's suite from a summary.
+fn suite_of(summary: &serde_json::Value, name: &str) -> serde_json::Value {
     summary["suites"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing: {summary}"))["results"]
+        .unwrap_or_else(|| panic!("{name} missing: {summary}"))
+        .clone()
+}
+
+/// The status of one check of a suite.
+fn outcome(suite: &serde_json::Value, check: &str) -> String {
+    suite["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == check)
+        .map(|r| r["outcome"]["status"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_else(|| panic!("{check} missing in {suite}"))
+}
+
+/// One property of a suite.
+fn prop(suite: &serde_json::Value, key: &str) -> String {
+    suite["properties"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {suite}"))
+        .to_string()
+}
+
+fn suite_results(summary: &serde_json::Value, name: &str) -> Vec<(String, String, String)> {
+    suite_of(summary, name)["results"]
         .as_array()
         .unwrap()
         .iter()

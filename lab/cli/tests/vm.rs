@@ -50,6 +50,43 @@ fn boot(host: &LabHost) -> Booted {
         .unwrap_or_else(|e| panic!("boot failed: {e}\n{}", e.console_tail().unwrap_or("")))
 }
 
+/// O_DIRECT writes (offset, length, RWF_ATOMIC) on the guest's raw
+/// namespace through the agent; every one must succeed.
+fn direct_writes_on_nvme0n1(vm: &mut Vm, run: u64, writes: &[(u64, u64, bool)]) {
+    use base64::Engine;
+    use lab_core::steps::{Expect, Open, Plan, Pwrite, Step};
+    let mut steps = vec![Step::Open(Open {
+        file: "/dev/nvme0n1".into(),
+        direct: true,
+        sync: false,
+        dsync: false,
+        expect: Expect::Ok,
+    })];
+    steps.extend(
+        writes
+            .iter()
+            .map(|&(offset, len, atomic)| Step::Pwrite(Pwrite::new(offset, len, atomic))),
+    );
+    let plan = Plan {
+        run,
+        root: "/".into(),
+        steps,
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&plan).unwrap());
+    let out = vm
+        .exec(
+            &format!("echo {b64} | base64 -d | lab-guest run"),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(
+        out.stdout.matches("\"errno\":null").count(),
+        writes.len() + 1,
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn ssh_command_runs_and_returns_its_exit_status() {
     let host = host();
@@ -191,9 +228,7 @@ fn boot_timeout_reports_console_and_kills_qemu() {
 /// arrives as one NBD write of the same offset and length, with FUA.
 #[test]
 fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
-    use base64::Engine;
     use lab_cli::crashdisk::CrashDisk;
-    use lab_core::steps::{Expect, Open, Plan, Pwrite, Step};
     use lab_disk::WriteKind;
 
     let host = host();
@@ -219,34 +254,10 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
             e.console_tail().unwrap_or("")
         )
     });
-    let pw = |offset, len, atomic| Step::Pwrite(Pwrite::new(offset, len, atomic));
-    let plan = Plan {
-        run: 7,
-        root: "/".into(),
-        steps: vec![
-            Step::Open(Open {
-                file: "/dev/nvme0n1".into(),
-                direct: true,
-                sync: false,
-                dsync: false,
-                expect: Expect::Ok,
-            }),
-            pw(1 << 20, 16384, false),
-            pw(2 << 20, 4096, true),
-        ],
-    };
-    let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&plan).unwrap());
-    let out = vm
-        .exec(
-            &format!("echo {b64} | base64 -d | lab-guest run"),
-            Duration::from_secs(60),
-        )
-        .unwrap();
-    assert_eq!(
-        out.stdout.matches("\"errno\":null").count(),
-        3,
-        "{}",
-        out.stdout
+    direct_writes_on_nvme0n1(
+        &mut vm,
+        7,
+        &[(1 << 20, 16384, false), (2 << 20, 4096, true)],
     );
     vm.shutdown().unwrap();
 
@@ -273,11 +284,9 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
 /// model uses is a unit the backend really sees whole.
 #[test]
 fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
-    use base64::Engine;
     use lab_cli::crashdisk::CrashDisk;
     use lab_cli::host::QemuSource;
     use lab_core::limits::{expected_block_limits, LimitsReport};
-    use lab_core::steps::{Expect, Open, Plan, Pwrite, Step};
     use lab_disk::WriteKind;
 
     let host = host();
@@ -345,34 +354,10 @@ fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
         (4096, 65536)
     );
 
-    let pw = |offset, len, atomic| Step::Pwrite(Pwrite::new(offset, len, atomic));
-    let plan = Plan {
-        run: 9,
-        root: "/".into(),
-        steps: vec![
-            Step::Open(Open {
-                file: "/dev/nvme0n1".into(),
-                direct: true,
-                sync: false,
-                dsync: false,
-                expect: Expect::Ok,
-            }),
-            pw(1 << 20, 65536, true),
-            pw(2 << 20, 65536, false),
-        ],
-    };
-    let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&plan).unwrap());
-    let out = vm
-        .exec(
-            &format!("echo {b64} | base64 -d | lab-guest run"),
-            Duration::from_secs(60),
-        )
-        .unwrap();
-    assert_eq!(
-        out.stdout.matches("\"errno\":null").count(),
-        3,
-        "{}",
-        out.stdout
+    direct_writes_on_nvme0n1(
+        &mut vm,
+        9,
+        &[(1 << 20, 65536, true), (2 << 20, 65536, false)],
     );
     vm.shutdown().unwrap();
     let rec = cd.disk.record().writes;

@@ -14,25 +14,31 @@ struct Served {
     _rt: tokio::runtime::Runtime,
 }
 
-fn serve(size: u64, block: u32) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("nbd.sock");
-    let disk = Disk::create(&dir.path().join("disk.raw"), size, block).unwrap();
+/// Serves `catalog` on `sock` from a one-worker runtime, until dropped.
+fn serve_catalog(catalog: Arc<dyn lab_disk::Catalog>, sock: &Path) -> tokio::runtime::Runtime {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     let listener = rt
-        .block_on(async { tokio::net::UnixListener::bind(&sock) })
+        .block_on(async { tokio::net::UnixListener::bind(sock) })
         .unwrap();
-    rt.spawn(serve_unix(
+    rt.spawn(serve_unix(catalog, listener));
+    rt
+}
+
+fn serve(size: u64, block: u32) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let disk = Disk::create(&dir.path().join("disk.raw"), size, block).unwrap();
+    let rt = serve_catalog(
         Arc::new(Single {
             name: "lab".into(),
             export: disk.clone(),
         }),
-        listener,
-    ));
+        &sock,
+    );
     Served {
         disk,
         url: format!("nbd+unix:///lab?socket={}", sock.display()),
@@ -43,15 +49,7 @@ fn serve(size: u64, block: u32) -> Served {
 
 fn serve_states(store: lab_disk::StateStore, dir: &Path) -> (String, tokio::runtime::Runtime) {
     let sock = dir.join("states.sock");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(async { tokio::net::UnixListener::bind(&sock) })
-        .unwrap();
-    rt.spawn(serve_unix(Arc::new(store), listener));
+    let rt = serve_catalog(Arc::new(store), &sock);
     (sock.display().to_string(), rt)
 }
 
