@@ -578,25 +578,35 @@ fn scan_states(
     let cut = record.cut.as_ref().expect("scanned after the cut");
     let in_flight = record.in_flight(cut.writes_before, cut.at);
     let lba = rules.lba as usize;
-    let later_covers = |w: &WriteRecord, l: u64| {
-        record.writes[w.seq as usize + 1..]
-            .iter()
-            .any(|o| o.offset <= l * lba as u64 && o.end() >= (l + 1) * lba as u64)
-    };
+    // Which LBAs of each in-flight data write can tell whether it landed:
+    // those no later write overwrote. The same for every state, so worked
+    // out once.
+    let telling_lbas: Vec<(&WriteRecord, Vec<bool>)> = in_flight
+        .iter()
+        .map(|&seq| &record.writes[seq as usize])
+        .filter(|w| w.kind == WriteKind::Data)
+        .map(|w| {
+            let first = w.offset / lba as u64;
+            let tells = (0..u64::from(w.len) / lba as u64)
+                .map(|k| {
+                    let l = first + k;
+                    !record.writes[w.seq as usize + 1..]
+                        .iter()
+                        .any(|o| o.offset <= l * lba as u64 && o.end() >= (l + 1) * lba as u64)
+                })
+                .collect();
+            (w, tells)
+        })
+        .collect();
     let mut out = Vec::with_capacity(plan.states.len());
-    for (i, _) in plan.states.iter().enumerate() {
+    for i in 0..plan.states.len() {
         let mut scans = Vec::new();
-        for &seq in &in_flight {
-            let w = &record.writes[seq as usize];
-            if w.kind != WriteKind::Data {
-                continue;
-            }
+        for (w, tells) in &telling_lbas {
             let mut buf = vec![0u8; w.len as usize];
             store.read(i, w.offset, &mut buf)?;
             let (mut landed, mut telling) = (0, 0);
             for (k, chunk) in buf.chunks(lba).enumerate() {
-                let l = w.offset / lba as u64 + k as u64;
-                if later_covers(w, l) {
+                if !tells[k] {
                     continue;
                 }
                 telling += 1;
@@ -605,7 +615,7 @@ fn scan_states(
                 }
             }
             scans.push(WriteScan {
-                seq,
+                seq: w.seq,
                 landed,
                 telling,
             });

@@ -189,19 +189,40 @@ impl<'a> Planner<'a> {
     /// What LBA `l` holds if the writes the recipe says landed are applied
     /// in arrival order over a zeroed disk.
     fn source(&self, recipe: Option<&Recipe>, l: u64) -> Source {
-        let lba = u64::from(self.rules.lba);
         let mut src = Source::Zero;
         for &seq in self.by_lba.get(&l).map(Vec::as_slice).unwrap_or(&[]) {
             let w = self.write(seq);
-            let index = (l - w.offset / lba) as u32;
-            if recipe.is_none_or(|r| r.landed(w, index)) {
-                src = match w.kind {
-                    crate::record::WriteKind::Data => Source::Write { seq, index },
-                    _ => Source::Zero,
-                };
+            if recipe.is_none_or(|r| r.landed(w, self.index_in(w, l))) {
+                src = self.written(seq, l);
             }
         }
         src
+    }
+
+    /// LBA `l`'s index inside write `w`.
+    fn index_in(&self, w: &WriteRecord, l: u64) -> u32 {
+        (l - w.offset / u64::from(self.rules.lba)) as u32
+    }
+
+    /// What write `seq` puts in LBA `l`.
+    fn written(&self, seq: u64, l: u64) -> Source {
+        let w = self.write(seq);
+        match w.kind {
+            crate::record::WriteKind::Data => Source::Write {
+                seq,
+                index: self.index_in(w, l),
+            },
+            _ => Source::Zero,
+        }
+    }
+
+    /// What LBA `l` holds on the disk as the cut left it: the last write
+    /// covering it (no replay needed).
+    fn final_source(&self, l: u64) -> Source {
+        match self.by_lba.get(&l).and_then(|v| v.last()) {
+            Some(&seq) => self.written(seq, l),
+            None => Source::Zero,
+        }
     }
 
     /// The LBAs where the recipe's state differs from the final store.
@@ -214,7 +235,7 @@ impl<'a> Planner<'a> {
         }
         let mut d = Delta::new();
         for l in touched {
-            let (got, last) = (self.source(Some(recipe), l), self.source(None, l));
+            let (got, last) = (self.source(Some(recipe), l), self.final_source(l));
             if self.bytes(got) != self.bytes(last) {
                 d.insert(l, got);
             }
