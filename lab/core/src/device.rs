@@ -327,16 +327,28 @@ impl DeviceParams {
     /// `slba` is all or nothing across a power cut: at most one atomic unit,
     /// and not crossing an atomic boundary.
     pub fn write_is_atomic(&self, slba: u64, nlb: u64) -> bool {
-        if nlb == 0 || nlb > u64::from(self.atomic_unit_lbas()) {
-            return false;
+        write_is_atomic(
+            slba,
+            nlb,
+            self.atomic_unit_lbas(),
+            self.atomic_boundary_lbas(),
+        )
+    }
+}
+
+/// The rule itself, for callers that hold the unit and boundary already
+/// (the crash disk): at most `unit_lbas`, not crossing a multiple of
+/// `boundary_lbas`.
+pub fn write_is_atomic(slba: u64, nlb: u64, unit_lbas: u32, boundary_lbas: Option<u32>) -> bool {
+    if nlb == 0 || nlb > u64::from(unit_lbas) {
+        return false;
+    }
+    match boundary_lbas {
+        Some(b) => {
+            let b = u64::from(b);
+            slba / b == (slba + nlb - 1) / b
         }
-        match self.atomic_boundary_lbas() {
-            Some(b) => {
-                let b = u64::from(b);
-                slba / b == (slba + nlb - 1) / b
-            }
-            None => true,
-        }
+        None => true,
     }
 }
 

@@ -50,14 +50,12 @@ impl AtomicRules {
     /// (`DeviceParams::write_is_atomic` in bytes).
     pub fn is_atomic(&self, offset: u64, len: u32) -> bool {
         let lba = u64::from(self.lba);
-        let (first, n) = (offset / lba, u64::from(len).div_ceil(lba));
-        if n == 0 || n > u64::from(self.unit_lbas) {
-            return false;
-        }
-        match self.boundary_lbas {
-            Some(b) => first / u64::from(b) == (first + n - 1) / u64::from(b),
-            None => true,
-        }
+        lab_core::device::write_is_atomic(
+            offset / lba,
+            u64::from(len).div_ceil(lba),
+            self.unit_lbas,
+            self.boundary_lbas,
+        )
     }
 }
 
