@@ -9,6 +9,7 @@ pub mod bisect;
 pub mod cpio;
 pub mod device;
 pub mod generate;
+pub mod gitam;
 pub mod kbuild;
 pub mod kconfig;
 pub mod kmod;
