@@ -292,26 +292,16 @@ pub struct Dropped {
 
 impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let wanted = KOption {
-            name: self.name.clone(),
-            value: self.wanted.clone(),
-            line: self.line,
-        };
+        // Both sides as `CONFIG_X=v`, `n` included: a sentence reads
+        // better without the `# ... is not set` comment form.
         write!(
             f,
-            "{}:{}: {wanted} did not survive: ",
-            self.origin, self.line
+            "{}:{}: CONFIG_{}={} did not survive: ",
+            self.origin, self.line, self.name, self.wanted
         )?;
         match &self.got {
             None => write!(f, "CONFIG_{} is not in the final config", self.name),
-            Some(v) => {
-                let got = KOption {
-                    name: self.name.clone(),
-                    value: v.clone(),
-                    line: 0,
-                };
-                write!(f, "the final config has {got}")
-            }
+            Some(v) => write!(f, "the final config has CONFIG_{}={v}", self.name),
         }
     }
 }
@@ -563,9 +553,13 @@ CONFIG_NR_CPUS=8
         );
         assert_eq!(
             d[2].to_string(),
-            "debug.config:1: # CONFIG_EXT4_FS is not set did not survive: the final config has CONFIG_EXT4_FS=y"
+            "debug.config:1: CONFIG_EXT4_FS=n did not survive: the final config has CONFIG_EXT4_FS=y"
         );
         assert_eq!(d[3].got, Some(KValue::No));
+        assert_eq!(
+            d[3].to_string(),
+            "debug.config:2: CONFIG_KASAN=y did not survive: the final config has CONFIG_KASAN=n"
+        );
     }
 
     #[test]
