@@ -41,7 +41,8 @@ fi
 # and what the Rust crates need to build (ssh2 -> libssl-dev, pkg-config).
 pkgs=(qemu-system-x86 qemu-utils busybox-static dropbear-bin xfsprogs fio
       openssh-client cpio xz-utils zstd kmod libssl-dev pkg-config build-essential
-      ca-certificates)
+      ca-certificates git
+      flex bison bc libelf-dev ccache)   # kernel builds (lab run --series, lab bisect)
 bpo_pkgs=(qemu-system-x86 qemu-utils)
 
 qemu_ok() {
@@ -138,6 +139,33 @@ if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$default_link/vmlinuz" ]; then
   ln -sfn "$(basename "$kdir")" "$default_link"
 fi
 log "default kernel: $(readlink "$default_link")"
+
+# --- 3b. default kernel source: Debian's newest linux-source-7.x ----------------
+# The tarball `lab run --series` and `lab bisect` build from when no
+# --kernel-tree is given. The lab unpacks it into a git repository on first
+# use (~/.cache/lab/kernel/trees/). The same sid lists as the kernel above.
+src_dir=$cache/src
+mkdir -p "$src_dir"
+if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$src_dir/default" ]; then
+  apt-get "${papt[@]}" update -qq 2>&1 | grep -v 'unsandboxed' >&2 || true
+  spkg=$(apt-cache "${papt[@]}" pkgnames linux-source-7. 2>/dev/null | sort -V | tail -1)
+  [ -n "$spkg" ] || die "no linux-source-7.x package found in Debian sid"
+  sver=$(apt-cache "${papt[@]}" show "$spkg" 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -1)
+  tarball=$src_dir/$spkg-${sver}.tar.xz
+  if [ ! -s "$tarball" ]; then
+    dl=$(mktemp -d "$cache/dl.XXXXXX")
+    log "downloading $spkg $sver (~160 MB)"
+    (cd "$dl" && apt-get "${papt[@]}" download "$spkg" >/dev/null 2>&1) \
+      || die "apt-get download $spkg failed"
+    dpkg-deb --fsys-tarfile "$dl"/*.deb \
+      | tar -x --wildcards --to-stdout './usr/src/linux-source-*.tar.xz' > "$tarball.tmp" \
+      || die "no linux-source tarball in $spkg"
+    mv "$tarball.tmp" "$tarball"; rm -rf "$dl"
+  fi
+  ln -sfn "$(basename "$tarball")" "$src_dir/default"
+  echo "Debian $spkg $sver" > "$src_dir/default.describe"
+fi
+log "default kernel source: $(cat "$src_dir/default.describe") ($src_dir/default)"
 
 # --- 4. newer guest tools: fio and xfs_io from Debian trixie -------------------
 # Debian 12's fio (3.33) and xfsprogs (6.1) predate RWF_ATOMIC support

@@ -34,6 +34,10 @@ pub enum BenchWhat {
         #[arg(short = 'n', long, default_value_t = 500)]
         states: usize,
     },
+    /// Kernel builds: a full build of the lab config with a cold ccache,
+    /// then the demo series bisected (incremental build per step, total
+    /// time, number of builds against ceil(log2 N) + 2). About 15 minutes.
+    Kernel,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +83,7 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
         BenchWhat::Boot { runs } => bench_boot(host, runs.max(1)),
         BenchWhat::Disk { runs } => crate::benchdisk::bench_disk(host, runs.max(1)),
         BenchWhat::Verify { states } => crate::benchverify::bench_verify(host, states.max(1)),
+        BenchWhat::Kernel => crate::benchkernel::bench_kernel(host),
     };
     match r {
         Ok(records) => {
@@ -87,6 +92,7 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
                 BenchWhat::Boot { .. } => "boot",
                 BenchWhat::Disk { .. } => "disk",
                 BenchWhat::Verify { .. } => "verify",
+                BenchWhat::Kernel => "kernel",
             };
             let file = dir.join(format!("{name}.json"));
             let write = std::fs::create_dir_all(&dir).and_then(|_| {

@@ -318,14 +318,20 @@ impl LabHost {
         modules_arg: Option<&Path>,
         accel: AccelChoice,
     ) -> Result<LabHost> {
-        let root = paths::repo_root()?;
         let cache = paths::cache_dir();
-        std::fs::create_dir_all(&cache)?;
-        let qemu = find_qemu()?;
         let kernel = match kernel_arg {
             Some(p) => Kernel::from_arg(p, modules_arg)?,
             None => Kernel::default_kernel(&cache)?,
         };
+        Self::with_kernel(kernel, accel)
+    }
+
+    /// The host for a given kernel (one the lab built, say).
+    pub fn with_kernel(kernel: Kernel, accel: AccelChoice) -> Result<LabHost> {
+        let root = paths::repo_root()?;
+        let cache = paths::cache_dir();
+        std::fs::create_dir_all(&cache)?;
+        let qemu = find_qemu()?;
         let image = image::ensure_image(&root, &cache, &kernel)?;
         let (accel, accel_reason) = match accel {
             AccelChoice::Tcg => (Accel::Tcg, "--accel tcg".to_string()),

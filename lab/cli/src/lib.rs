@@ -4,14 +4,20 @@
 
 pub mod bench;
 pub mod benchdisk;
+pub mod benchkernel;
 pub mod benchverify;
+pub mod bisectrun;
 pub mod crashdisk;
 pub mod doctor;
 pub mod heap;
 pub mod host;
 pub mod image;
+pub mod kbuild;
 pub mod keep;
 pub mod kernel;
+pub mod kpipe;
+pub mod ksource;
+pub mod patchset;
 pub mod paths;
 pub mod powercut;
 pub mod qmp;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use lab_core::device::DeviceParams;
 
 use lab_cli::host::{self, AccelChoice, LabHost};
-use lab_cli::{bench, doctor, paths, reaper, run, vm};
+use lab_cli::{bench, bisectrun, doctor, kpipe, paths, reaper, run, vm};
 use lab_cli::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB};
 
 #[derive(Parser)]
@@ -40,6 +40,37 @@ struct KernelArgs {
     /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     accel: AccelChoice,
+}
+
+/// A kernel the lab builds: source, series, config fragments.
+#[derive(clap::Args, Clone, Default)]
+struct BuildArgs {
+    /// Kernel source to build: a git work tree or a tarball (default with
+    /// --series or --kconfig: Debian's linux-source-7.x the set-up fetched).
+    #[arg(long, conflicts_with = "kernel")]
+    kernel_tree: Option<PathBuf>,
+    /// Patch series to apply (mbox as `b4 am` writes it, a directory of
+    /// `git format-patch` files, or a quilt `series` file).
+    #[arg(long, conflicts_with = "kernel")]
+    series: Option<PathBuf>,
+    /// Apply only the first N patches of the series (0: the base).
+    #[arg(long, requires = "series")]
+    upto: Option<usize>,
+    /// Extra kernel config fragment on top of vm-images/kconfig/lab.config:
+    /// a name there (`debug`: KASAN, UBSAN, lockdep, XFS_DEBUG) or a file.
+    #[arg(long, conflicts_with = "kernel")]
+    kconfig: Vec<String>,
+}
+
+impl BuildArgs {
+    fn request(&self) -> kpipe::KernelRequest {
+        kpipe::KernelRequest {
+            tree: self.kernel_tree.clone(),
+            series: self.series.clone(),
+            kconfig: self.kconfig.clone(),
+            upto: self.upto,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -103,6 +134,12 @@ enum Cmd {
     Run {
         #[command(flatten)]
         k: KernelArgs,
+        #[command(flatten)]
+        b: BuildArgs,
+        /// Also run the testcases on the unpatched base and report only
+        /// regressions (fails with the series, passes without).
+        #[arg(long, requires = "series")]
+        compare_base: bool,
         /// List the testcases and exit.
         #[arg(long)]
         list: bool,
@@ -114,6 +151,25 @@ enum Cmd {
         results: Option<PathBuf>,
         /// Run only testcases whose name contains one of these.
         filters: Vec<String>,
+    },
+    /// Find the first patch of a series whose kernel fails a testcase:
+    /// both ends first, then binary search; levels that do not apply or
+    /// build are skipped. Exit 0 when it names the patch (or the range).
+    Bisect {
+        #[command(flatten)]
+        b: BuildArgs,
+        /// The testcase: a name in testcases/ or a YAML file.
+        #[arg(long)]
+        testcase: String,
+        /// Extra passing runs before a level is called good (flaky bugs).
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
+        /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// Results directory (default: results/ in the repo).
+        #[arg(long)]
+        results: Option<PathBuf>,
     },
     /// Judge a kept crash state again (a directory a failing power-cut run
     /// printed): rebuild it, mount, scan, xfs_repair -n, model.
@@ -190,11 +246,20 @@ fn main() -> ExitCode {
         }
         Cmd::Run {
             k,
+            b,
+            compare_base,
             list,
             testcases,
             results,
             filters,
-        } => run_cmd(&k, list, &testcases, results, &filters),
+        } => run_cmd(&k, &b, compare_base, list, &testcases, results, &filters),
+        Cmd::Bisect {
+            b,
+            testcase,
+            retries,
+            accel,
+            results,
+        } => bisect_cmd(&b, &testcase, retries, accel, results),
         Cmd::Verify { k, state } if !state.join("case.json").is_file() => {
             let _ = k;
             eprintln!(
@@ -327,6 +392,8 @@ fn boot(
 
 fn run_cmd(
     k: &KernelArgs,
+    b: &BuildArgs,
+    compare_base: bool,
     list: bool,
     testcases: &[PathBuf],
     results: Option<PathBuf>,
@@ -380,10 +447,47 @@ fn run_cmd(
         }
         return 0;
     }
-    let host = match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
-        Ok(h) => h,
-        Err(e) => return lab_error(e),
-    };
+    let results = results.unwrap_or_else(|| paths::results_dir(&root));
+    let req = b.request();
+    // The reproduce line: everything that chose the kernel and testcases.
+    let mut reproduce = String::from("lab run");
+    if let Some(kp) = &k.kernel {
+        reproduce.push_str(&format!(" --kernel {}", kp.display()));
+    }
+    reproduce.push_str(&req.reproduce_args());
+    if compare_base {
+        reproduce.push_str(" --compare-base");
+    }
+    if testcases != [PathBuf::from("testcases")] {
+        for t in testcases {
+            reproduce.push_str(&format!(" --testcases {}", t.display()));
+        }
+    }
+    if !req.wanted() {
+        let host = match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
+            Ok(h) => h,
+            Err(e) => return lab_error(e),
+        };
+        print_host(&host);
+        let (id, dir) = match run::new_run_dir(&results) {
+            Ok(x) => x,
+            Err(e) => return lab_error(e),
+        };
+        let opts = run_options(&reproduce, &host, &cases, &results, Vec::new());
+        return finish_run(run::run_into(&host, &cases, &opts, &id, &dir), &dir);
+    }
+    built_run(
+        &root,
+        &req,
+        k.accel,
+        compare_base,
+        &cases,
+        &reproduce,
+        &results,
+    )
+}
+
+fn print_host(host: &LabHost) {
     eprintln!(
         "lab: kernel {}, QEMU {} ({}), accel {} ({})",
         host.kernel.release,
@@ -392,28 +496,32 @@ fn run_cmd(
         host.accel.as_str(),
         host.accel_reason
     );
-    let mut reproduce = String::from("lab run");
-    if let Some(kp) = &k.kernel {
-        reproduce.push_str(&format!(" --kernel {}", kp.display()));
+}
+
+fn run_options(
+    reproduce: &str,
+    host: &LabHost,
+    cases: &[(PathBuf, lab_core::testcase::Testcase)],
+    results: &std::path::Path,
+    properties: Vec<(String, String)>,
+) -> run::RunOptions {
+    let reproduce_prefix = format!("{reproduce} --accel {}", host.accel.as_str());
+    let mut full = reproduce_prefix.clone();
+    for (_, tc) in cases {
+        full.push(' ');
+        full.push_str(&tc.name);
     }
-    reproduce.push_str(&format!(" --accel {}", host.accel.as_str()));
-    if testcases != [PathBuf::from("testcases")] {
-        for t in testcases {
-            reproduce.push_str(&format!(" --testcases {}", t.display()));
-        }
-    }
-    let reproduce_prefix = reproduce.clone();
-    for (_, tc) in &cases {
-        reproduce.push(' ');
-        reproduce.push_str(&tc.name);
-    }
-    let opts = run::RunOptions {
-        results: results.unwrap_or_else(|| paths::results_dir(&root)),
-        reproduce,
+    run::RunOptions {
+        results: results.to_path_buf(),
+        reproduce: full,
         reproduce_prefix,
-    };
-    match run::run(&host, &cases, &opts) {
-        Ok((report, dir)) => {
+        properties,
+    }
+}
+
+fn finish_run(r: anyhow::Result<lab_core::report::RunReport>, dir: &std::path::Path) -> u8 {
+    match r {
+        Ok(report) => {
             let c = report.counts();
             println!(
                 "{} passed, {} failed, {} skipped, {} errors{}",
@@ -433,4 +541,219 @@ fn run_cmd(
         }
         Err(e) => lab_error(e),
     }
+}
+
+/// Builds a level, printing what happened. A compile failure is the
+/// series' failure: recorded as a failed `kernel-build` check.
+fn build_level(
+    pipe: &kpipe::Pipeline,
+    level: usize,
+) -> Result<lab_cli::kbuild::Built, (u8, Option<String>)> {
+    use lab_cli::kbuild::BuildError;
+    match pipe.build_level(level) {
+        Ok(b) => {
+            eprintln!("{}", kpipe::describe_build(&pipe.level_short(level), &b));
+            Ok(b)
+        }
+        Err(e @ BuildError::Compile { .. }) => {
+            eprintln!("lab: kernel {}: {e}", pipe.level_label(level));
+            Err((EXIT_FAILED, Some(e.to_string())))
+        }
+        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
+            eprintln!("lab: error: {e}");
+            Err((EXIT_BAD_INPUT, None))
+        }
+        Err(BuildError::Interrupted) => Err((lab_cli::EXIT_INTERRUPTED, None)),
+        Err(e) => {
+            eprintln!("lab: error: {e}");
+            Err((EXIT_LAB, None))
+        }
+    }
+}
+
+fn built_run(
+    root: &std::path::Path,
+    req: &kpipe::KernelRequest,
+    accel: AccelChoice,
+    compare_base: bool,
+    cases: &[(PathBuf, lab_core::testcase::Testcase)],
+    reproduce: &str,
+    results: &std::path::Path,
+) -> u8 {
+    use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
+    let cache = paths::cache_dir();
+    let pipe = match kpipe::Pipeline::prepare(root, &cache, req) {
+        Ok(p) => p,
+        Err(kpipe::PipelineError::BadInput(m)) => {
+            eprintln!("lab: error: {m}");
+            return EXIT_BAD_INPUT;
+        }
+        Err(kpipe::PipelineError::Lab(e)) => return lab_error(e),
+    };
+    let level = pipe.run_level();
+    if let Some(f) = &pipe.levels.failure {
+        if f.patch <= level {
+            eprintln!("lab: error: {f}");
+            eprintln!("lab: base: {}", pipe.tree.describe);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let (id, dir) = match run::new_run_dir(results) {
+        Ok(x) => x,
+        Err(e) => return lab_error(e),
+    };
+    // The base first: the patched level then builds incrementally from it.
+    let base = if compare_base && level > 0 {
+        match build_level(&pipe, 0) {
+            Ok(b) => Some(b),
+            Err((code, _)) => return code,
+        }
+    } else {
+        None
+    };
+    let built = match build_level(&pipe, level) {
+        Ok(b) => b,
+        Err((code, Some(message))) => {
+            // The series does not build: a failed check in the results.
+            let report = RunReport {
+                run_id: id.clone(),
+                started_at: run::now_rfc3339(),
+                properties: vec![("kernel.level".into(), pipe.level_label(level))],
+                suites: vec![SuiteReport {
+                    name: "kernel-build".into(),
+                    properties: vec![],
+                    results: vec![CaseResult {
+                        case: "kernel-build".into(),
+                        check: "build".into(),
+                        outcome: Outcome::Failed {
+                            message: message.lines().next().unwrap_or("").to_string(),
+                            detail: message.clone(),
+                        },
+                        duration_s: 0.0,
+                    }],
+                    console_log: None,
+                    reproduce: reproduce.to_string(),
+                }],
+                reproduce: reproduce.to_string(),
+                interrupted: false,
+            };
+            if let Err(e) = run::write_results(&dir, &report) {
+                return lab_error(e);
+            }
+            println!("results: {}", dir.display());
+            return code;
+        }
+        Err((code, None)) => return code,
+    };
+    kpipe::keep_build_files(&built, &dir.join("kernel"));
+    let host = match LabHost::with_kernel(built.kernel.clone(), accel) {
+        Ok(h) => h,
+        Err(e) => return lab_error(e),
+    };
+    print_host(&host);
+    let opts = run_options(
+        reproduce,
+        &host,
+        cases,
+        results,
+        pipe.properties(level, &built),
+    );
+    let Some(base) = base else {
+        return finish_run(run::run_into(&host, cases, &opts, &id, &dir), &dir);
+    };
+    // --compare-base: both kernels, then only regressions count.
+    eprintln!(
+        "lab: running on the patched kernel ({})",
+        pipe.level_label(level)
+    );
+    let patched = match run::run_into(&host, cases, &opts, &id, &dir.join("patched")) {
+        Ok(r) => r,
+        Err(e) => return lab_error(e),
+    };
+    kpipe::keep_build_files(&base, &dir.join("base/kernel"));
+    let base_host = match LabHost::with_kernel(base.kernel.clone(), accel) {
+        Ok(h) => h,
+        Err(e) => return lab_error(e),
+    };
+    eprintln!("lab: running on the base kernel");
+    let base_opts = run_options(
+        reproduce,
+        &base_host,
+        cases,
+        results,
+        pipe.properties(0, &base),
+    );
+    let base_report = match run::run_into(&base_host, cases, &base_opts, &id, &dir.join("base")) {
+        Ok(r) => r,
+        Err(e) => return lab_error(e),
+    };
+    let mut combined = lab_core::report::regressions_only(&patched, &base_report);
+    combined
+        .properties
+        .push(("compare_base".into(), "true".into()));
+    combined.interrupted = patched.interrupted || base_report.interrupted;
+    for s in &mut combined.suites {
+        if let Some(c) = &mut s.console_log {
+            *c = format!("patched/{c}");
+        }
+    }
+    if let Err(e) = run::write_results(&dir, &combined) {
+        return lab_error(e);
+    }
+    finish_run(Ok(combined), &dir)
+}
+
+fn bisect_cmd(
+    b: &BuildArgs,
+    testcase: &str,
+    retries: u32,
+    accel: AccelChoice,
+    results: Option<PathBuf>,
+) -> u8 {
+    let root = match paths::repo_root() {
+        Ok(r) => r,
+        Err(e) => return lab_error(e),
+    };
+    let req = b.request();
+    if req.series.is_none() {
+        eprintln!("lab: error: lab bisect needs --series");
+        return EXIT_BAD_INPUT;
+    }
+    if req.upto.is_some() {
+        eprintln!("lab: error: --upto does not apply to lab bisect (it tries the levels itself)");
+        return EXIT_BAD_INPUT;
+    }
+    // A testcase by name (in testcases/ and testcases/controls/) or a file.
+    let as_file = PathBuf::from(testcase);
+    let paths_to_load = if as_file.is_file() {
+        vec![as_file]
+    } else {
+        vec![root.join("testcases"), root.join("testcases/controls")]
+    };
+    let all = match run::load(&paths_to_load) {
+        Ok(v) => v,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let found = if paths_to_load.len() == 1 {
+        all.into_iter().next()
+    } else {
+        all.into_iter().find(|(_, tc)| tc.name == testcase)
+    };
+    let Some(tc) = found else {
+        eprintln!("lab: error: --testcase {testcase}: no such testcase (see `lab run --list`) and no such file");
+        return EXIT_BAD_INPUT;
+    };
+    let opts = bisectrun::BisectOptions {
+        request: req,
+        testcase: tc,
+        retries,
+        results: results.unwrap_or_else(|| paths::results_dir(&root)),
+        accel,
+    };
+    bisectrun::bisect(&root, &paths::cache_dir(), &opts)
 }

@@ -105,6 +105,8 @@ pub struct RunOptions {
     /// The same without testcase names: a testcase's own reproduce command
     /// is this plus its name.
     pub reproduce_prefix: String,
+    /// Added to the run's properties (the kernel build, the series).
+    pub properties: Vec<(String, String)>,
 }
 
 fn run_id() -> String {
@@ -158,31 +160,57 @@ fn spinner(msg: String) -> indicatif::ProgressBar {
     pb
 }
 
+/// Creates `results/<run-id>/` and points `results/latest` at it at once,
+/// so a run cut short is still found.
+pub fn new_run_dir(results: &Path) -> Result<(String, PathBuf)> {
+    let id = run_id();
+    let dir = results.join(&id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let latest = results.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(&id, &latest);
+    Ok((id, dir))
+}
+
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    rfc3339(now)
+}
+
 /// Runs the testcases and writes results/<run-id>/. Returns the report.
 pub fn run(
     host: &LabHost,
     cases: &[(PathBuf, Testcase)],
     opts: &RunOptions,
 ) -> Result<(RunReport, PathBuf)> {
-    let id = run_id();
-    let dir = opts.results.join(&id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
+    let (id, dir) = new_run_dir(&opts.results)?;
+    let report = run_into(host, cases, opts, &id, &dir)?;
+    Ok((report, dir))
+}
+
+/// Runs the testcases into `dir` (junit.xml, summary.json, one directory
+/// per testcase), rewriting the report after each testcase.
+pub fn run_into(
+    host: &LabHost,
+    cases: &[(PathBuf, Testcase)],
+    opts: &RunOptions,
+    id: &str,
+    dir: &Path,
+) -> Result<RunReport> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut properties = host.properties();
+    properties.extend(opts.properties.iter().cloned());
     let mut report = RunReport {
-        run_id: id.clone(),
-        started_at: rfc3339(started),
-        properties: host.properties(),
+        run_id: id.to_string(),
+        started_at: now_rfc3339(),
+        properties,
         suites: Vec::new(),
         reproduce: opts.reproduce.clone(),
         interrupted: false,
     };
-    // Point results/latest at this run now, so a run cut short is still found.
-    let latest = opts.results.join("latest");
-    let _ = std::fs::remove_file(&latest);
-    let _ = std::os::unix::fs::symlink(&id, &latest);
 
     'cases: for (_, tc) in cases {
         for rep in 0..tc.repeat {
@@ -203,17 +231,17 @@ pub fn run(
             pb.finish_and_clear();
             print_suite(&suite);
             report.suites.push(suite);
-            write_results(&dir, &report)?;
+            write_results(dir, &report)?;
         }
     }
     if reaper::interrupted() {
         report.interrupted = true;
     }
-    write_results(&dir, &report)?;
-    Ok((report, dir))
+    write_results(dir, &report)?;
+    Ok(report)
 }
 
-fn write_results(dir: &Path, report: &RunReport) -> Result<()> {
+pub fn write_results(dir: &Path, report: &RunReport) -> Result<()> {
     std::fs::write(dir.join("junit.xml"), report.junit_xml())?;
     std::fs::write(dir.join("summary.json"), report.summary_json())?;
     Ok(())
@@ -618,7 +646,10 @@ fn limits_workload(
     let expect = limits::expected_xfs_statx(&want, mkfs.block_size, mkfs.reflink);
     results.extend(checks_to_results(
         case,
-        limits::check_xfs(&file, &expect),
+        limits::check_xfs(&file, &expect)
+            .into_iter()
+            .chain(limits::check_xfs_buffered(&file, &expect))
+            .collect(),
         t.elapsed(),
     ));
     props.push((

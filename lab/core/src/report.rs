@@ -271,9 +271,76 @@ fn add_skip_messages(xml: &str, reasons: &[String]) -> String {
     out
 }
 
+/// `--compare-base`, as syzbot ci reports: of the patched run's failures
+/// only regressions stay failures. A check that fails on the base kernel
+/// too becomes a skip that says so; one that passes (or was skipped) on the
+/// base stays a failure and says what the base did. Checks are matched by
+/// testcase and check name.
+pub fn regressions_only(patched: &RunReport, base: &RunReport) -> RunReport {
+    let base_outcome = |suite: &str, check: &str| {
+        base.suites
+            .iter()
+            .filter(|s| s.name == suite)
+            .flat_map(|s| &s.results)
+            .find(|r| r.check == check)
+            .map(|r| &r.outcome)
+    };
+    let mut out = patched.clone();
+    for s in &mut out.suites {
+        for r in &mut s.results {
+            let Outcome::Failed { message, detail } = &r.outcome else {
+                continue;
+            };
+            r.outcome = match base_outcome(&s.name, &r.check) {
+                Some(Outcome::Failed { message: bm, .. }) => Outcome::Skipped {
+                    reason: format!("not a regression: fails on the base kernel too ({bm})"),
+                },
+                Some(b) => Outcome::Failed {
+                    message: format!("regression: {message} (on the base kernel: {})", b.label()),
+                    detail: detail.clone(),
+                },
+                None => Outcome::Failed {
+                    message: format!("{message} (not run on the base kernel)"),
+                    detail: detail.clone(),
+                },
+            };
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regressions_stay_failures() {
+        let patched = report();
+        let mut base = report();
+        // The base fails the same check: not a regression.
+        let r = regressions_only(&patched, &base);
+        assert!(
+            matches!(&r.suites[0].results[1].outcome, Outcome::Skipped { reason } if reason.contains("not a regression")),
+            "{:?}",
+            r.suites[0].results[1].outcome
+        );
+        assert_eq!(r.exit_code(), 0);
+        // The base passes it: a regression, which says what the base did.
+        base.suites[0].results[1].outcome = Outcome::Passed;
+        let r = regressions_only(&patched, &base);
+        assert!(
+            matches!(&r.suites[0].results[1].outcome, Outcome::Failed { message, .. } if message.starts_with("regression:") && message.contains("passed")),
+            "{:?}",
+            r.suites[0].results[1].outcome
+        );
+        assert_eq!(r.exit_code(), 1);
+        // Passes and skips of the patched run are untouched.
+        assert_eq!(r.suites[0].results[0].outcome, Outcome::Passed);
+        assert_eq!(
+            r.suites[1].results[0].outcome,
+            patched.suites[1].results[0].outcome
+        );
+    }
 
     fn report() -> RunReport {
         RunReport {

@@ -1,0 +1,455 @@
+//! `lab bisect`: the first patch of a series whose kernel fails a testcase.
+//!
+//! The planner (`lab_core::bisect`) says which level to try; this module
+//! builds it, runs the testcase on it and records the step. A level that
+//! does not apply or build is skipped (`git bisect skip`); a level passes
+//! only when the testcase passes `1 + retries` times in a row, so a flaky
+//! failure is not mistaken for a good level.
+//!
+//! Writes `results/<run-id>/`: bisect.json (the answer and every step),
+//! junit.xml and summary.json (one testcase per step), and per step
+//! `level-<k>/` with the build log, config and each try's run directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use lab_core::bisect::{self, Bisect, Next, Verdict};
+use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
+use lab_core::testcase::Testcase;
+use serde::Serialize;
+
+use crate::host::{AccelChoice, LabHost};
+use crate::kbuild::BuildError;
+use crate::kpipe::{self, KernelRequest, Pipeline, PipelineError};
+use crate::run::{self, RunOptions};
+use crate::{reaper, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LAB};
+
+pub struct BisectOptions {
+    pub request: KernelRequest,
+    pub testcase: (PathBuf, Testcase),
+    /// Extra passing runs a level needs before it is called good.
+    pub retries: u32,
+    pub results: PathBuf,
+    pub accel: AccelChoice,
+}
+
+/// One tested level.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub level: usize,
+    pub patch: String,
+    pub commit: String,
+    pub verdict: Verdict,
+    /// Why: the failing check, the build error, the patch that did not apply.
+    pub reason: String,
+    pub build_s: f64,
+    pub build_cached: bool,
+    pub build_seeded_from: Option<String>,
+    pub test_s: f64,
+    /// Testcase runs (1 + retries when it kept passing).
+    pub tries: u32,
+    /// Relative to the bisect's directory.
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BisectReport {
+    pub testcase: String,
+    pub series: String,
+    pub kernel_source: String,
+    pub patches: Vec<String>,
+    /// `first_bad`, `one_of`, `base_fails`, `series_passes`, `end_skipped`,
+    /// `interrupted` or `running`.
+    pub outcome: String,
+    pub first_bad: Option<usize>,
+    pub first_bad_patch: Option<String>,
+    pub candidates: Vec<usize>,
+    pub message: String,
+    pub steps: Vec<Step>,
+    pub builds: usize,
+    pub max_builds: usize,
+    pub retries: u32,
+    pub total_s: f64,
+    pub reproduce: String,
+}
+
+pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
+    let started = Instant::now();
+    let (tc_path, tc) = &opts.testcase;
+    let pipe = match Pipeline::prepare(root, cache, &opts.request) {
+        Ok(p) => p,
+        Err(PipelineError::BadInput(m)) => {
+            eprintln!("lab: error: {m}");
+            return EXIT_BAD_INPUT;
+        }
+        Err(PipelineError::Lab(e)) => {
+            eprintln!("lab: error: {e:#}");
+            return EXIT_LAB;
+        }
+    };
+    let n = pipe.patches();
+    let (id, dir) = match run::new_run_dir(&opts.results) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            return EXIT_LAB;
+        }
+    };
+    let reproduce = format!(
+        "lab bisect{} --testcase {} --retries {}",
+        opts.request.reproduce_args(),
+        tc_path.display(),
+        opts.retries
+    );
+    eprintln!(
+        "lab: bisecting {} patches of {} on {} with testcase {} (at most {} builds)",
+        n,
+        opts.request
+            .series
+            .as_deref()
+            .unwrap_or(Path::new("-"))
+            .display(),
+        pipe.tree.describe,
+        tc.name,
+        bisect::max_builds(n)
+    );
+    let mut report = BisectReport {
+        testcase: tc.name.clone(),
+        series: opts
+            .request
+            .series
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        kernel_source: pipe.tree.describe.clone(),
+        patches: (1..=n).map(|l| pipe.level_label(l)).collect(),
+        outcome: "running".into(),
+        first_bad: None,
+        first_bad_patch: None,
+        candidates: Vec::new(),
+        message: String::new(),
+        steps: Vec::new(),
+        builds: 0,
+        max_builds: bisect::max_builds(n),
+        retries: opts.retries,
+        total_s: 0.0,
+        reproduce: reproduce.clone(),
+    };
+    let mut planner = Bisect::new(n);
+    // Levels past a patch that does not apply cannot be built: skipped up
+    // front, each with the reason.
+    if let Some(f) = &pipe.levels.failure {
+        eprintln!("lab: {f}");
+        for level in f.patch..=n {
+            planner.record(level, Verdict::Skip);
+            report.steps.push(Step {
+                level,
+                patch: pipe.level_label(level),
+                commit: String::new(),
+                verdict: Verdict::Skip,
+                reason: format!("does not apply: {f}"),
+                build_s: 0.0,
+                build_cached: false,
+                build_seeded_from: None,
+                test_s: 0.0,
+                tries: 0,
+                dir: String::new(),
+            });
+        }
+        let _ = std::fs::write(dir.join("apply-error.log"), &f.raw);
+    }
+
+    let code = loop {
+        if reaper::interrupted() {
+            report.outcome = "interrupted".into();
+            report.message = "interrupted: partial results".into();
+            break crate::EXIT_INTERRUPTED;
+        }
+        match planner.next() {
+            Next::Test(level) => {
+                match test_level(&pipe, level, opts, &dir, &id) {
+                    Ok(step) => {
+                        eprintln!(
+                            "lab: level {} ({}): {}{}",
+                            level,
+                            step.patch,
+                            verdict_word(step.verdict),
+                            if step.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" - {}", first_line(&step.reason))
+                            }
+                        );
+                        planner.record(level, step.verdict);
+                        if step.verdict != Verdict::Skip || step.build_s > 0.0 {
+                            report.builds += usize::from(!step.build_cached);
+                        }
+                        report.steps.push(step);
+                    }
+                    Err(StepError::BadInput(m)) => {
+                        eprintln!("lab: error: {m}");
+                        report.outcome = "bad_input".into();
+                        report.message = m;
+                        break EXIT_BAD_INPUT;
+                    }
+                    Err(StepError::Lab(m)) => {
+                        eprintln!("lab: error: {m}");
+                        report.outcome = "lab_error".into();
+                        report.message = m;
+                        break EXIT_LAB;
+                    }
+                }
+                report.total_s = started.elapsed().as_secs_f64();
+                let _ = write_bisect(&dir, &id, &report);
+            }
+            Next::FirstBad(p) => {
+                report.outcome = "first_bad".into();
+                report.first_bad = Some(p);
+                report.first_bad_patch = Some(pipe.level_label(p));
+                report.message = format!("first bad patch: {}", pipe.level_label(p));
+                break 0;
+            }
+            Next::OneOf(v) => {
+                report.outcome = "one_of".into();
+                report.candidates = v.clone();
+                report.message = format!(
+                    "the first bad patch is one of {} (the levels between could not be built or applied)",
+                    v.iter()
+                        .map(|l| pipe.level_label(*l))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                break 0;
+            }
+            Next::BaseFails => {
+                report.outcome = "base_fails".into();
+                report.message = format!(
+                    "the base kernel already fails {}: nothing to bisect",
+                    tc.name
+                );
+                break EXIT_FAILED;
+            }
+            Next::SeriesPasses => {
+                report.outcome = "series_passes".into();
+                report.message = format!("the whole series passes {}: nothing to bisect", tc.name);
+                break EXIT_FAILED;
+            }
+            Next::EndSkipped(l) => {
+                report.outcome = "end_skipped".into();
+                report.message = format!(
+                    "level {l} ({}) could not be applied or built, so the bisection has no {} end",
+                    pipe.level_label(l),
+                    if l == 0 { "good" } else { "bad" }
+                );
+                break EXIT_FAILED;
+            }
+        }
+    };
+    report.total_s = started.elapsed().as_secs_f64();
+    if let Err(e) = write_bisect(&dir, &id, &report) {
+        eprintln!("lab: error writing results: {e:#}");
+        return EXIT_LAB;
+    }
+    println!("{}", report.message);
+    println!(
+        "{} steps, {} builds (at most {} expected), {:.0} s",
+        report.steps.len(),
+        report.builds,
+        report.max_builds,
+        report.total_s
+    );
+    println!("results: {}", dir.display());
+    println!("reproduce: {reproduce}");
+    code
+}
+
+enum StepError {
+    BadInput(String),
+    Lab(String),
+}
+
+fn test_level(
+    pipe: &Pipeline,
+    level: usize,
+    opts: &BisectOptions,
+    dir: &Path,
+    id: &str,
+) -> Result<Step, StepError> {
+    let (tc_path, tc) = &opts.testcase;
+    let rel = format!("level-{level}");
+    let ldir = dir.join(&rel);
+    let _ = std::fs::create_dir_all(&ldir);
+    let mut step = Step {
+        level,
+        patch: pipe.level_label(level),
+        commit: pipe.levels.commits.get(level).cloned().unwrap_or_default(),
+        verdict: Verdict::Skip,
+        reason: String::new(),
+        build_s: 0.0,
+        build_cached: false,
+        build_seeded_from: None,
+        test_s: 0.0,
+        tries: 0,
+        dir: rel.clone(),
+    };
+    let t0 = Instant::now();
+    let built = match pipe.build_level(level) {
+        Ok(b) => b,
+        Err(BuildError::Compile { summary, tail, log }) => {
+            let _ = std::fs::copy(&log, ldir.join("build.log"));
+            step.build_s = t0.elapsed().as_secs_f64();
+            step.reason = format!("build failed: {summary}");
+            let _ = std::fs::write(
+                ldir.join("build-error.txt"),
+                format!("{summary}\n\n{tail}\n"),
+            );
+            return Ok(step);
+        }
+        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
+            return Err(StepError::BadInput(e.to_string()))
+        }
+        Err(BuildError::Interrupted) => return Err(StepError::Lab("interrupted".into())),
+        Err(BuildError::Lab(e)) => return Err(StepError::Lab(format!("{e:#}"))),
+    };
+    eprintln!(
+        "{}",
+        kpipe::describe_build(&pipe.level_short(level), &built)
+    );
+    kpipe::keep_build_files(&built, &ldir);
+    step.build_s = if built.cached {
+        0.0
+    } else {
+        built.meta.duration_s
+    };
+    step.build_cached = built.cached;
+    step.build_seeded_from = built.meta.seeded_from.clone();
+    let host = LabHost::with_kernel(built.kernel.clone(), opts.accel)
+        .map_err(|e| StepError::Lab(format!("{e:#}")))?;
+    let t1 = Instant::now();
+    let cases = vec![(tc_path.clone(), tc.clone())];
+    let mut verdict = Verdict::Good;
+    for try_no in 1..=1 + opts.retries {
+        let tdir = ldir.join(format!("try-{try_no}"));
+        let ropts = RunOptions {
+            results: dir.to_path_buf(),
+            reproduce: format!(
+                "lab run{} --testcases {} {}",
+                level_request(pipe, level).reproduce_args(),
+                tc_path.display(),
+                tc.name
+            ),
+            reproduce_prefix: String::new(),
+            properties: pipe.properties(level, &built),
+        };
+        let r = run::run_into(&host, &cases, &ropts, id, &tdir)
+            .map_err(|e| StepError::Lab(format!("{e:#}")))?;
+        step.tries = try_no;
+        match r.exit_code() {
+            0 => continue,
+            1 => {
+                verdict = Verdict::Bad;
+                step.reason = failing_checks(&r);
+                break;
+            }
+            _ => {
+                if reaper::interrupted() {
+                    return Err(StepError::Lab("interrupted".into()));
+                }
+                return Err(StepError::Lab(format!(
+                    "the lab could not run {} on level {level}: {} (see {})",
+                    tc.name,
+                    failing_checks(&r),
+                    tdir.display()
+                )));
+            }
+        }
+    }
+    step.verdict = verdict;
+    step.test_s = t1.elapsed().as_secs_f64();
+    Ok(step)
+}
+
+/// The request that builds exactly this level (`--upto k`, 0 the base).
+fn level_request(pipe: &Pipeline, level: usize) -> KernelRequest {
+    let mut r = pipe.request.clone();
+    r.upto = Some(level);
+    r
+}
+
+fn failing_checks(r: &RunReport) -> String {
+    r.suites
+        .iter()
+        .flat_map(|s| &s.results)
+        .filter_map(|c| match &c.outcome {
+            Outcome::Failed { message, .. } => Some(format!("{}: {message}", c.check)),
+            Outcome::Error { message, .. } => Some(format!("{}: {message}", c.check)),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Good => "good",
+        Verdict::Bad => "bad",
+        Verdict::Skip => "skip",
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// bisect.json, plus a JUnit file and summary with one testcase per step
+/// (passed: good, failed: bad, skipped: could not apply or build).
+fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
+    std::fs::write(
+        dir.join("bisect.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    let results = report
+        .steps
+        .iter()
+        .map(|s| CaseResult {
+            case: format!("bisect.{}", report.testcase),
+            check: format!("level {} ({})", s.level, s.patch),
+            outcome: match s.verdict {
+                Verdict::Good => Outcome::Passed,
+                Verdict::Bad => Outcome::Failed {
+                    message: format!("{} fails: {}", report.testcase, s.reason),
+                    detail: format!("logs: {}/", s.dir),
+                },
+                Verdict::Skip => Outcome::Skipped {
+                    reason: s.reason.clone(),
+                },
+            },
+            duration_s: s.build_s + s.test_s,
+        })
+        .collect();
+    let suite = SuiteReport {
+        name: format!("bisect.{}", report.testcase),
+        properties: vec![
+            ("outcome".into(), report.outcome.clone()),
+            ("message".into(), report.message.clone()),
+            ("series".into(), report.series.clone()),
+            ("kernel.source".into(), report.kernel_source.clone()),
+            ("builds".into(), report.builds.to_string()),
+            ("max_builds".into(), report.max_builds.to_string()),
+        ],
+        results,
+        console_log: None,
+        reproduce: report.reproduce.clone(),
+    };
+    let run = RunReport {
+        run_id: id.to_string(),
+        started_at: run::now_rfc3339(),
+        properties: vec![("command".into(), "bisect".into())],
+        suites: vec![suite],
+        reproduce: report.reproduce.clone(),
+        interrupted: report.outcome == "interrupted",
+    };
+    run::write_results(dir, &run)?;
+    Ok(())
+}

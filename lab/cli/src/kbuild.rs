@@ -1,0 +1,701 @@
+//! Building kernels: configure from the repo's fragments, build with `O=`,
+//! cache the bzImage by what went into it.
+//!
+//! Layout under `<cache>/kernel/`:
+//! - `out/<tree>-<config>/<tree id>/`: one `O=` directory per (tree,
+//!   config, patch level). A new level starts as a copy of the built level
+//!   nearest to it (fewest changed files), so neighbouring levels build
+//!   incrementally; `ccache` catches the rest.
+//! - `artifacts/<build key>/`: bzImage, .config, build.log, release,
+//!   meta.json. The key hashes the git tree id, the fragments and the
+//!   compiler, so a repeated run (or another level with the same content)
+//!   does not build again.
+//!
+//! Everything the guest needs is built in (no modules), see
+//! `vm-images/kconfig/lab.config`.
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lab_core::kbuild::{self, BuildLine};
+use lab_core::kconfig::{self, Dropped, KOption};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::kernel::Kernel;
+use crate::ksource::{self, KernelTree};
+use crate::reaper;
+
+/// The base configuration the fragments are merged onto.
+pub const BASE_CONFIG: &str = "tinyconfig";
+/// Bumped when the build procedure changes in a way that changes artifacts.
+const BUILD_RECIPE: &str = "lab-kbuild-1";
+/// `O=` directories kept per (tree, config); older ones are removed.
+const KEEP_OUT_DIRS: usize = 8;
+
+/// Why a kernel could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A fragment has a syntax error (bad input).
+    #[error("{0}")]
+    Fragment(#[from] kconfig::FragmentError),
+    /// Options asked for did not survive `olddefconfig` (bad input for
+    /// this tree: a typo, or a dependency it lacks).
+    #[error("{}", dropped_message(.dropped))]
+    Dropped {
+        dropped: Vec<Dropped>,
+        config: PathBuf,
+    },
+    /// The compiler or linker failed (the tree's fault).
+    #[error("build failed: {summary}\n--- last lines of {} ---\n{tail}", .log.display())]
+    Compile {
+        summary: String,
+        tail: String,
+        log: PathBuf,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    /// The lab could not run the build at all.
+    #[error("{0:#}")]
+    Lab(#[from] anyhow::Error),
+}
+
+impl From<std::io::Error> for BuildError {
+    fn from(e: std::io::Error) -> Self {
+        BuildError::Lab(e.into())
+    }
+}
+
+fn dropped_message(d: &[Dropped]) -> String {
+    let mut s = format!(
+        "{} kernel config option(s) asked for did not survive olddefconfig:",
+        d.len()
+    );
+    for x in d {
+        let got = x
+            .got
+            .as_ref()
+            .map_or("not set".to_string(), |g| format!("={g}"));
+        s.push_str(&format!(
+            "\n  {}:{}: CONFIG_{}={} but the final config has it {}",
+            x.origin, x.line, x.name, x.wanted, got
+        ));
+    }
+    s.push_str("\n(a misspelt option, or one whose dependencies this tree or base config lacks)");
+    s
+}
+
+/// The fragments of a build: `lab.config` always, then each `--kconfig`
+/// (a name in vm-images/kconfig/ such as `debug`, or a path).
+pub fn fragment_paths(root: &Path, extra: &[String]) -> Result<Vec<PathBuf>> {
+    let dir = root.join("vm-images/kconfig");
+    let mut v = vec![dir.join("lab.config")];
+    for e in extra {
+        let by_name = dir.join(format!("{e}.config"));
+        let p = if by_name.is_file() {
+            by_name
+        } else if Path::new(e).is_file() {
+            PathBuf::from(e)
+        } else {
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_string_lossy()
+                                .strip_suffix(".config")
+                                .map(str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            bail!(
+                "--kconfig {e}: neither a fragment in {} ({}) nor a file",
+                dir.display(),
+                names.join(", ")
+            );
+        };
+        v.push(p);
+    }
+    Ok(v)
+}
+
+/// What went into a build, kept beside its bzImage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildMeta {
+    pub commit: String,
+    pub tree_id: String,
+    pub fragments: Vec<String>,
+    pub compiler: String,
+    pub release: String,
+    pub duration_s: f64,
+    /// Kbuild steps run (CC, LD, AR... lines).
+    pub steps: usize,
+    /// The level whose `O=` directory this build started from.
+    pub seeded_from: Option<String>,
+}
+
+/// A built (or cached) kernel.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub kernel: Kernel,
+    pub artifact: PathBuf,
+    pub cached: bool,
+    pub meta: BuildMeta,
+    pub log: PathBuf,
+}
+
+/// Builds levels of one tree with one configuration. Holds a lock on the
+/// tree's cache repository for its lifetime: two labs checking out levels
+/// in the same work tree would build each other's sources.
+pub struct Builder {
+    cache: PathBuf,
+    tree: KernelTree,
+    fragments: Vec<(PathBuf, String, Vec<KOption>)>,
+    config_key: String,
+    compiler: String,
+    ccache: bool,
+    jobs: usize,
+    _lock: std::fs::File,
+}
+
+impl Builder {
+    pub fn new(
+        cache: &Path,
+        tree: &KernelTree,
+        fragment_files: &[PathBuf],
+    ) -> Result<Builder, BuildError> {
+        let mut fragments = Vec::new();
+        let mut hasher = Sha256::new();
+        hasher.update(BASE_CONFIG);
+        for f in fragment_files {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading kernel config fragment {}", f.display()))?;
+            let opts = kconfig::parse_fragment(&f.display().to_string(), &text)?;
+            hasher.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+            hasher.update([0]);
+            hasher.update(&text);
+            hasher.update([0]);
+            fragments.push((f.clone(), text, opts));
+        }
+        let config_key: String = hasher
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let compiler = first_line(Command::new("gcc").arg("--version"))
+            .context("gcc --version (install build-essential: scripts/setup.sh)")?;
+        let ccache = first_line(Command::new("ccache").arg("--version")).is_ok();
+        if !ccache {
+            eprintln!("lab: warning: ccache not found; kernel builds will not be cached across levels (scripts/setup.sh installs it)");
+        }
+        let lock = lock_tree(&tree.repo)?;
+        Ok(Builder {
+            cache: cache.to_path_buf(),
+            tree: tree.clone(),
+            fragments,
+            config_key,
+            compiler,
+            ccache,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            _lock: lock,
+        })
+    }
+
+    pub fn tree(&self) -> &KernelTree {
+        &self.tree
+    }
+
+    fn out_base(&self) -> PathBuf {
+        self.cache
+            .join("kernel/out")
+            .join(format!("{}-{}", self.tree.key, self.config_key))
+    }
+
+    fn build_key(&self, tree_id: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [BUILD_RECIPE, tree_id, &self.config_key, &self.compiler] {
+            h.update(part);
+            h.update([0]);
+        }
+        h.finalize()
+            .iter()
+            .take(10)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The artifact of `commit` if it was built before.
+    pub fn cached(&self, commit: &str) -> Result<Option<Built>> {
+        let tree_id = ksource::tree_id(&self.tree.repo, commit)?;
+        let art = self
+            .cache
+            .join("kernel/artifacts")
+            .join(self.build_key(&tree_id));
+        load_artifact(&art)
+    }
+
+    /// Builds `commit` (or returns its cached artifact). `label` names the
+    /// level on the progress line ("base", "3/4").
+    pub fn build(&self, commit: &str, label: &str) -> Result<Built, BuildError> {
+        if let Some(b) = self.cached(commit)? {
+            return Ok(b);
+        }
+        let started = Instant::now();
+        let tree_id = ksource::tree_id(&self.tree.repo, commit)?;
+        let key = self.build_key(&tree_id);
+        let artifacts = self.cache.join("kernel/artifacts");
+        let art = artifacts.join(&key);
+        let tmp = artifacts.join(format!("{key}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).context("creating the artifact directory")?;
+        let log_path = tmp.join("build.log");
+
+        ksource::checkout(&self.tree.repo, commit)?;
+        let base = self.out_base();
+        std::fs::create_dir_all(&base)?;
+        let odir = base.join(&tree_id[..16]);
+        let seeded_from = if odir.join(".lab-built").is_file() {
+            None
+        } else {
+            self.seed(&odir, commit)?
+        };
+
+        let mut log = std::fs::File::create(&log_path)?;
+        if let Err(e) = self.configure(&odir, &mut log) {
+            // A tree whose Kconfig does not parse is the tree's failure.
+            drop(log);
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(self.fail(
+                &tmp,
+                &key,
+                BuildError::Compile {
+                    summary: format!("configuring failed: {e:#}"),
+                    tail: kbuild::tail(&text, 30),
+                    log: PathBuf::new(),
+                },
+            ));
+        }
+        let dropped = self.check_config(&odir)?;
+        if !dropped.is_empty() {
+            // Kept beside the failed builds' logs, not as a half artifact.
+            let failed = self.cache.join("kernel/failed");
+            let _ = std::fs::create_dir_all(&failed);
+            let config = failed.join(format!("{key}.config"));
+            let _ = std::fs::copy(odir.join(".config"), &config);
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(BuildError::Dropped { dropped, config });
+        }
+
+        let expected = std::fs::read_to_string(base.join("steps-full"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let fresh = seeded_from.is_none() && !odir.join(".lab-built").exists();
+        let made = self.make(&odir, &mut log, label, if fresh { expected } else { None })?;
+        drop(log);
+        let steps = match made {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(&tmp, &key, e)),
+        };
+        if fresh {
+            let _ = std::fs::write(base.join("steps-full"), format!("{steps}\n"));
+        }
+        std::fs::write(odir.join(".lab-built"), format!("{commit}\n"))?;
+        let release = std::fs::read_to_string(odir.join("include/config/kernel.release"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "custom".into());
+        std::fs::copy(odir.join("arch/x86/boot/bzImage"), tmp.join("bzImage"))
+            .context("copying bzImage")?;
+        std::fs::copy(odir.join(".config"), tmp.join("config"))?;
+        let meta = BuildMeta {
+            commit: commit.to_string(),
+            tree_id,
+            fragments: self
+                .fragments
+                .iter()
+                .map(|(p, _, _)| p.display().to_string())
+                .collect(),
+            compiler: self.compiler.clone(),
+            release: release.clone(),
+            duration_s: started.elapsed().as_secs_f64(),
+            steps,
+            seeded_from,
+        };
+        std::fs::write(
+            tmp.join("meta.json"),
+            serde_json::to_string_pretty(&meta).unwrap(),
+        )?;
+        std::fs::write(tmp.join("release"), format!("{release}\n"))?;
+        let _ = std::fs::remove_dir_all(&art);
+        std::fs::rename(&tmp, &art)?;
+        self.prune(&base);
+        let mut b = load_artifact(&art)?.context("artifact vanished after the build")?;
+        b.cached = false;
+        Ok(b)
+    }
+
+    /// A failed build: its log moves out of the artifact directory (which
+    /// must never hold a half build) to `kernel/failed/<key>.log`.
+    fn fail(&self, tmp: &Path, key: &str, e: BuildError) -> BuildError {
+        let failed = self.cache.join("kernel/failed");
+        let _ = std::fs::create_dir_all(&failed);
+        let dest = failed.join(format!("{key}.log"));
+        let _ = std::fs::rename(tmp.join("build.log"), &dest);
+        let _ = std::fs::remove_dir_all(tmp);
+        match e {
+            BuildError::Compile { summary, tail, .. } => BuildError::Compile {
+                summary,
+                tail,
+                log: dest,
+            },
+            other => other,
+        }
+    }
+
+    /// Starts a level's `O=` directory as a copy of the built level with the
+    /// fewest files changed from it. Files that differ are given a new mtime
+    /// (git already does on checkout; this also covers a work tree that was
+    /// recreated), so make rebuilds exactly what changed.
+    fn seed(&self, odir: &Path, commit: &str) -> Result<Option<String>> {
+        let base = self.out_base();
+        let mut best: Option<(usize, PathBuf, String, Vec<String>)> = None;
+        for e in std::fs::read_dir(&base)?.flatten() {
+            let p = e.path();
+            let Ok(c) = std::fs::read_to_string(p.join(".lab-built")) else {
+                continue;
+            };
+            let c = c.trim().to_string();
+            let Ok(changed) = ksource::changed_files(&self.tree.repo, &c, commit) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| changed.len() < b.0) {
+                best = Some((changed.len(), p, c, changed));
+            }
+        }
+        let Some((_, from, from_commit, changed)) = best else {
+            return Ok(None);
+        };
+        let tmp = odir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let st = Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(&from)
+            .arg(&tmp)
+            .status()
+            .context("cp")?;
+        if !st.success() {
+            bail!("copying {} to {} failed", from.display(), tmp.display());
+        }
+        let _ = std::fs::remove_file(tmp.join(".lab-built"));
+        let _ = std::fs::remove_dir_all(odir);
+        std::fs::rename(&tmp, odir)?;
+        let now = std::time::SystemTime::now();
+        for f in changed {
+            if let Ok(file) = std::fs::File::options()
+                .write(true)
+                .open(self.tree.repo.join(&f))
+            {
+                let _ = file.set_modified(now);
+            }
+        }
+        Ok(Some(from_commit))
+    }
+
+    /// `make tinyconfig`, merge the fragments, `make olddefconfig`. Cheap
+    /// when nothing changed: Kbuild only touches the symbols that did.
+    fn configure(&self, odir: &Path, log: &mut std::fs::File) -> Result<()> {
+        let src = &self.tree.repo;
+        let o = format!("O={}", odir.display());
+        run_logged(
+            Command::new("make")
+                .arg("-C")
+                .arg(src)
+                .arg(&o)
+                .arg(BASE_CONFIG),
+            log,
+            "make tinyconfig",
+        )?;
+        let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
+        merge
+            .current_dir(src)
+            .arg("-m")
+            .arg("-O")
+            .arg(odir)
+            .arg(odir.join(".config"));
+        for (p, _, _) in &self.fragments {
+            merge.arg(p.canonicalize().unwrap_or_else(|_| p.clone()));
+        }
+        run_logged(&mut merge, log, "scripts/kconfig/merge_config.sh")?;
+        run_logged(
+            Command::new("make")
+                .arg("-C")
+                .arg(src)
+                .arg(&o)
+                .arg("olddefconfig"),
+            log,
+            "make olddefconfig",
+        )?;
+        Ok(())
+    }
+
+    fn check_config(&self, odir: &Path) -> Result<Vec<Dropped>> {
+        let text = std::fs::read_to_string(odir.join(".config"))
+            .with_context(|| format!("{}/.config", odir.display()))?;
+        let fin = kconfig::parse_config(&text);
+        let req: Vec<(String, Vec<KOption>)> = self
+            .fragments
+            .iter()
+            .map(|(p, _, o)| (p.display().to_string(), o.clone()))
+            .collect();
+        Ok(kconfig::check_survived(&req, &fin))
+    }
+
+    /// Runs the build, streaming its output to the log and the progress
+    /// bar. Outer error: the lab failed; inner: the build failed.
+    fn make(
+        &self,
+        odir: &Path,
+        log: &mut std::fs::File,
+        label: &str,
+        expected_steps: Option<u64>,
+    ) -> Result<Result<usize, BuildError>, BuildError> {
+        use std::io::Write;
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(&self.tree.repo)
+            .arg(format!("O={}", odir.display()))
+            .arg(format!("-j{}", self.jobs))
+            // Reproducible version strings (and ccache hits on init/version.c).
+            .env("KBUILD_BUILD_TIMESTAMP", "1970-01-01")
+            .env("KBUILD_BUILD_USER", "lab")
+            .env("KBUILD_BUILD_HOST", "lab")
+            .arg("bzImage")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.ccache {
+            cmd.arg("CC=ccache gcc")
+                .env("CCACHE_DIR", self.cache.join("ccache"))
+                // Paths under the cache are hashed relative to it, and the
+                // working directory not at all: O= directories share hits.
+                .env("CCACHE_BASEDIR", self.cache.join("kernel"))
+                .env("CCACHE_NOHASHDIR", "true")
+                .env("CCACHE_MAXSIZE", "5G");
+        }
+        reaper::guard_child(&mut cmd);
+        let mut child = cmd.spawn().context("running make")?;
+        reaper::register(child.id());
+        let pb = progress(label, expected_steps);
+        // Both streams into one channel so the log keeps their order.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut readers = Vec::new();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut steps = 0usize;
+        let mut text = String::new();
+        for line in rx {
+            if let BuildLine::Step { kind, target } = kbuild::classify(&line) {
+                steps += 1;
+                pb.inc(1);
+                pb.set_message(format!("{kind} {target}"));
+            }
+            let _ = writeln!(log, "{line}");
+            text.push_str(&line);
+            text.push('\n');
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().context("waiting for make")?;
+        reaper::unregister(child.id());
+        pb.finish_and_clear();
+        if reaper::interrupted() {
+            return Err(BuildError::Interrupted);
+        }
+        if status.success() {
+            return Ok(Ok(steps));
+        }
+        let mut failure = kbuild::find_failure(&text);
+        let mut tail = kbuild::tail(&text, 30);
+        // With O= the compiler names sources relative to the output
+        // directory (../../../trees/<key>/fs/x.c): name them as the
+        // tree does (fs/x.c), in the summary and in the tail.
+        if let Some(f) = failure.file.clone() {
+            if let Some(rel) = self.tree_relative(odir, &f) {
+                if let Some(prefix) = f.strip_suffix(&rel) {
+                    if !prefix.is_empty() {
+                        tail = tail.replace(prefix, "");
+                    }
+                }
+                failure.file = Some(rel);
+            }
+        }
+        Ok(Err(BuildError::Compile {
+            summary: failure.summary(),
+            tail,
+            log: PathBuf::new(),
+        }))
+    }
+
+    /// A path the compiler printed (relative to `odir`, or absolute) as a
+    /// path inside the source tree, when it is one.
+    fn tree_relative(&self, odir: &Path, printed: &str) -> Option<String> {
+        let abs = odir.join(printed).canonicalize().ok()?;
+        let repo = self.tree.repo.canonicalize().ok()?;
+        abs.strip_prefix(repo)
+            .ok()
+            .map(|r| r.to_string_lossy().into_owned())
+    }
+
+    /// Keeps the newest `KEEP_OUT_DIRS` output directories.
+    fn prune(&self, base: &Path) {
+        let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(base)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| {
+                        let t = std::fs::metadata(e.path().join(".lab-built"))
+                            .and_then(|m| m.modified())
+                            .ok()?;
+                        Some((t, e.path()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        while dirs.len() > KEEP_OUT_DIRS {
+            let (_, p) = dirs.remove(0);
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+fn load_artifact(art: &Path) -> Result<Option<Built>> {
+    let meta_path = art.join("meta.json");
+    if !art.join("bzImage").is_file() || !meta_path.is_file() {
+        return Ok(None);
+    }
+    let meta: BuildMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)
+        .with_context(|| meta_path.display().to_string())?;
+    Ok(Some(Built {
+        kernel: Kernel {
+            vmlinuz: art.join("bzImage"),
+            modules: None,
+            release: meta.release.clone(),
+        },
+        artifact: art.to_path_buf(),
+        cached: true,
+        log: art.join("build.log"),
+        meta,
+    }))
+}
+
+fn progress(label: &str, expected: Option<u64>) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        eprintln!("lab: building kernel ({label})");
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = match expected {
+        Some(n) => {
+            let pb = indicatif::ProgressBar::new(n);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "building {prefix} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            pb
+        }
+        None => {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} building {prefix}: {pos} steps {elapsed} {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            pb
+        }
+    };
+    pb.set_prefix(label.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn run_logged(cmd: &mut Command, log: &mut std::fs::File, what: &str) -> Result<()> {
+    use std::io::Write;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    let _ = log.write_all(&out.stdout);
+    let _ = log.write_all(&out.stderr);
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            kbuild::tail(&String::from_utf8_lossy(&out.stderr), 20)
+        );
+    }
+    Ok(())
+}
+
+fn first_line(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("exit status {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// An exclusive lock on a tree's cache repository (flock: released when the
+/// process dies, however it dies).
+fn lock_tree(repo: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = repo.with_extension("lock");
+    let f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        eprintln!("lab: waiting for another lab using {} ...", repo.display());
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(f)
+}

@@ -1,0 +1,272 @@
+//! The kernel pipeline as users run it: Debian's linux-source tarball
+//! unpacked into a git repository, the lab's config fragments, real `make`
+//! builds with `O=` and ccache, `git am`, real boots of the kernels built.
+//! The first test to run builds the base (about 10 minutes on two cores
+//! with a cold ccache); the others reuse its artifacts or build
+//! incrementally from it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn lab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
+    c.env("LAB_ROOT", root());
+    c
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn output(c: &mut Command) -> (Option<i32>, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn demo_series() -> PathBuf {
+    root().join("patches/demo-atomic-align")
+}
+
+/// The demo series with its third patch's context changed so that it no
+/// longer matches the tree.
+fn series_that_does_not_apply(dir: &Path) -> PathBuf {
+    let s = dir.join("bad-series");
+    std::fs::create_dir_all(&s).unwrap();
+    for e in std::fs::read_dir(demo_series()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let mut text = read(&p);
+        if name.starts_with("0003") {
+            let old = " static bool atomic_write_naturally_aligned(loff_t pos, size_t len)";
+            assert!(text.contains(old));
+            text = text.replace(
+                old,
+                " static bool atomic_write_naturally_aligned(loff_t off, size_t len)",
+            );
+        }
+        std::fs::write(s.join(name), text).unwrap();
+    }
+    s
+}
+
+#[test]
+fn a_patch_that_does_not_apply_is_named_with_its_file_and_hunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let series = series_that_does_not_apply(tmp.path());
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--series"])
+            .arg(&series)
+            .arg("--results")
+            .arg(tmp.path().join("results"))
+            .arg("limits-4k"),
+    );
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for needle in [
+        "patch 3/4 fs: test atomic write alignment with a mask does not apply",
+        "0003-fs-test-atomic-write-alignment-with-a-mask.patch",
+        "fs/read_write.c, hunk #1 (@@ -1804,7 +1804,11 @@",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_config_option_that_does_not_survive_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frag = tmp.path().join("extra.config");
+    // NVME_TARGET_TCP depends on NVME_TARGET, which tinyconfig does not
+    // have; the second option does not exist at all.
+    std::fs::write(
+        &frag,
+        "# extra\nCONFIG_NVME_TARGET_TCP=y\nCONFIG_LAB_NO_SUCH_OPTION=y\nCONFIG_XFS_FS=y\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--kconfig"])
+            .arg(&frag)
+            .arg("--results")
+            .arg(tmp.path().join("results"))
+            .arg("limits-4k"),
+    );
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let f = frag.display().to_string();
+    assert!(
+        stderr.contains("2 kernel config option(s) asked for did not survive olddefconfig"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{f}:2: CONFIG_NVME_TARGET_TCP=y")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{f}:3: CONFIG_LAB_NO_SUCH_OPTION=y")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CONFIG_XFS_FS=y but"), "{stderr}");
+}
+
+#[test]
+fn a_patch_that_breaks_the_build_shows_the_file_and_the_log_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patch = tmp.path().join("0001-broken.patch");
+    // Lines joined explicitly: a diff's context lines start with a space,
+    // which a string continuation would strip.
+    let lines = [
+        "From: Lab Test <lab@atomic-write-lab.invalid>",
+        "Subject: [PATCH] fs: a patch that does not compile",
+        "",
+        "This patch is for the lab's tests: it must fail to build.",
+        "---",
+        "diff --git a/fs/read_write.c b/fs/read_write.c",
+        "--- a/fs/read_write.c",
+        "+++ b/fs/read_write.c",
+        "@@ -1806,6 +1806,7 @@ int generic_atomic_write_valid(struct kiocb *iocb, struct iov_iter *iter)",
+        " \tsize_t len = iov_iter_count(iter);",
+        " ",
+        " \tif (!iter_is_ubuf(iter))",
+        "+\t\tlab_undeclared_symbol++;",
+        " \t\treturn -EINVAL;",
+        " ",
+        " \tif (!is_power_of_2(len))",
+        "-- ",
+        "2.47.3",
+        "",
+    ];
+    std::fs::write(&patch, lines.join("\n")).unwrap();
+    let results = tmp.path().join("results");
+    // --compare-base builds the base first, so the broken level builds
+    // incrementally from it (the base is the other tests' too).
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--compare-base", "--series"])
+            .arg(&patch)
+            .arg("--results")
+            .arg(&results)
+            .arg("limits-4k"),
+    );
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("build failed: fs/read_write.c:1809"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lab_undeclared_symbol"), "{stderr}");
+    assert!(stderr.contains("--- last lines of "), "{stderr}");
+    let run = std::fs::canonicalize(results.join("latest")).unwrap();
+    let junit = read(&run.join("junit.xml"));
+    assert!(junit.contains("name=\"kernel-build\""), "{junit}");
+    assert!(junit.contains("fs/read_write.c:1809"), "{junit}");
+}
+
+#[test]
+fn bisect_names_the_planted_patch_of_the_demo_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["bisect", "--series"])
+            .arg(demo_series())
+            .args(["--testcase", "atomic-misaligned-raw-64k", "--results"])
+            .arg(&results),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("first bad patch: 3/4 fs: test atomic write alignment with a mask"),
+        "{stdout}\n{stderr}"
+    );
+    let run = std::fs::canonicalize(results.join("latest")).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&read(&run.join("bisect.json"))).unwrap();
+    assert_eq!(b["outcome"], "first_bad");
+    assert_eq!(b["first_bad"], 3);
+    let steps = b["steps"].as_array().unwrap();
+    let levels: Vec<u64> = steps.iter().map(|s| s["level"].as_u64().unwrap()).collect();
+    assert_eq!(levels, [0, 4, 2, 3], "both ends first, then the middle");
+    let verdicts: Vec<&str> = steps
+        .iter()
+        .map(|s| s["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["good", "bad", "good", "bad"]);
+    assert!(b["builds"].as_u64().unwrap() <= b["max_builds"].as_u64().unwrap());
+    assert_eq!(b["max_builds"], 4);
+    // A good level passed 1 + retries times; a bad one stopped at the first failure.
+    assert_eq!(steps[0]["tries"], 2);
+    assert_eq!(steps[1]["tries"], 1);
+    assert!(
+        steps[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected EINVAL, got success"),
+        "{}",
+        steps[1]
+    );
+    // Every step keeps its build log, config and console.
+    for s in steps {
+        let d = run.join(s["dir"].as_str().unwrap());
+        assert!(d.join("build.log").is_file(), "{}", d.display());
+        assert!(d.join("config").is_file(), "{}", d.display());
+        assert!(
+            d.join("try-1/atomic-misaligned-raw-64k/console.log")
+                .is_file(),
+            "{}",
+            d.display()
+        );
+    }
+    let junit = read(&run.join("junit.xml"));
+    assert_eq!(junit.matches("<testcase ").count(), 4, "{junit}");
+    assert!(junit.contains("level 3 (3/4 fs: test atomic write alignment with a mask)"));
+    // The reproduce line of a step builds exactly that level.
+    let summary = read(&run.join("level-3/try-1/summary.json"));
+    assert!(summary.contains("--upto 3"), "{summary}");
+}
+
+#[test]
+fn run_compare_base_reports_only_regressions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--series"])
+            .arg(demo_series())
+            .args(["--compare-base", "--results"])
+            .arg(&results)
+            .args(["atomic-misaligned-raw-64k", "atomic-errors-raw-4k"]),
+    );
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let run = std::fs::canonicalize(results.join("latest")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    assert_eq!(v["properties"]["compare_base"], "true");
+    assert_eq!(v["properties"]["series.patches"], "4");
+    let failed: Vec<String> = v["suites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["results"].as_array().unwrap().clone())
+        .filter(|r| r["outcome"]["status"] == "failed")
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert!(
+        failed.iter().all(|f| f.contains("regression:")),
+        "{failed:#?}"
+    );
+    for sub in [
+        "patched/summary.json",
+        "base/summary.json",
+        "kernel/build.log",
+        "base/kernel/config",
+    ] {
+        assert!(run.join(sub).is_file(), "{sub}");
+    }
+}
