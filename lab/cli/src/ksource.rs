@@ -239,9 +239,14 @@ pub fn checkout(repo: &Path, commit: &str) -> Result<()> {
 
 /// Abandons an unfinished `git am` (a previous run that stopped on a patch).
 pub fn abort_am(repo: &Path) {
-    if repo.join(".git/rebase-apply").exists() {
+    // --git-path: in a linked work tree the state lives in its own git dir.
+    let Ok(p) = git_output(repo, &["rev-parse", "--git-path", "rebase-apply"]) else {
+        return;
+    };
+    let p = repo.join(p);
+    if p.exists() {
         let _ = git(repo, &["am", "--abort"]);
-        let _ = std::fs::remove_dir_all(repo.join(".git/rebase-apply"));
+        let _ = std::fs::remove_dir_all(&p);
     }
 }
 

@@ -119,9 +119,69 @@ impl Levels {
     }
 }
 
-/// Applies the series to the tree's base, one commit per patch.
+/// Applies the series to the tree's base, one commit per patch. A series
+/// applied before to the same base is not applied again: its commits are
+/// remembered (`.git/lab-levels/<hash of base and patches>`; the commits
+/// are the same anyway, with a fixed committer), and leaving the work tree
+/// alone keeps the mtimes incremental builds rely on.
 pub fn apply(tree: &KernelTree, s: &Series) -> Result<Levels> {
     let repo = &tree.repo;
+    let key = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(&tree.base);
+        for p in &s.patches {
+            h.update([0]);
+            h.update(&p.text);
+        }
+        h.finalize()
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let memo = repo.join(".git/lab-levels").join(&key);
+    if let Ok(text) = std::fs::read_to_string(&memo) {
+        let commits: Vec<String> = text.lines().map(str::to_string).collect();
+        let all_there = commits.len() == s.patches.len() + 1
+            && commits.iter().all(|c| {
+                ksource::git(repo, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok()
+            });
+        if all_there {
+            return Ok(Levels {
+                commits,
+                failure: None,
+            });
+        }
+    }
+    let levels = apply_now(tree, s)?;
+    if levels.failure.is_none() {
+        let _ = std::fs::create_dir_all(repo.join(".git/lab-levels"));
+        let _ = std::fs::write(&memo, levels.commits.join("\n") + "\n");
+    }
+    Ok(levels)
+}
+
+/// Applies in a second work tree of the same repository (`<tree>.apply`),
+/// so the build work tree only ever changes by checking levels out: a file
+/// the series touches is then new only to the levels that differ in it.
+fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
+    let repo = &tree.repo.with_extension("apply");
+    if !repo.join(".git").exists() {
+        let _ = std::fs::remove_dir_all(repo);
+        ksource::git(&tree.repo, &["worktree", "prune"])?;
+        ksource::git(
+            &tree.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                &repo.to_string_lossy(),
+                &tree.base,
+            ],
+        )?;
+    }
     ksource::checkout(repo, &tree.base)?;
     let mut commits = vec![tree.base.clone()];
     let tmp = tempfile_dir()?;
