@@ -32,11 +32,29 @@ pub struct StatxAtomic {
     pub segments_max: u32,
 }
 
+/// Buffered atomic-write limits, `statx(STATX_WRITE_ATOMIC_BUF)`: the
+/// interface of the lab's own series (patches/xfs-buffered-atomic), kept
+/// apart from the direct I/O limits of STATX_WRITE_ATOMIC. Mainline 7.x
+/// does not know the bit and leaves it clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StatxBuffered {
+    /// The kernel set STATX_WRITE_ATOMIC_BUF in stx_mask.
+    pub reported: bool,
+    pub unit_min: u32,
+    pub unit_max: u32,
+}
+
+/// `STATX_WRITE_ATOMIC_BUF` (patches/xfs-buffered-atomic 2/4).
+pub const STATX_WRITE_ATOMIC_BUF: u32 = 0x0004_0000;
+
 /// What the guest agent reports for one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitsReport {
     pub path: String,
     pub statx: StatxAtomic,
+    /// Buffered limits (absent in reports from older agents).
+    #[serde(default)]
+    pub statx_buf: StatxBuffered,
     /// Present when the path is a block device.
     pub sysfs: Option<SysfsAtomicLimits>,
     /// stx_blksize, for files: the filesystem block size.
@@ -298,6 +316,30 @@ pub fn check_bdev(report: &LimitsReport, want: &SysfsAtomicLimits) -> Vec<Check>
     out
 }
 
+/// Buffered atomic writes, where the kernel reports them at all
+/// (STATX_WRITE_ATOMIC_BUF set): exactly one filesystem block, min and
+/// max, wherever a direct atomic write of one block is possible, else
+/// none. That is the rule of the lab's own series; a kernel that does not
+/// report the bit gets no check (its buffered testcases say "skipped").
+pub fn check_xfs_buffered(report: &LimitsReport, want: &XfsAtomicExpectation) -> Vec<Check> {
+    let b = &report.statx_buf;
+    if !b.reported {
+        return Vec::new();
+    }
+    const RULE: &str = "buffered atomic writes (STATX_WRITE_ATOMIC_BUF) are written through \
+                        as one direct atomic write of exactly one fs block: min = max = block \
+                        where a direct atomic write of a block is possible, else 0";
+    let block = match want {
+        XfsAtomicExpectation::Exact(s) if s.unit_min > 0 => s.unit_min,
+        XfsAtomicExpectation::Exact(_) => 0,
+        XfsAtomicExpectation::SoftwareCapable { block, .. } => *block,
+    };
+    vec![
+        Check::eq("xfs.statx_buf.unit_min", block, b.unit_min, RULE),
+        Check::eq("xfs.statx_buf.unit_max", block, b.unit_max, RULE),
+    ]
+}
+
 /// Compare a file-on-XFS report against the expectation.
 pub fn check_xfs(report: &LimitsReport, want: &XfsAtomicExpectation) -> Vec<Check> {
     let g = &report.statx;
@@ -425,6 +467,7 @@ mod tests {
                 ..want
             }),
             blksize: 4096,
+            statx_buf: StatxBuffered::default(),
         };
         let failed: Vec<_> = check_bdev(&report, &want)
             .into_iter()

@@ -72,6 +72,7 @@ fn limits(paths: &[String]) -> Result<(), String> {
         let report = LimitsReport {
             path: path.clone(),
             statx: sx.atomic,
+            statx_buf: sx.buffered,
             sysfs,
             blksize: sx.blksize,
         };

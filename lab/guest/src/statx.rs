@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::io;
 
-use lab_core::limits::StatxAtomic;
+use lab_core::limits::{StatxAtomic, StatxBuffered, STATX_WRITE_ATOMIC_BUF};
 
 const STATX_WRITE_ATOMIC: u32 = 0x0001_0000;
 const STATX_BASIC_STATS: u32 = 0x0000_07ff;
@@ -45,13 +45,18 @@ struct RawStatx {
     dio_read_offset_align: u32,
     atomic_write_unit_max_opt: u32,
     _spare2: u32,
-    _spare3: [u64; 8],
+    /// 0xc0: the buffered limits of STATX_WRITE_ATOMIC_BUF (the lab's own
+    /// series); spare space, so zero, on kernels without it.
+    atomic_write_unit_min_buf: u32,
+    atomic_write_unit_max_buf: u32,
+    _spare3: [u64; 7],
 }
 
 const _: () = assert!(std::mem::size_of::<RawStatx>() == 256);
 
 pub struct StatxResult {
     pub atomic: StatxAtomic,
+    pub buffered: StatxBuffered,
     pub blksize: u32,
     /// O_DIRECT offset alignment (0 when the kernel does not say).
     pub dio_offset_align: u32,
@@ -68,7 +73,8 @@ pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
             libc::AT_FDCWD,
             c.as_ptr(),
             0,
-            STATX_BASIC_STATS | STATX_WRITE_ATOMIC | STATX_DIOALIGN,
+            // Kernels ignore request bits they do not know.
+            STATX_BASIC_STATS | STATX_WRITE_ATOMIC | STATX_DIOALIGN | STATX_WRITE_ATOMIC_BUF,
             &mut buf as *mut RawStatx,
         )
     };
@@ -83,6 +89,11 @@ pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
             unit_max: buf.atomic_write_unit_max,
             unit_max_opt: buf.atomic_write_unit_max_opt,
             segments_max: buf.atomic_write_segments_max,
+        },
+        buffered: StatxBuffered {
+            reported: buf.mask & STATX_WRITE_ATOMIC_BUF != 0,
+            unit_min: buf.atomic_write_unit_min_buf,
+            unit_max: buf.atomic_write_unit_max_buf,
         },
         blksize: buf.blksize,
         dio_offset_align: if buf.mask & STATX_DIOALIGN != 0 {
