@@ -331,15 +331,15 @@ fn test_level(
     let mut verdict = Verdict::Good;
     for try_no in 1..=1 + opts.retries {
         let tdir = ldir.join(format!("try-{try_no}"));
+        let prefix = format!(
+            "lab run{} --testcases {}",
+            level_request(pipe, level).reproduce_args(),
+            tc_path.display()
+        );
         let ropts = RunOptions {
             results: dir.to_path_buf(),
-            reproduce: format!(
-                "lab run{} --testcases {} {}",
-                level_request(pipe, level).reproduce_args(),
-                tc_path.display(),
-                tc.name
-            ),
-            reproduce_prefix: String::new(),
+            reproduce: format!("{prefix} {}", tc.name),
+            reproduce_prefix: prefix,
             properties: pipe.properties(level, &built),
         };
         let r = run::run_into(&host, &cases, &ropts, id, &tdir)
