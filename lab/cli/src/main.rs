@@ -63,10 +63,20 @@ struct BuildArgs {
 }
 
 impl BuildArgs {
-    fn request(&self) -> kpipe::KernelRequest {
+    /// Relative paths that do not exist from the current directory are
+    /// taken from the repository root (as `--testcases` is), so
+    /// `--series patches/x` works from anywhere in the checkout.
+    fn request(&self, root: &std::path::Path) -> kpipe::KernelRequest {
+        let resolve = |p: &PathBuf| {
+            if p.is_relative() && !p.exists() && root.join(p).exists() {
+                root.join(p)
+            } else {
+                p.clone()
+            }
+        };
         kpipe::KernelRequest {
-            tree: self.kernel_tree.clone(),
-            series: self.series.clone(),
+            tree: self.kernel_tree.as_ref().map(resolve),
+            series: self.series.as_ref().map(resolve),
             kconfig: self.kconfig.clone(),
             upto: self.upto,
         }
@@ -448,7 +458,7 @@ fn run_cmd(
         return 0;
     }
     let results = results.unwrap_or_else(|| paths::results_dir(&root));
-    let req = b.request();
+    let req = b.request(&root);
     // The reproduce line: everything that chose the kernel and testcases.
     let mut reproduce = String::from("lab run");
     if let Some(kp) = &k.kernel {
@@ -714,7 +724,7 @@ fn bisect_cmd(
         Ok(r) => r,
         Err(e) => return lab_error(e),
     };
-    let req = b.request();
+    let req = b.request(&root);
     if req.series.is_none() {
         eprintln!("lab: error: lab bisect needs --series");
         return EXIT_BAD_INPUT;
