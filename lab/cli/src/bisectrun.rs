@@ -182,8 +182,9 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                             }
                         );
                         planner.record(level, step.verdict);
-                        if step.verdict != Verdict::Skip || step.build_s > 0.0 {
-                            report.builds += usize::from(!step.build_cached);
+                        // A build the lab ran (a failed one included).
+                        if !step.build_cached && step.build_s > 0.0 {
+                            report.builds += 1;
                         }
                         report.steps.push(step);
                     }
@@ -192,6 +193,11 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                         report.outcome = "bad_input".into();
                         report.message = m;
                         break EXIT_BAD_INPUT;
+                    }
+                    Err(StepError::Lab(_)) if reaper::interrupted() => {
+                        report.outcome = "interrupted".into();
+                        report.message = "interrupted: partial results".into();
+                        break crate::EXIT_INTERRUPTED;
                     }
                     Err(StepError::Lab(m)) => {
                         eprintln!("lab: error: {m}");

@@ -117,6 +117,26 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
         }
     }
 
+    // Kernel builds (lab run --series, lab bisect): the toolchain and the
+    // default source. Not needed to boot a prebuilt kernel, so notes.
+    let build_tools = ["make", "gcc", "flex", "bison", "bc", "git", "ccache"];
+    let absent: Vec<&str> = build_tools.iter().copied().filter(|t| !have(t)).collect();
+    if absent.is_empty() {
+        r.ok("kernel build tools", &build_tools.join(", "));
+    } else {
+        r.note(
+            "kernel build tools",
+            &format!(
+                "missing {} (lab run --series and lab bisect need them; {SETUP} installs them)",
+                absent.join(", ")
+            ),
+        );
+    }
+    match crate::ksource::default_tarball(&paths::cache_dir()) {
+        Ok((tar, describe)) => r.ok("kernel source", &format!("{describe} ({})", tar.display())),
+        Err(e) => r.note("kernel source", &format!("{e:#}")),
+    }
+
     // Kernel.
     let cache = paths::cache_dir();
     let kernel = match kernel_arg {

@@ -42,8 +42,11 @@ pub fn unregister(pid: u32) {
 pub fn kill_all() {
     let pids = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for pid in pids {
-        // SAFETY: plain kill(2) on a pid we spawned and have not reaped yet.
+        // SAFETY: plain kill(2) on a pid we spawned and have not reaped yet,
+        // and on its process group (guard_child made it the leader of its
+        // own): a kernel build's make takes its compilers with it.
         unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }
