@@ -468,11 +468,14 @@ fn run_cmd(
     if compare_base {
         reproduce.push_str(" --compare-base");
     }
+    // After --accel, which the run knows only once the host is resolved.
+    let mut tc_args = String::new();
     if testcases != [PathBuf::from("testcases")] {
         for t in testcases {
-            reproduce.push_str(&format!(" --testcases {}", t.display()));
+            tc_args.push_str(&format!(" --testcases {}", t.display()));
         }
     }
+    let reproduce = (reproduce.as_str(), tc_args.as_str());
     if !req.wanted() {
         let host = match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
             Ok(h) => h,
@@ -483,7 +486,7 @@ fn run_cmd(
             Ok(x) => x,
             Err(e) => return lab_error(e),
         };
-        let opts = run_options(&reproduce, &host, &cases, &results, Vec::new());
+        let opts = run_options(reproduce, &host, &cases, &results, Vec::new());
         return finish_run(run::run_into(&host, &cases, &opts, &id, &dir), &dir);
     }
     built_run(
@@ -492,7 +495,7 @@ fn run_cmd(
         k.accel,
         compare_base,
         &cases,
-        &reproduce,
+        reproduce,
         &results,
     )
 }
@@ -508,14 +511,21 @@ fn print_host(host: &LabHost) {
     );
 }
 
+/// `reproduce` is (the flags that chose the kernel, the testcase sources):
+/// the line reads `lab run <kernel flags> --accel X <sources> <names>`.
 fn run_options(
-    reproduce: &str,
+    reproduce: (&str, &str),
     host: &LabHost,
     cases: &[(PathBuf, lab_core::testcase::Testcase)],
     results: &std::path::Path,
     properties: Vec<(String, String)>,
 ) -> run::RunOptions {
-    let reproduce_prefix = format!("{reproduce} --accel {}", host.accel.as_str());
+    let reproduce_prefix = format!(
+        "{} --accel {}{}",
+        reproduce.0,
+        host.accel.as_str(),
+        reproduce.1
+    );
     let mut full = reproduce_prefix.clone();
     for (_, tc) in cases {
         full.push(' ');
@@ -587,7 +597,7 @@ fn built_run(
     accel: AccelChoice,
     compare_base: bool,
     cases: &[(PathBuf, lab_core::testcase::Testcase)],
-    reproduce: &str,
+    reproduce: (&str, &str),
     results: &std::path::Path,
 ) -> u8 {
     use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
@@ -642,9 +652,9 @@ fn built_run(
                         duration_s: 0.0,
                     }],
                     console_log: None,
-                    reproduce: reproduce.to_string(),
+                    reproduce: format!("{}{}", reproduce.0, reproduce.1),
                 }],
-                reproduce: reproduce.to_string(),
+                reproduce: format!("{}{}", reproduce.0, reproduce.1),
                 interrupted: false,
             };
             if let Err(e) = run::write_results(&dir, &report) {
