@@ -2,17 +2,11 @@
 //! input errors, Ctrl-C. Real QEMU and kernels, as in tests/vm.rs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn lab() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
-    c.env(
-        "LAB_ROOT",
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
-    );
-    c
-}
+mod common;
+use common::{lab, outcome, prop, read, suite_of, summary_of};
 
 fn qemu_children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -32,10 +26,6 @@ fn qemu_children_of(pid: u32) -> Vec<u32> {
                 .flatten()
         })
         .collect()
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 #[test]
@@ -571,40 +561,6 @@ fn failure_details(dir: &Path) -> String {
         }
     }
     out
-}
-
-fn summary_of(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&read(&dir.join("latest/summary.json"))).unwrap()
-}
-
-/// One testcase's suite from a summary.
-fn suite_of(summary: &serde_json::Value, name: &str) -> serde_json::Value {
-    summary["suites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing: {summary}"))
-        .clone()
-}
-
-/// The status of one check of a suite.
-fn outcome(suite: &serde_json::Value, check: &str) -> String {
-    suite["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["check"] == check)
-        .map(|r| r["outcome"]["status"].as_str().unwrap_or("?").to_string())
-        .unwrap_or_else(|| panic!("{check} missing in {suite}"))
-}
-
-/// One property of a suite.
-fn prop(suite: &serde_json::Value, key: &str) -> String {
-    suite["properties"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{key} missing in {suite}"))
-        .to_string()
 }
 
 fn suite_results(summary: &serde_json::Value, name: &str) -> Vec<(String, String, String)> {

@@ -6,33 +6,9 @@
 //! incrementally from it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn lab() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
-    c.env("LAB_ROOT", root());
-    c
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn output(c: &mut Command) -> (Option<i32>, String, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{lab, output, read, root, summary_of};
 
 fn demo_series() -> PathBuf {
     root().join("patches/demo-atomic-align")
@@ -245,7 +221,7 @@ fn run_compare_base_reports_only_regressions() {
     );
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let run = std::fs::canonicalize(results.join("latest")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
+    let v = summary_of(&results);
     assert_eq!(v["properties"]["compare_base"], "true");
     assert_eq!(v["properties"]["series.patches"], "4");
     let failed: Vec<String> = v["suites"]
