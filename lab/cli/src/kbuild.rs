@@ -154,7 +154,8 @@ pub struct Built {
 pub struct Builder {
     cache: PathBuf,
     tree: KernelTree,
-    fragments: Vec<(PathBuf, String, Vec<KOption>)>,
+    /// Each fragment file and the options it asks for.
+    fragments: Vec<(PathBuf, Vec<KOption>)>,
     config_key: String,
     compiler: String,
     ccache: bool,
@@ -179,14 +180,9 @@ impl Builder {
             hasher.update([0]);
             hasher.update(&text);
             hasher.update([0]);
-            fragments.push((f.clone(), text, opts));
+            fragments.push((f.clone(), opts));
         }
-        let config_key: String = hasher
-            .finalize()
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let config_key = ksource::hex_prefix(&hasher.finalize(), 6);
         let compiler = first_line(Command::new("gcc").arg("--version"))
             .context("gcc --version (install build-essential: scripts/setup.sh)")?;
         let ccache = first_line(Command::new("ccache").arg("--version")).is_ok();
@@ -206,10 +202,6 @@ impl Builder {
         })
     }
 
-    pub fn tree(&self) -> &KernelTree {
-        &self.tree
-    }
-
     fn out_base(&self) -> PathBuf {
         self.cache
             .join("kernel/out")
@@ -222,34 +214,20 @@ impl Builder {
             h.update(part);
             h.update([0]);
         }
-        h.finalize()
-            .iter()
-            .take(10)
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// The artifact of `commit` if it was built before.
-    pub fn cached(&self, commit: &str) -> Result<Option<Built>> {
-        let tree_id = ksource::tree_id(&self.tree.repo, commit)?;
-        let art = self
-            .cache
-            .join("kernel/artifacts")
-            .join(self.build_key(&tree_id));
-        load_artifact(&art)
+        ksource::hex_prefix(&h.finalize(), 10)
     }
 
     /// Builds `commit` (or returns its cached artifact). `label` names the
     /// level on the progress line ("base", "3/4").
     pub fn build(&self, commit: &str, label: &str) -> Result<Built, BuildError> {
-        if let Some(b) = self.cached(commit)? {
-            return Ok(b);
-        }
         let started = Instant::now();
         let tree_id = ksource::tree_id(&self.tree.repo, commit)?;
         let key = self.build_key(&tree_id);
         let artifacts = self.cache.join("kernel/artifacts");
         let art = artifacts.join(&key);
+        if let Some(b) = load_artifact(&art)? {
+            return Ok(b);
+        }
         let tmp = artifacts.join(format!("{key}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).context("creating the artifact directory")?;
@@ -317,7 +295,7 @@ impl Builder {
             fragments: self
                 .fragments
                 .iter()
-                .map(|(p, _, _)| p.display().to_string())
+                .map(|(p, _)| p.display().to_string())
                 .collect(),
             compiler: self.compiler.clone(),
             release: release.clone(),
@@ -426,7 +404,7 @@ impl Builder {
             .arg("-O")
             .arg(odir)
             .arg(odir.join(".config"));
-        for (p, _, _) in &self.fragments {
+        for (p, _) in &self.fragments {
             merge.arg(p.canonicalize().unwrap_or_else(|_| p.clone()));
         }
         run_logged(&mut merge, log, "scripts/kconfig/merge_config.sh")?;
@@ -449,7 +427,7 @@ impl Builder {
         let req: Vec<(String, Vec<KOption>)> = self
             .fragments
             .iter()
-            .map(|(p, _, o)| (p.display().to_string(), o.clone()))
+            .map(|(p, o)| (p.display().to_string(), o.clone()))
             .collect();
         Ok(kconfig::check_survived(&req, &fin))
     }

@@ -61,7 +61,6 @@ pub enum PipelineError {
 pub struct Pipeline {
     pub tree: KernelTree,
     pub series: Option<Series>,
-    pub series_path: Option<PathBuf>,
     pub levels: Levels,
     pub builder: Builder,
     pub request: KernelRequest,
@@ -109,7 +108,6 @@ impl Pipeline {
         Ok(Pipeline {
             tree,
             series,
-            series_path: req.series.clone(),
             levels,
             builder,
             request: req.clone(),
@@ -166,7 +164,7 @@ impl Pipeline {
             ),
             ("kernel.build_cached".into(), built.cached.to_string()),
         ];
-        if let Some(p) = &self.series_path {
+        if let Some(p) = &self.request.series {
             v.push(("series".into(), p.display().to_string()));
             v.push(("series.patches".into(), self.patches().to_string()));
         }

@@ -104,8 +104,17 @@ pub fn prepare(cache: &Path, spec: &SourceSpec) -> Result<KernelTree> {
 }
 
 fn short_hash(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex_prefix(&Sha256::digest(bytes), 8)
+}
+
+/// The first `bytes` bytes of a digest in hex: the short keys the kernel
+/// cache names its trees, configs, builds and applied series by.
+pub(crate) fn hex_prefix(digest: &[u8], bytes: usize) -> String {
+    digest
+        .iter()
+        .take(bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn from_tarball(trees: &Path, tar: &Path) -> Result<KernelTree> {

@@ -113,12 +113,6 @@ pub struct Levels {
     pub failure: Option<ApplyError>,
 }
 
-impl Levels {
-    pub fn top(&self) -> usize {
-        self.commits.len() - 1
-    }
-}
-
 /// Applies the series to the tree's base, one commit per patch. A series
 /// applied before to the same base is not applied again: its commits are
 /// remembered (`.git/lab-levels/<hash of base and patches>`; the commits
@@ -134,11 +128,7 @@ pub fn apply(tree: &KernelTree, s: &Series) -> Result<Levels> {
             h.update([0]);
             h.update(&p.text);
         }
-        h.finalize()
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        ksource::hex_prefix(&h.finalize(), 12)
     };
     let memo = repo.join(".git/lab-levels").join(&key);
     if let Ok(text) = std::fs::read_to_string(&memo) {
