@@ -10,7 +10,7 @@ use crate::host::LabHost;
 use crate::paths;
 use crate::vm::Vm;
 
-#[derive(clap::Subcommand, Clone, Copy)]
+#[derive(clap::Subcommand, Clone)]
 pub enum BenchWhat {
     /// Boot to SSH ready (median of N), against a bare kernel boot baseline.
     Boot {
@@ -38,6 +38,38 @@ pub enum BenchWhat {
     /// then the demo series bisected (incremental build per step, total
     /// time, number of builds against ceil(log2 N) + 2). About 15 minutes.
     Kernel,
+    /// Boots on the crash disk under load (CPU hogs, VMs booting at once),
+    /// never retried: boot failures counted by the stage they stalled in,
+    /// against a few unloaded boots measured first. Failed boots keep their
+    /// console and diagnosis in results/bench/stress/.
+    Stress {
+        /// Boots under load.
+        #[arg(short = 'n', long, default_value_t = 200)]
+        boots: usize,
+        /// VMs booting at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Busy threads in the lab process while the boots run.
+        #[arg(long, default_value_t = 2)]
+        hogs: usize,
+        /// Appended to the guest kernel's command line (for a hunt:
+        /// `ignore_loglevel` shows where a quiet boot stops).
+        #[arg(long, default_value = "")]
+        cmdline: String,
+    },
+}
+
+impl BenchWhat {
+    /// The name of its results file, results/bench/<name>.json.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BenchWhat::Boot { .. } => "boot",
+            BenchWhat::Disk { .. } => "disk",
+            BenchWhat::Verify { .. } => "verify",
+            BenchWhat::Kernel => "kernel",
+            BenchWhat::Stress { .. } => "stress",
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,21 +111,32 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
+    let name = what.name();
     let r = match what {
         BenchWhat::Boot { runs } => bench_boot(host, runs.max(1)),
         BenchWhat::Disk { runs } => crate::benchdisk::bench_disk(host, runs.max(1)),
         BenchWhat::Verify { states } => crate::benchverify::bench_verify(host, states.max(1)),
         BenchWhat::Kernel => crate::benchkernel::bench_kernel(host),
+        BenchWhat::Stress {
+            boots,
+            parallel,
+            hogs,
+            cmdline,
+        } => crate::benchstress::bench_stress(
+            host,
+            crate::benchstress::StressPlan {
+                boots: boots.max(1),
+                parallel: parallel.max(1),
+                hogs,
+                baseline: 5,
+                extra_cmdline: cmdline,
+            },
+            &paths::results_dir(&host.root).join("bench"),
+        ),
     };
     match r {
         Ok(records) => {
             let dir = paths::results_dir(&host.root).join("bench");
-            let name = match what {
-                BenchWhat::Boot { .. } => "boot",
-                BenchWhat::Disk { .. } => "disk",
-                BenchWhat::Verify { .. } => "verify",
-                BenchWhat::Kernel => "kernel",
-            };
             let file = dir.join(format!("{name}.json"));
             let write = std::fs::create_dir_all(&dir).and_then(|_| {
                 std::fs::write(

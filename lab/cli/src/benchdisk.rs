@@ -99,6 +99,7 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
         Duration::from_secs(120),
     );
     crash_opts.initrd = image;
+    crash_opts.nbd_activity = Some(crash.activity());
     let mut crashvm = Vm::boot(&crash_opts).context("booting the crash-disk VM")?;
     crate::powercut::kill_on_cut(&crash, &crashvm);
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use lab_core::qemu::Backend;
 use lab_disk::server::Export;
-use lab_disk::{serve_unix, Disk, Single};
+use lab_disk::{serve_unix, Activity, Disk, Single};
 
 use crate::paths::PrivateDir;
 
@@ -18,6 +18,7 @@ use crate::paths::PrivateDir;
 pub struct NbdServer {
     socket: String,
     export: String,
+    activity: Arc<Activity>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -34,18 +35,26 @@ impl NbdServer {
         let listener = rt
             .block_on(async { tokio::net::UnixListener::bind(&socket) })
             .with_context(|| format!("binding {}", socket.display()))?;
+        let activity = Arc::new(Activity::default());
         rt.spawn(serve_unix(
             Arc::new(Single {
                 name: name.into(),
                 export,
             }),
             listener,
+            activity.clone(),
         ));
         Ok(NbdServer {
             socket: socket.to_string_lossy().into_owned(),
             export: name.into(),
+            activity,
             rt,
         })
+    }
+
+    /// The server's connections so far, for a VM that waits on its disk.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
     }
 
     /// The QEMU block backend that reaches this export.
@@ -94,5 +103,10 @@ impl CrashDisk {
     /// The QEMU block backend that reaches this disk.
     pub fn backend(&self) -> Backend {
         self.server.backend()
+    }
+
+    /// What the NBD server has seen of its clients.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.server.activity()
     }
 }

@@ -259,6 +259,7 @@ fn run_kvm_probe(qemu: &QemuInfo, kernel: &Kernel, image: &GuestImage) -> (bool,
         console_log: dir.path().join("console.log"),
         boot_timeout: Duration::from_secs(20),
         extra_cmdline: String::new(),
+        nbd_activity: None,
     };
     let mut vm = match Vm::start(&opts) {
         Ok(vm) => vm,
@@ -385,6 +386,7 @@ impl LabHost {
             console_log,
             boot_timeout,
             extra_cmdline: String::new(),
+            nbd_activity: None,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod benchdisk;
 pub mod benchkernel;
+pub mod benchstress;
 pub mod benchverify;
 pub mod bisectrun;
 pub mod crashdisk;
@@ -20,6 +21,7 @@ pub mod ksource;
 pub mod patchset;
 pub mod paths;
 pub mod powercut;
+pub mod procinfo;
 pub mod qmp;
 pub mod reaper;
 pub mod run;

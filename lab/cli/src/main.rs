@@ -348,6 +348,9 @@ fn boot(
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("lab: error: {e}");
+            if let vm::VmError::BootStalled { diagnosis, .. } = &e {
+                eprintln!("--- diagnosis ---\n{diagnosis}");
+            }
             if let Some(t) = e.console_tail() {
                 eprintln!("--- console tail ---\n{t}");
             }

@@ -18,6 +18,16 @@ impl QmpClient {
     /// Connects (QEMU creates the socket shortly after it starts) and
     /// negotiates capabilities.
     pub fn connect(path: &Path, timeout: Duration) -> Result<QmpClient> {
+        QmpClient::connect_with(path, timeout, Duration::from_secs(30))
+    }
+
+    /// Like `connect`, waiting at most `reply_timeout` for each answer (the
+    /// greeting included): a QEMU whose main loop is stuck answers nothing.
+    pub fn connect_with(
+        path: &Path,
+        timeout: Duration,
+        reply_timeout: Duration,
+    ) -> Result<QmpClient> {
         let start = Instant::now();
         let sock = loop {
             match UnixStream::connect(path) {
@@ -32,7 +42,7 @@ impl QmpClient {
                 }
             }
         };
-        sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+        sock.set_read_timeout(Some(reply_timeout.max(Duration::from_millis(1))))?;
         let reader = BufReader::new(sock.try_clone()?);
         let mut qmp = Qmp::new(Stream::new(reader, sock));
         qmp.handshake().context("QMP capabilities negotiation")?;
@@ -59,6 +69,17 @@ impl QmpClient {
             "{}.{}.{}",
             v.qemu.major, v.qemu.minor, v.qemu.micro
         ))
+    }
+
+    /// A human monitor command (`info cpus`, say): for diagnosis only, its
+    /// text is not an interface.
+    pub fn hmp(&mut self, command: &str) -> Result<String> {
+        self.qmp
+            .execute(&qmp::human_monitor_command {
+                command_line: command.into(),
+                cpu_index: None,
+            })
+            .with_context(|| format!("human-monitor-command {command:?}"))
     }
 
     /// `quit`: QEMU exits at once (the clean end of a VM the lab is done with).

@@ -328,12 +328,137 @@ fn vm_error_result(case: &str, stage: &str, e: &VmError, d: Duration) -> CaseRes
             message: format!("guest hung: {e}"),
             detail,
         },
+        // Nothing says the kernel was at fault: the lab could not run it.
+        VmError::BootStalled { diagnosis, .. } => Outcome::Error {
+            message: format!("{e}"),
+            detail: format!("{diagnosis}\n{detail}"),
+        },
         other => Outcome::Error {
             message: format!("{other:#}"),
             detail,
         },
     };
     result(case, stage, outcome, d)
+}
+
+/// A testcase's VM, booted, with the disks it runs on.
+struct CaseVm {
+    vm: Vm,
+    crash: Option<CrashDisk>,
+    disks: Vec<crate::host::ScratchDisk>,
+    /// Why the first boot failed, when it was retried.
+    retried_after: Option<String>,
+}
+
+enum BootFailure {
+    /// The lab could not prepare the VM (disk, image, QEMU features).
+    Lab {
+        stage: &'static str,
+        error: anyhow::Error,
+    },
+    /// The VM did not boot (after the one retry, where it applies).
+    Vm {
+        error: VmError,
+        retried_after: Option<String>,
+    },
+}
+
+/// Boots the testcase's VM on fresh disks. A boot that fails before the
+/// guest ran anything, with no sign that the kernel was at fault (a stalled
+/// stage, QEMU gone without a splat), is the lab's problem, not a verdict:
+/// it is retried once with a fresh VM and fresh disks, and the first
+/// attempt's console and diagnosis are kept as `boot-1.*`. A kernel splat
+/// during boot is the kernel's and is never retried.
+fn boot_case_vm(host: &LabHost, tc: &Testcase, dir: &Path) -> Result<CaseVm, BootFailure> {
+    let first = match boot_case_vm_once(host, tc, dir, 1)? {
+        Ok(b) => return Ok(b),
+        Err(e) if e.is_infrastructure() && !crate::reaper::interrupted() => e,
+        Err(error) => {
+            return Err(BootFailure::Vm {
+                error,
+                retried_after: None,
+            })
+        }
+    };
+    let console = dir.join("console.log");
+    for (from, to) in [
+        (console.clone(), dir.join("boot-1.console.log")),
+        (
+            crate::vm::diagnosis_path(&console),
+            dir.join("boot-1.diagnosis.txt"),
+        ),
+    ] {
+        if from.exists() {
+            let _ = std::fs::rename(&from, &to);
+        }
+    }
+    let why = first.to_string();
+    tracing::warn!("{}: first boot failed ({why}); retrying once", tc.name);
+    match boot_case_vm_once(host, tc, dir, 2)? {
+        Ok(mut b) => {
+            b.retried_after = Some(why);
+            Ok(b)
+        }
+        Err(error) => Err(BootFailure::Vm {
+            error,
+            retried_after: Some(why),
+        }),
+    }
+}
+
+/// Test hook (`LAB_INJECT_BOOT_STALLS=N`): the first N boot attempts of
+/// every testcase stall at once. Lets the tests prove the retry and the
+/// lab-error report on real VMs; never set in normal use.
+fn injected_boot_stalls() -> u32 {
+    std::env::var("LAB_INJECT_BOOT_STALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One attempt: fresh scratch disks (and crash disk), then the boot.
+fn boot_case_vm_once(
+    host: &LabHost,
+    tc: &Testcase,
+    dir: &Path,
+    attempt: u32,
+) -> Result<Result<CaseVm, VmError>, BootFailure> {
+    let lab = |stage: &'static str| move |error: anyhow::Error| BootFailure::Lab { stage, error };
+    // Namespace atomics on a QEMU without them: an error naming what is
+    // missing, never a run on a device other than the testcase's.
+    host.qemu.check_device(&tc.device).map_err(lab("qemu"))?;
+    let (disks, mut nvme) = crate::host::scratch_nvme(&tc.device).map_err(lab("setup"))?;
+    // A power-cut testcase's first namespace is the crash disk, with the
+    // write cache off so every write is FUA (durable when acknowledged).
+    let crash = match &tc.power_cut {
+        None => None,
+        Some(_) => Some(
+            CrashDisk::start(tc.device.size_bytes(), tc.device.lba_size)
+                .map_err(lab("crash-disk"))?,
+        ),
+    };
+    if let Some(c) = &crash {
+        nvme.backend = c.backend();
+        nvme.write_cache = Some(false);
+    }
+    let mut opts = host.vm_options(
+        dir.join("console.log"),
+        Some(nvme),
+        Duration::from_secs(tc.timeouts.boot_s),
+    );
+    opts.nbd_activity = crash.as_ref().map(CrashDisk::activity);
+    if attempt <= injected_boot_stalls() {
+        // A real boot cut short: QEMU starts and is diagnosed and killed
+        // like any stalled boot, so the retry path runs end to end.
+        opts.boot_timeout = Duration::from_millis(1);
+    }
+    opts.initrd = host.image_with(&tc.guest_tools).map_err(lab("image"))?;
+    Ok(Vm::boot(&opts).map(|vm| CaseVm {
+        vm,
+        crash,
+        disks,
+        retried_after: None,
+    }))
 }
 
 pub(crate) fn run_case(
@@ -388,56 +513,40 @@ pub(crate) fn run_case(
             .push(lab_error(suite_name, "qemu", &e, start.elapsed()));
         return suite;
     }
-    let (_disks, mut nvme) = match crate::host::scratch_nvme(&tc.device) {
-        Ok(d) => d,
-        Err(e) => {
-            suite
-                .results
-                .push(lab_error(suite_name, "setup", &e, start.elapsed()));
-            return suite;
-        }
-    };
-    // A power-cut testcase's first namespace is the crash disk, with the
-    // write cache off so every write is FUA (durable when acknowledged).
-    let crash = match &tc.power_cut {
-        None => None,
-        Some(_) => match CrashDisk::start(tc.device.size_bytes(), tc.device.lba_size) {
-            Ok(c) => {
-                nvme.backend = c.backend();
-                nvme.write_cache = Some(false);
-                Some(c)
-            }
-            Err(e) => {
+    let (vm, crash, _disks) = match boot_case_vm(host, tc, dir) {
+        Ok(b) => {
+            if let Some(first) = &b.retried_after {
+                // Said in the results and on the terminal: the verdicts come
+                // from the second VM.
                 suite
-                    .results
-                    .push(lab_error(suite_name, "crash-disk", &e, start.elapsed()));
-                return suite;
+                    .properties
+                    .push(("boot.retried_after".into(), first.clone()));
+                pb.println(format!(
+                    "      NOTE  {suite_name}: first boot failed before any workload ({first}); retried once with a fresh VM"
+                ));
             }
-        },
-    };
-    let mut opts = host.vm_options(
-        dir.join("console.log"),
-        Some(nvme),
-        Duration::from_secs(tc.timeouts.boot_s),
-    );
-    match host.image_with(&tc.guest_tools) {
-        Ok(img) => opts.initrd = img,
-        Err(e) => {
+            (b.vm, b.crash, b.disks)
+        }
+        Err(BootFailure::Lab { stage, error }) => {
             suite
                 .results
-                .push(lab_error(suite_name, "image", &e, start.elapsed()));
+                .push(lab_error(suite_name, stage, &error, start.elapsed()));
             return suite;
         }
-    }
-    let mut vm = match Vm::boot(&opts) {
-        Ok(vm) => vm,
-        Err(e) => {
+        Err(BootFailure::Vm {
+            error,
+            retried_after,
+        }) => {
+            if let Some(first) = retried_after {
+                suite.properties.push(("boot.retried_after".into(), first));
+            }
             suite
                 .results
-                .push(vm_error_result(suite_name, "boot", &e, start.elapsed()));
+                .push(vm_error_result(suite_name, "boot", &error, start.elapsed()));
             return suite;
         }
     };
+    let mut vm = vm;
     if let Some(b) = vm.boot_time {
         suite
             .properties

@@ -70,19 +70,44 @@ impl Verifier {
     ) -> Result<Verifier> {
         let dir = PrivateDir::new("lab-verify")?;
         let switch = Switch::new(store);
-        let server = NbdServer::start(dir.path(), EXPORT, switch.clone())?;
-        let nvme = lab_core::qemu::NvmeDisk {
-            backend: server.backend(),
-            extra_namespaces: Vec::new(),
-            device: DeviceParams {
-                namespaces: 1,
-                ..device.clone()
-            },
-            write_cache: None,
-        };
-        let opts = host.vm_options(console, Some(nvme), Duration::from_secs(120));
         let t = Instant::now();
-        let mut vm = Vm::boot(&opts).context("booting the verifier VM")?;
+        // A verifier boot that stalls is the lab's hiccup, not a verdict
+        // (no workload runs in this VM): one retry on a fresh server.
+        let mut attempt = 0;
+        let (server, mut vm) = loop {
+            attempt += 1;
+            let server =
+                NbdServer::start(dir.path(), &format!("{EXPORT}{attempt}"), switch.clone())?;
+            let nvme = lab_core::qemu::NvmeDisk {
+                backend: server.backend(),
+                extra_namespaces: Vec::new(),
+                device: DeviceParams {
+                    namespaces: 1,
+                    ..device.clone()
+                },
+                write_cache: None,
+            };
+            let mut opts = host.vm_options(console.clone(), Some(nvme), Duration::from_secs(120));
+            opts.nbd_activity = Some(server.activity());
+            match Vm::boot(&opts) {
+                Ok(vm) => break (server, vm),
+                Err(e)
+                    if attempt == 1 && e.is_infrastructure() && !crate::reaper::interrupted() =>
+                {
+                    tracing::warn!("verifier VM: first boot failed ({e}); retrying once");
+                    let _ = std::fs::rename(
+                        &console,
+                        console.with_file_name("verifier-boot-1.console.log"),
+                    );
+                    let diag = crate::vm::diagnosis_path(&console);
+                    let _ = std::fs::rename(
+                        &diag,
+                        diag.with_file_name("verifier-boot-1.diagnosis.txt"),
+                    );
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context("booting the verifier VM")),
+            }
+        };
         vm.wait_modules(Duration::from_secs(120))
             .context("the verifier VM's modules")?;
         Ok(Verifier {

@@ -2,8 +2,10 @@
 //! keys, its console captured to a file, watched for panics while it boots,
 //! reached over SSH, ended by QMP `quit`, and killed on drop whatever happens.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -31,6 +33,124 @@ pub struct VmOptions {
     pub console_log: PathBuf,
     pub boot_timeout: Duration,
     pub extra_cmdline: String,
+    /// The NBD server behind the namespace (the crash disk), if any: a
+    /// boot that stalls reports what that server saw of QEMU.
+    pub nbd_activity: Option<Arc<lab_disk::Activity>>,
+}
+
+/// The stages of a boot, in order. Each has its own bound, and a boot that
+/// stalls says which stage it stalled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootStage {
+    /// The QEMU process until its monitor answers `query-status`: its
+    /// main loop runs, so every disk (the crash disk's NBD handshake
+    /// included) is open.
+    QemuStart,
+    /// Firmware and kernel until the first console output: init's first
+    /// line, since the kernel runs `quiet`.
+    Kernel,
+    /// init's first line until sshd listens (the ready marker).
+    Init,
+    /// The ready marker until an SSH session is authenticated.
+    Ssh,
+}
+
+impl BootStage {
+    pub const ALL: [BootStage; 4] = [
+        BootStage::QemuStart,
+        BootStage::Kernel,
+        BootStage::Init,
+        BootStage::Ssh,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BootStage::QemuStart => "qemu-start",
+            BootStage::Kernel => "kernel",
+            BootStage::Init => "init",
+            BootStage::Ssh => "ssh",
+        }
+    }
+
+    /// What the stage waits for, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BootStage::QemuStart => "QEMU start until its monitor answers",
+            BootStage::Kernel => "firmware and kernel until the first console output",
+            BootStage::Init => "init until sshd listens",
+            BootStage::Ssh => "sshd listening until SSH authenticates",
+        }
+    }
+
+    /// How long the stage may take at most (the boot's whole timeout still
+    /// caps the sum). Generous for TCG on a loaded two-core host, where a
+    /// whole boot takes 4-14 s: a bound is there to name the stage that
+    /// stalled, not to race a slow machine.
+    pub fn bound(self) -> Duration {
+        Duration::from_secs(match self {
+            BootStage::QemuStart => 30,
+            BootStage::Kernel => 120,
+            BootStage::Init => 60,
+            BootStage::Ssh => 60,
+        })
+    }
+}
+
+impl fmt::Display for BootStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything the lab could find out about a boot that stalled, so that the
+/// results alone say where it stuck.
+#[derive(Debug, Clone)]
+pub struct BootDiagnosis {
+    pub stage: BootStage,
+    /// Since QEMU was started.
+    pub elapsed: Duration,
+    /// The QEMU process (killed once the error is returned).
+    pub qemu_pid: Option<u32>,
+    /// When each earlier stage ended (since QEMU was started).
+    pub stages_done: Vec<(BootStage, Duration)>,
+    /// The QEMU process: alive or not, and each thread's state, CPU time
+    /// used over one second, and kernel wait channel.
+    pub qemu: String,
+    /// What the monitor answered: run state and each vCPU's program
+    /// counter, or that it did not answer.
+    pub monitor: String,
+    /// What the NBD server behind the namespace saw, if there is one.
+    pub nbd: Option<String>,
+    pub console_bytes: u64,
+    pub qemu_stderr: String,
+}
+
+impl fmt::Display for BootDiagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "boot stalled in stage {} ({}) after {:.1} s",
+            self.stage,
+            self.stage.describe(),
+            self.elapsed.as_secs_f64()
+        )?;
+        for (st, t) in &self.stages_done {
+            writeln!(f, "  stage {st} done at {:.2} s", t.as_secs_f64())?;
+        }
+        writeln!(f, "qemu: {}", self.qemu)?;
+        writeln!(f, "monitor: {}", self.monitor)?;
+        if let Some(n) = &self.nbd {
+            writeln!(f, "nbd server: {n}")?;
+        }
+        writeln!(f, "console: {} bytes", self.console_bytes)?;
+        let stderr = self.qemu_stderr.trim();
+        writeln!(
+            f,
+            "qemu stderr: {}",
+            if stderr.is_empty() { "(empty)" } else { stderr }
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +176,12 @@ pub enum VmError {
         secs: u64,
         console_tail: String,
     },
+    #[error("boot stalled in stage {} ({}): no progress after {} s", diagnosis.stage, diagnosis.stage.describe(), waited.as_secs())]
+    BootStalled {
+        waited: Duration,
+        diagnosis: Box<BootDiagnosis>,
+        console_tail: String,
+    },
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
@@ -68,9 +194,20 @@ impl VmError {
         match self {
             VmError::Crashed { console_tail, .. }
             | VmError::Exited { console_tail, .. }
-            | VmError::Timeout { console_tail, .. } => Some(console_tail),
+            | VmError::Timeout { console_tail, .. }
+            | VmError::BootStalled { console_tail, .. } => Some(console_tail),
             _ => None,
         }
+    }
+
+    /// A failure of the boot itself with no sign that the kernel under test
+    /// was at fault (it stalled, or QEMU went away without a splat): the
+    /// lab retries such a boot once with a fresh VM.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(
+            self,
+            VmError::BootStalled { .. } | VmError::Exited { .. } | VmError::Start(_)
+        )
     }
 }
 
@@ -86,6 +223,9 @@ pub struct Vm {
     pub boot_time: Option<Duration>,
     /// From QEMU start to the guest's ready marker on the console.
     pub marker_time: Option<Duration>,
+    /// When each boot stage ended, since QEMU start.
+    pub stage_times: Vec<(BootStage, Duration)>,
+    nbd_activity: Option<Arc<lab_disk::Activity>>,
 }
 
 fn run_tool(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
@@ -148,6 +288,44 @@ fn console_has_panic(console: &Path) -> bool {
     std::fs::read(console)
         .map(|b| b.windows(14).any(|w| w == b"Kernel panic -"))
         .unwrap_or(false)
+}
+
+/// "CPU#0:RIP=ffffffff81e0ab12(HLT=0)" per vCPU from `info registers -a`.
+fn vcpu_pcs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cpu = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(n) = line.strip_prefix("CPU#") {
+            cpu = format!("CPU#{}", n.trim());
+        }
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name).map(str::to_string))
+        };
+        if let Some(rip) = field("RIP=") {
+            let halted = text_hlt(line);
+            out.push(format!("{cpu}:RIP={rip}{halted}"));
+        }
+    }
+    out
+}
+
+fn text_hlt(line: &str) -> &'static str {
+    if line.contains("HLT=1") {
+        "(halted)"
+    } else {
+        ""
+    }
+}
+
+/// Where a stalled boot's diagnosis is written: beside the console log.
+pub fn diagnosis_path(console: &Path) -> PathBuf {
+    let stem = console
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "console".into());
+    console.with_file_name(format!("{stem}.diagnosis.txt"))
 }
 
 /// The last `n` lines of a file (the console, usually).
@@ -215,6 +393,8 @@ impl Vm {
             started: Instant::now(),
             boot_time: None,
             marker_time: None,
+            stage_times: Vec::new(),
+            nbd_activity: opts.nbd_activity.clone(),
         })
     }
 
@@ -285,41 +465,176 @@ impl Vm {
         Ok(())
     }
 
-    /// Waits for the guest's ready marker, then for SSH to authenticate,
-    /// watching for a dead QEMU or a panicking kernel all the while.
+    /// Waits, stage by stage, until SSH authenticates, watching for a dead
+    /// QEMU or a panicking kernel all the while. Each stage has its own
+    /// bound ([`BootStage::bound`]) inside the whole `timeout`; a stage
+    /// that runs out is reported with a [`BootDiagnosis`], also written
+    /// next to the console log (`<console>.diagnosis.txt`).
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), VmError> {
-        let deadline = self.started + timeout;
+        let overall = self.started + timeout;
+        for stage in BootStage::ALL {
+            let stage_start = Instant::now();
+            let deadline = (stage_start + stage.bound()).min(overall);
+            let done = match stage {
+                BootStage::QemuStart => self.wait_monitor(deadline)?,
+                BootStage::Kernel => self.wait_console(deadline, |c| !c.is_empty())?,
+                BootStage::Init => self.wait_console(deadline, |c| {
+                    String::from_utf8_lossy(c).contains(READY_MARKER)
+                })?,
+                BootStage::Ssh => self.wait_ssh(deadline)?,
+            };
+            if !done {
+                return Err(self.stalled(stage, stage_start.elapsed()));
+            }
+            let at = self.started.elapsed();
+            tracing::debug!(%stage, ?at, "boot stage done");
+            self.stage_times.push((stage, at));
+            if stage == BootStage::Init {
+                self.marker_time = Some(at);
+            }
+        }
+        self.boot_time = Some(self.started.elapsed());
+        Ok(())
+    }
+
+    /// Stage qemu-start: the monitor answers `query-status` (which runs in
+    /// QEMU's main loop, so QEMU has opened its disks).
+    fn wait_monitor(&mut self, deadline: Instant) -> Result<bool, VmError> {
+        loop {
+            self.check_alive("boot")?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            // The socket exists early; the answer needs the main loop. One
+            // short attempt at a time, so a QEMU that dies is seen at once.
+            let step = left.min(Duration::from_secs(2));
+            match QmpClient::connect_with(self.qmp_socket(), step, step)
+                .and_then(|mut q| q.status())
+            {
+                Ok(status) => {
+                    tracing::debug!(%status, "QEMU monitor answers");
+                    return Ok(true);
+                }
+                Err(e) => tracing::trace!("monitor not ready: {e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until the console satisfies `ready`.
+    fn wait_console(
+        &mut self,
+        deadline: Instant,
+        ready: impl Fn(&[u8]) -> bool,
+    ) -> Result<bool, VmError> {
         loop {
             self.check_alive("boot")?;
             let console = std::fs::read(self.console_log()).unwrap_or_default();
-            if String::from_utf8_lossy(&console).contains(READY_MARKER) {
-                if self.marker_time.is_none() {
-                    self.marker_time = Some(self.started.elapsed());
-                    tracing::debug!(after = ?self.marker_time, "ready marker on the console");
-                }
-                match Ssh::connect(
-                    self.spec.ssh_port,
-                    &self.key,
-                    Some(&self.host_key_b64),
-                    Duration::from_secs(5),
-                ) {
-                    Ok(s) => {
-                        self.ssh = Some(s);
-                        self.boot_time = Some(self.started.elapsed());
-                        tracing::debug!(boot = ?self.boot_time, "guest ready");
-                        return Ok(());
-                    }
-                    Err(e) => tracing::debug!("ssh not ready: {e:#}"),
-                }
+            if ready(&console) {
+                return Ok(true);
             }
             if Instant::now() > deadline {
-                return Err(VmError::Timeout {
-                    stage: "boot (QEMU start to SSH ready)".into(),
-                    secs: timeout.as_secs(),
-                    console_tail: self.console_tail(),
-                });
+                return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Stage ssh: an authenticated session (the host key is the one the lab
+    /// made for this VM).
+    fn wait_ssh(&mut self, deadline: Instant) -> Result<bool, VmError> {
+        loop {
+            self.check_alive("boot")?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match Ssh::connect(
+                self.spec.ssh_port,
+                &self.key,
+                Some(&self.host_key_b64),
+                left.min(Duration::from_secs(5)),
+            ) {
+                Ok(s) => {
+                    self.ssh = Some(s);
+                    return Ok(true);
+                }
+                Err(e) => tracing::debug!("ssh not ready: {e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The error for a stage that ran out of time, with everything the lab
+    /// can find out, also written next to the console log.
+    fn stalled(&mut self, stage: BootStage, waited: Duration) -> VmError {
+        let diagnosis = self.diagnose(stage);
+        let path = diagnosis_path(self.console_log());
+        if let Err(e) = std::fs::write(&path, diagnosis.to_string()) {
+            tracing::warn!("writing {}: {e}", path.display());
+        }
+        tracing::warn!("{diagnosis}");
+        VmError::BootStalled {
+            waited,
+            diagnosis: Box::new(diagnosis),
+            console_tail: self.console_tail(),
+        }
+    }
+
+    /// Looks at QEMU from outside (/proc) and through its monitor, and at
+    /// the NBD server behind its disk.
+    pub fn diagnose(&mut self, stage: BootStage) -> BootDiagnosis {
+        let qemu = match self.pid() {
+            Some(pid) => crate::procinfo::describe_process(pid, Duration::from_secs(1)),
+            None => "not running".into(),
+        };
+        let monitor = match QmpClient::connect_with(
+            self.qmp_socket(),
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        ) {
+            Err(e) => format!("did not answer: {e:#}"),
+            Ok(mut q) => {
+                let status = q.status().unwrap_or_else(|e| format!("no status ({e:#})"));
+                // Where each vCPU executes, sampled three times: a program
+                // counter that stays in one small range is a guest spinning
+                // in one loop; kernel addresses start 0xffffffff8.
+                let mut samples = Vec::new();
+                for i in 0..3 {
+                    if i > 0 {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    match q.hmp("info registers -a") {
+                        Ok(t) => samples.push(vcpu_pcs(&t).join(" ")),
+                        Err(e) => {
+                            samples.push(format!("no registers ({e:#})"));
+                            break;
+                        }
+                    }
+                }
+                let code = q
+                    .hmp("x/6i $pc")
+                    .map(|t| t.trim().replace("\r\n", "; ").replace('\n', "; "))
+                    .unwrap_or_default();
+                format!(
+                    "status {status}; vCPU program counters: [{}]; CPU 0 at: {code}",
+                    samples.join("] [")
+                )
+            }
+        };
+        BootDiagnosis {
+            stage,
+            elapsed: self.started.elapsed(),
+            qemu_pid: self.pid(),
+            stages_done: self.stage_times.clone(),
+            qemu,
+            monitor,
+            nbd: self.nbd_activity.as_ref().map(|a| a.describe()),
+            console_bytes: std::fs::metadata(self.console_log())
+                .map(|m| m.len())
+                .unwrap_or(0),
+            qemu_stderr: self.stderr_text(),
         }
     }
 

@@ -671,3 +671,46 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A boot that stalls before any workload is the lab's problem: retried once
+/// with a fresh VM (said in a property and on the terminal, the first
+/// attempt's console and diagnosis kept), and when the retry stalls too the
+/// case is a lab error (exit 3), never a failure of the kernel.
+#[test]
+fn a_stalled_boot_is_retried_once_then_reported_as_a_lab_error() {
+    // On the crash disk, where both sightings of the boot hang were.
+    let results = tempfile::tempdir().unwrap();
+    let out = lab()
+        .args(["run", "powercut-raw-atomic-4k", "--results"])
+        .arg(results.path())
+        .env("LAB_INJECT_BOOT_STALLS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("retried once with a fresh VM"), "{stdout}");
+    let summary = summary_of(results.path());
+    let suite = suite_of(&summary, "powercut-raw-atomic-4k");
+    assert!(
+        prop(&suite, "boot.retried_after").contains("boot stalled in stage"),
+        "{suite}"
+    );
+    let case = results.path().join("latest/powercut-raw-atomic-4k");
+    let diagnosis = read(&case.join("boot-1.diagnosis.txt"));
+    assert!(diagnosis.contains("nbd server:"), "{diagnosis}");
+    assert!(case.join("boot-1.console.log").is_file());
+    assert!(read(&case.join("console.log")).contains("LAB-READY"));
+
+    let results = tempfile::tempdir().unwrap();
+    let out = lab()
+        .args(["run", "limits-4k", "--results"])
+        .arg(results.path())
+        .env("LAB_INJECT_BOOT_STALLS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let suite = suite_of(&summary_of(results.path()), "limits-4k");
+    assert_eq!(outcome(&suite, "boot"), "error", "{suite}");
+    assert!(prop(&suite, "boot.retried_after").contains("stalled"));
+}

@@ -18,5 +18,5 @@ pub mod states;
 pub use cow::StateStore;
 pub use disk::Disk;
 pub use record::{Cut, Mark, Record, WriteKind, WriteRecord};
-pub use server::{serve_unix, Catalog, Single};
+pub use server::{serve_unix, Activity, Catalog, Single};
 pub use states::{AtomicRules, Planner, Recipe};

@@ -4,7 +4,8 @@
 //! into its own copy-on-write overlay.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -71,16 +72,156 @@ impl Catalog for Single {
     }
 }
 
+/// Where one client's connection is: what a stuck client waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; the greeting is being sent or the client's flags awaited.
+    Greeting,
+    /// Negotiating options (export name, info, go).
+    Options,
+    /// Serving requests.
+    Transmission,
+    /// The connection is over.
+    Closed,
+}
+
+/// One client connection as the server saw it (times since the server
+/// started).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub accepted: Duration,
+    pub phase: Phase,
+    /// Options the client sent, by number, in order.
+    pub options: Vec<u32>,
+    pub requests: u64,
+    pub last_request: Option<Duration>,
+    /// How it ended (`None` while it is open).
+    pub ended: Option<(Duration, String)>,
+}
+
+/// What the server has done, kept so that a client that never finishes
+/// its start-up (a QEMU stuck opening its disk) can be told apart from one
+/// that never came: read it when a wait times out.
+pub struct Activity {
+    start: Instant,
+    listening: Mutex<Option<Duration>>,
+    conns: Mutex<Vec<ConnectionInfo>>,
+}
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            listening: Mutex::new(None),
+            conns: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Activity {
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// When the accept loop started, if it has.
+    pub fn listening_since(&self) -> Option<Duration> {
+        *self.listening.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn update(&self, id: usize, f: impl FnOnce(&mut ConnectionInfo)) {
+        if let Some(c) = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            f(c);
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.push(ConnectionInfo {
+            accepted: self.start.elapsed(),
+            phase: Phase::Greeting,
+            options: Vec::new(),
+            requests: 0,
+            last_request: None,
+            ended: None,
+        });
+        conns.len() - 1
+    }
+
+    /// One line for a report: "accept loop up at 0.00 s; connection 1:
+    /// accepted at 0.41 s, transmission, options [7], 12 requests, last at
+    /// 3.20 s".
+    pub fn describe(&self) -> String {
+        let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+        let mut out = match self.listening_since() {
+            Some(t) => format!("accept loop up at {}", secs(t)),
+            None => "accept loop not started".to_string(),
+        };
+        let conns = self.connections();
+        if conns.is_empty() {
+            out.push_str(", no client ever connected");
+        }
+        for (i, c) in conns.iter().enumerate() {
+            out.push_str(&format!(
+                "; connection {}: accepted at {}, {:?}, options {:?}, {} requests",
+                i + 1,
+                secs(c.accepted),
+                c.phase,
+                c.options,
+                c.requests
+            ));
+            if let Some(t) = c.last_request {
+                out.push_str(&format!(", last at {}", secs(t)));
+            }
+            if let Some((t, why)) = &c.ended {
+                out.push_str(&format!(", ended at {} ({why})", secs(*t)));
+            }
+        }
+        out.push_str(&format!(" (now {})", secs(self.now())));
+        out
+    }
+}
+
 /// Serves the catalog to every client that connects, until the listener
-/// fails or the task is dropped.
-pub async fn serve_unix(catalog: Arc<dyn Catalog>, listener: UnixListener) -> io::Result<()> {
+/// fails or the task is dropped, noting each connection's progress in
+/// `activity`.
+pub async fn serve_unix(
+    catalog: Arc<dyn Catalog>,
+    listener: UnixListener,
+    activity: Arc<Activity>,
+) -> io::Result<()> {
+    *activity.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(activity.now());
     loop {
         let (stream, _) = listener.accept().await?;
         let catalog = catalog.clone();
+        let activity = activity.clone();
+        let id = activity.accepted();
         tokio::spawn(async move {
-            if let Err(e) = handle(catalog, stream).await {
-                tracing::debug!("nbd connection ended: {e}");
-            }
+            let r = handle(catalog, stream, &activity, id).await;
+            let why = match &r {
+                Ok(()) => "closed cleanly".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!("nbd connection ended: {why}");
+            let now = activity.now();
+            activity.update(id, |c| {
+                c.phase = Phase::Closed;
+                c.ended = Some((now, why));
+            });
         });
     }
 }
@@ -96,9 +237,15 @@ fn invalid(what: &str) -> io::Error {
 }
 
 /// Handshake, then transmission.
-async fn handle(catalog: Arc<dyn Catalog>, mut s: UnixStream) -> io::Result<()> {
+async fn handle(
+    catalog: Arc<dyn Catalog>,
+    mut s: UnixStream,
+    activity: &Activity,
+    id: usize,
+) -> io::Result<()> {
     s.write_all(&proto::greeting()).await?;
     let client_flags = read_u32(&mut s).await?;
+    activity.update(id, |c| c.phase = Phase::Options);
     let no_zeroes = client_flags & proto::CLIENT_NO_ZEROES != 0;
     let export = loop {
         let mut magic = [0u8; 8];
@@ -107,6 +254,7 @@ async fn handle(catalog: Arc<dyn Catalog>, mut s: UnixStream) -> io::Result<()> 
             return Err(invalid("bad option magic"));
         }
         let option = read_u32(&mut s).await?;
+        activity.update(id, |c| c.options.push(option));
         let len = read_u32(&mut s).await? as usize;
         if len > 4096 {
             return Err(invalid("option too long"));
@@ -165,10 +313,16 @@ async fn handle(catalog: Arc<dyn Catalog>, mut s: UnixStream) -> io::Result<()> 
             }
         }
     };
-    transmission(export, s).await
+    activity.update(id, |c| c.phase = Phase::Transmission);
+    transmission(export, s, activity, id).await
 }
 
-async fn transmission(export: Arc<dyn Export>, s: UnixStream) -> io::Result<()> {
+async fn transmission(
+    export: Arc<dyn Export>,
+    s: UnixStream,
+    activity: &Activity,
+    id: usize,
+) -> io::Result<()> {
     let size = export.size();
     let mut conn = export.connect();
     let (mut rd, mut wr) = s.into_split();
@@ -189,6 +343,11 @@ async fn transmission(export: Arc<dyn Export>, s: UnixStream) -> io::Result<()> 
             Ok(r) => r,
             Err(e) => break Err(invalid(&e.to_string())),
         };
+        let now = activity.now();
+        activity.update(id, |c| {
+            c.requests += 1;
+            c.last_request = Some(now);
+        });
         let mut data = Vec::new();
         if r.kind == proto::CMD_WRITE {
             // Read straight into spare capacity: no zeroing of a buffer

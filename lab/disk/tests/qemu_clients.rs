@@ -24,7 +24,7 @@ fn serve_catalog(catalog: Arc<dyn lab_disk::Catalog>, sock: &Path) -> tokio::run
     let listener = rt
         .block_on(async { tokio::net::UnixListener::bind(sock) })
         .unwrap();
-    rt.spawn(serve_unix(catalog, listener));
+    rt.spawn(serve_unix(catalog, listener, Default::default()));
     rt
 }
 
