@@ -56,7 +56,26 @@ pub enum BenchWhat {
         /// `ignore_loglevel` shows where a quiet boot stops).
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// TCG's threading for these boots (the lab uses `single`; `multi`
+        /// reproduces the boot failures it avoids).
+        #[arg(long, value_enum, default_value_t = TcgThreadsArg::Single)]
+        tcg_threads: TcgThreadsArg,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TcgThreadsArg {
+    Single,
+    Multi,
+}
+
+impl From<TcgThreadsArg> for lab_core::qemu::TcgThreads {
+    fn from(a: TcgThreadsArg) -> Self {
+        match a {
+            TcgThreadsArg::Single => lab_core::qemu::TcgThreads::Single,
+            TcgThreadsArg::Multi => lab_core::qemu::TcgThreads::Multi,
+        }
+    }
 }
 
 impl BenchWhat {
@@ -122,6 +141,7 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
             parallel,
             hogs,
             cmdline,
+            tcg_threads,
         } => crate::benchstress::bench_stress(
             host,
             crate::benchstress::StressPlan {
@@ -130,6 +150,7 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
                 hogs,
                 baseline: 5,
                 extra_cmdline: cmdline,
+                tcg_threads: tcg_threads.into(),
             },
             &paths::results_dir(&host.root).join("bench"),
         ),

@@ -44,6 +44,7 @@ pub struct StressPlan {
     /// Appended to the guest's kernel command line (`ignore_loglevel` makes
     /// a quiet boot's console say where it stopped).
     pub extra_cmdline: String,
+    pub tcg_threads: lab_core::qemu::TcgThreads,
 }
 
 /// Busy threads until dropped.
@@ -106,6 +107,7 @@ fn boot_once(host: &LabHost, plan: &StressPlan, scratch: &Path, keep: &Path, i: 
     );
     opts.nbd_activity = Some(crash.activity());
     opts.extra_cmdline = plan.extra_cmdline.clone();
+    opts.tcg_threads = plan.tcg_threads;
     let end = match Vm::boot(&opts) {
         Ok(mut vm) => {
             let t = vm.boot_time.unwrap_or_default();
@@ -211,6 +213,13 @@ pub fn bench_stress(host: &LabHost, plan: StressPlan, results: &Path) -> Result<
         rec("boots", loaded.len() as f64, "count"),
         rec("parallel_vms", plan.parallel as f64, "count"),
         rec("cpu_hog_threads", plan.hogs as f64, "count"),
+        rec(
+            "tcg_multi_threaded",
+            f64::from(u8::from(
+                plan.tcg_threads == lab_core::qemu::TcgThreads::Multi,
+            )),
+            "bool",
+        ),
         rec("host_cpus", num_cpus() as f64, "count"),
         rec("boots_ready", loaded_t.len() as f64, "count"),
         rec(

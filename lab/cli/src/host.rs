@@ -251,6 +251,7 @@ fn run_kvm_probe(qemu: &QemuInfo, kernel: &Kernel, image: &GuestImage) -> (bool,
     let opts = VmOptions {
         qemu: qemu.path.clone(),
         accel: Accel::Kvm,
+        tcg_threads: Default::default(),
         kernel: kernel.clone(),
         initrd: image.path.clone(),
         memory_mib: 512,
@@ -378,6 +379,7 @@ impl LabHost {
         VmOptions {
             qemu: self.qemu.path.clone(),
             accel: self.accel,
+            tcg_threads: Default::default(),
             kernel: self.kernel.clone(),
             initrd: self.image.path.clone(),
             memory_mib: 1024,

@@ -10,6 +10,55 @@ use qapi::{qmp, Qmp, Stream};
 
 type QmpStream = Stream<BufReader<UnixStream>, UnixStream>;
 
+/// Connects without ever blocking: a QEMU whose main loop is stuck never
+/// accepts, its listen backlog fills up, and a blocking connect(2) on a
+/// unix socket then waits forever. Non-blocking, that connect fails at once
+/// (EAGAIN) and the caller's deadline decides.
+fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket(2); the fd is owned by the UnixStream below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: addr is a valid sockaddr_un of at least `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 pub struct QmpClient {
     qmp: Qmp<QmpStream>,
 }
@@ -30,7 +79,7 @@ impl QmpClient {
     ) -> Result<QmpClient> {
         let start = Instant::now();
         let sock = loop {
-            match UnixStream::connect(path) {
+            match connect_nonblocking(path) {
                 Ok(s) => break s,
                 Err(e) if start.elapsed() < timeout => {
                     tracing::trace!("qmp connect: {e}");
@@ -43,6 +92,7 @@ impl QmpClient {
             }
         };
         sock.set_read_timeout(Some(reply_timeout.max(Duration::from_millis(1))))?;
+        sock.set_write_timeout(Some(reply_timeout.max(Duration::from_millis(1))))?;
         let reader = BufReader::new(sock.try_clone()?);
         let mut qmp = Qmp::new(Stream::new(reader, sock));
         qmp.handshake().context("QMP capabilities negotiation")?;

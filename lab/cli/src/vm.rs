@@ -20,11 +20,14 @@ use crate::ssh::{CmdOutput, ExecError, Ssh};
 
 /// The marker the guest's init prints once sshd is listening.
 pub const READY_MARKER: &str = "LAB-READY";
+/// The first line the guest's init prints (with its uptime).
+pub const INIT_MARKER: &str = "LAB-T init ";
 
 #[derive(Debug, Clone)]
 pub struct VmOptions {
     pub qemu: PathBuf,
     pub accel: Accel,
+    pub tcg_threads: lab_core::qemu::TcgThreads,
     pub kernel: Kernel,
     pub initrd: PathBuf,
     pub memory_mib: u32,
@@ -47,8 +50,9 @@ pub enum BootStage {
     /// main loop runs, so every disk (the crash disk's NBD handshake
     /// included) is open.
     QemuStart,
-    /// Firmware and kernel until the first console output: init's first
-    /// line, since the kernel runs `quiet`.
+    /// Firmware and kernel until init's first line (`LAB-T init`). The
+    /// kernel runs `quiet`, so before it the console shows only the
+    /// kernel's errors, if any.
     Kernel,
     /// init's first line until sshd listens (the ready marker).
     Init,
@@ -77,7 +81,7 @@ impl BootStage {
     pub fn describe(self) -> &'static str {
         match self {
             BootStage::QemuStart => "QEMU start until its monitor answers",
-            BootStage::Kernel => "firmware and kernel until the first console output",
+            BootStage::Kernel => "firmware and kernel until init runs",
             BootStage::Init => "init until sshd listens",
             BootStage::Ssh => "sshd listening until SSH authenticates",
         }
@@ -90,9 +94,9 @@ impl BootStage {
     pub fn bound(self) -> Duration {
         Duration::from_secs(match self {
             BootStage::QemuStart => 30,
-            BootStage::Kernel => 120,
-            BootStage::Init => 60,
-            BootStage::Ssh => 60,
+            BootStage::Kernel => 150,
+            BootStage::Init => 90,
+            BootStage::Ssh => 90,
         })
     }
 }
@@ -355,6 +359,7 @@ impl Vm {
         std::fs::write(&opts.console_log, b"").map_err(anyhow::Error::from)?;
         let spec = VmSpec {
             accel: opts.accel,
+            tcg_threads: opts.tcg_threads,
             memory_mib: opts.memory_mib,
             cpus: opts.cpus,
             kernel: opts.kernel.vmlinuz.to_string_lossy().into_owned(),
@@ -477,7 +482,9 @@ impl Vm {
             let deadline = (stage_start + stage.bound()).min(overall);
             let done = match stage {
                 BootStage::QemuStart => self.wait_monitor(deadline)?,
-                BootStage::Kernel => self.wait_console(deadline, |c| !c.is_empty())?,
+                BootStage::Kernel => self.wait_console(deadline, |c| {
+                    String::from_utf8_lossy(c).contains(INIT_MARKER)
+                })?,
                 BootStage::Init => self.wait_console(deadline, |c| {
                     String::from_utf8_lossy(c).contains(READY_MARKER)
                 })?,
@@ -498,7 +505,10 @@ impl Vm {
     }
 
     /// Stage qemu-start: the monitor answers `query-status` (which runs in
-    /// QEMU's main loop, so QEMU has opened its disks).
+    /// QEMU's main loop, so QEMU has opened its disks). One connection
+    /// waits for the answer: a stuck QEMU never accepts, and more attempts
+    /// would only fill its listen backlog. A QEMU that dies closes the
+    /// socket, which ends the wait at once.
     fn wait_monitor(&mut self, deadline: Instant) -> Result<bool, VmError> {
         loop {
             self.check_alive("boot")?;
@@ -506,17 +516,14 @@ impl Vm {
             if left.is_zero() {
                 return Ok(false);
             }
-            // The socket exists early; the answer needs the main loop. One
-            // short attempt at a time, so a QEMU that dies is seen at once.
-            let step = left.min(Duration::from_secs(2));
-            match QmpClient::connect_with(self.qmp_socket(), step, step)
+            match QmpClient::connect_with(self.qmp_socket(), left, left)
                 .and_then(|mut q| q.status())
             {
                 Ok(status) => {
                     tracing::debug!(%status, "QEMU monitor answers");
                     return Ok(true);
                 }
-                Err(e) => tracing::trace!("monitor not ready: {e:#}"),
+                Err(e) => tracing::debug!("monitor not ready: {e:#}"),
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -771,5 +778,40 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_program_counters_from_info_registers() {
+        let text = "CPU#0\r\nRAX=0000000000000000 RBX=ffffffff82a0c940\r\n\
+            RIP=ffffffff81e0ab12 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n\
+            CPU#1\r\nRAX=0000000000000001\r\n\
+            RIP=ffffffffb1967780 RFL=00000202 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n";
+        assert_eq!(
+            vcpu_pcs(text),
+            [
+                "CPU#0:RIP=ffffffff81e0ab12(halted)",
+                "CPU#1:RIP=ffffffffb1967780"
+            ]
+        );
+    }
+
+    #[test]
+    fn diagnosis_sits_beside_the_console() {
+        assert_eq!(
+            diagnosis_path(Path::new("/r/case/console.log")),
+            Path::new("/r/case/console.diagnosis.txt")
+        );
+    }
+
+    #[test]
+    fn boot_stages_are_ordered_and_named() {
+        let names: Vec<&str> = BootStage::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["qemu-start", "kernel", "init", "ssh"]);
+        assert!(BootStage::ALL.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Pure parts: `proto` (NBD wire format), `record` (what the disk saw),
 //! `states` (which contents a cut may leave). I/O shells: `server` (the
-//! tokio NBD loop), `disk` (the live recording disk), `cow` (state
-//! exports).
+//! tokio NBD loop, noting each connection's progress in an `Activity` so
+//! a VM stuck on its disk can be diagnosed), `disk` (the live recording
+//! disk), `cow` (state exports).
 
 pub mod cow;
 pub mod disk;
