@@ -386,11 +386,16 @@ pub fn ensure_image_with(
     kernel: &Kernel,
     tools: &[String],
 ) -> Result<GuestImage> {
+    let dir = cache.join("images");
+    std::fs::create_dir_all(&dir)?;
+    // One image maker at a time, across threads and processes: cargo may
+    // replace the agent binary while another maker reads it, and two makers
+    // would write the same temporary file (seen as ENOENT when tests and a
+    // `lab run` start together).
+    let _lock = crate::paths::lock_exclusive(&dir.join(".make.lock"), None)?;
     let agent = ensure_agent(root)?;
     let files = collect(root, cache, kernel, &agent, tools)?;
     let hash = image_hash(&files);
-    let dir = cache.join("images");
-    std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("guest-{hash}.cpio"));
     if path.is_file() {
         return Ok(GuestImage {

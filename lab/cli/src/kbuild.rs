@@ -659,21 +659,11 @@ fn first_line(cmd: &mut Command) -> Result<String> {
 /// An exclusive lock on a tree's cache repository (flock: released when the
 /// process dies, however it dies).
 fn lock_tree(repo: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = repo.with_extension("lock");
-    let f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
-    // SAFETY: flock on a descriptor we own.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        eprintln!("lab: waiting for another lab using {} ...", repo.display());
-        // SAFETY: as above, blocking this time.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "locking {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(f)
+    crate::paths::lock_exclusive(
+        &repo.with_extension("lock"),
+        Some(&format!(
+            "waiting for another lab using {} ...",
+            repo.display()
+        )),
+    )
 }

@@ -2,7 +2,33 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+/// An exclusive flock on `path` (created if missing), held until the file
+/// is dropped and released by the kernel however the process ends. Each
+/// call opens its own file description, so threads of one process exclude
+/// each other as other processes do. `waiting` is printed when someone
+/// else holds the lock.
+pub fn lock_exclusive(path: &Path, waiting: Option<&str>) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create(path).with_context(|| path.display().to_string())?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        if let Some(w) = waiting {
+            eprintln!("lab: {w}");
+        }
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(f)
+}
 
 /// The repository root: $LAB_ROOT, else the nearest ancestor of the current
 /// directory holding `vm-images/guest.yaml`, else the tree `lab` was built from.

@@ -277,6 +277,11 @@ fn print_suite(s: &SuiteReport) {
         s.name,
         s.results.len()
     );
+    if let Some((_, first)) = s.properties.iter().find(|(k, _)| k == "boot.retried_after") {
+        println!(
+            "      NOTE  first boot failed before any workload ({first}); retried once with a fresh VM"
+        );
+    }
     if worst >= 2 && !s.reproduce.is_empty() {
         println!("      reproduce: {}", s.reproduce);
     }
@@ -424,9 +429,6 @@ fn boot_case_vm_once(
     attempt: u32,
 ) -> Result<Result<CaseVm, VmError>, BootFailure> {
     let lab = |stage: &'static str| move |error: anyhow::Error| BootFailure::Lab { stage, error };
-    // Namespace atomics on a QEMU without them: an error naming what is
-    // missing, never a run on a device other than the testcase's.
-    host.qemu.check_device(&tc.device).map_err(lab("qemu"))?;
     let (disks, mut nvme) = crate::host::scratch_nvme(&tc.device).map_err(lab("setup"))?;
     // A power-cut testcase's first namespace is the crash disk, with the
     // write cache off so every write is FUA (durable when acknowledged).
@@ -513,17 +515,14 @@ pub(crate) fn run_case(
             .push(lab_error(suite_name, "qemu", &e, start.elapsed()));
         return suite;
     }
-    let (vm, crash, _disks) = match boot_case_vm(host, tc, dir) {
+    let (mut vm, crash, _disks) = match boot_case_vm(host, tc, dir) {
         Ok(b) => {
             if let Some(first) = &b.retried_after {
-                // Said in the results and on the terminal: the verdicts come
-                // from the second VM.
+                // Said in the results (and by print_suite on the terminal):
+                // the verdicts come from the second VM.
                 suite
                     .properties
                     .push(("boot.retried_after".into(), first.clone()));
-                pb.println(format!(
-                    "      NOTE  {suite_name}: first boot failed before any workload ({first}); retried once with a fresh VM"
-                ));
             }
             (b.vm, b.crash, b.disks)
         }
@@ -546,7 +545,12 @@ pub(crate) fn run_case(
             return suite;
         }
     };
-    let mut vm = vm;
+    for (stage, at) in &vm.stage_times {
+        suite.properties.push((
+            format!("boot.{stage}_done_s"),
+            format!("{:.2}", at.as_secs_f64()),
+        ));
+    }
     if let Some(b) = vm.boot_time {
         suite
             .properties
