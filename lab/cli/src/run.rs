@@ -385,18 +385,7 @@ fn boot_case_vm(host: &LabHost, tc: &Testcase, dir: &Path) -> Result<CaseVm, Boo
             })
         }
     };
-    let console = dir.join("console.log");
-    for (from, to) in [
-        (console.clone(), dir.join("boot-1.console.log")),
-        (
-            crate::vm::diagnosis_path(&console),
-            dir.join("boot-1.diagnosis.txt"),
-        ),
-    ] {
-        if from.exists() {
-            let _ = std::fs::rename(&from, &to);
-        }
-    }
+    crate::vm::set_aside_failed_boot(&dir.join("console.log"), "boot-1");
     let why = first.to_string();
     tracing::warn!("{}: first boot failed ({why}); retrying once", tc.name);
     match boot_case_vm_once(host, tc, dir, 2)? {

@@ -95,15 +95,7 @@ impl Verifier {
                     if attempt == 1 && e.is_infrastructure() && !crate::reaper::interrupted() =>
                 {
                     tracing::warn!("verifier VM: first boot failed ({e}); retrying once");
-                    let _ = std::fs::rename(
-                        &console,
-                        console.with_file_name("verifier-boot-1.console.log"),
-                    );
-                    let diag = crate::vm::diagnosis_path(&console);
-                    let _ = std::fs::rename(
-                        &diag,
-                        diag.with_file_name("verifier-boot-1.diagnosis.txt"),
-                    );
+                    crate::vm::set_aside_failed_boot(&console, "verifier-boot-1");
                 }
                 Err(e) => return Err(anyhow::Error::from(e).context("booting the verifier VM")),
             }

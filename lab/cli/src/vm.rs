@@ -332,6 +332,20 @@ pub fn diagnosis_path(console: &Path) -> PathBuf {
     console.with_file_name(format!("{stem}.diagnosis.txt"))
 }
 
+/// Keeps a failed boot's console and diagnosis under `<prefix>.console.log`
+/// and `<prefix>.diagnosis.txt` beside them, so a retry starts from fresh
+/// files and the first attempt stays readable.
+pub fn set_aside_failed_boot(console: &Path, prefix: &str) {
+    for (from, suffix) in [
+        (console.to_path_buf(), "console.log"),
+        (diagnosis_path(console), "diagnosis.txt"),
+    ] {
+        if from.exists() {
+            let _ = std::fs::rename(&from, console.with_file_name(format!("{prefix}.{suffix}")));
+        }
+    }
+}
+
 /// The last `n` lines of a file (the console, usually).
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
