@@ -1,32 +1,26 @@
-//! The I/O shell of the atomic-write lab: host discovery, guest image, QEMU
-//! VMs driven over QMP and SSH, runs and benchmarks. The `lab` binary is a
-//! thin command line over this library; integration tests use it directly.
+//! The I/O shell of the atomic-write lab. The `lab` binary is a thin command
+//! line over this library (`cmd`); integration tests use it directly.
+//!
+//! Layers, each using only those below it:
+//!
+//! - `cmd`: one module per command;
+//! - `bench`: `lab bench` figures; `kernel`: kernel builds and bisection;
+//! - `suite`: running testcases (stages, workloads, the power-cut stage,
+//!   results);
+//! - `powercut`: the crash disk, the verifier VM, kept crash states;
+//! - `host`: QEMU discovery, the accelerator probe, the guest image, the
+//!   host as a run sees it;
+//! - `vm`: one QEMU VM (QMP, SSH, console, boot stages);
+//! - `proc`, `paths`: child processes, where files go.
 
 pub mod bench;
-pub mod benchdisk;
-pub mod benchkernel;
-pub mod benchstress;
-pub mod benchverify;
-pub mod bisectrun;
-pub mod crashdisk;
-pub mod doctor;
-pub mod heap;
+pub mod cmd;
 pub mod host;
-pub mod image;
-pub mod kbuild;
-pub mod keep;
 pub mod kernel;
-pub mod kpipe;
-pub mod ksource;
-pub mod patchset;
 pub mod paths;
 pub mod powercut;
-pub mod procinfo;
-pub mod qmp;
-pub mod reaper;
-pub mod run;
-pub mod ssh;
-pub mod verify;
+pub mod proc;
+pub mod suite;
 pub mod vm;
 
 /// Exit codes of `lab` (stable: CI scripts rely on them).

@@ -10,8 +10,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use lab_core::device::DeviceParams;
 
+use lab_cli::cmd::doctor;
 use lab_cli::host::{self, AccelChoice, LabHost};
-use lab_cli::{bench, bisectrun, doctor, kpipe, paths, reaper, run, vm};
+use lab_cli::kernel::{bisect as bisectrun, pipeline as kpipe};
+use lab_cli::proc::reaper;
+use lab_cli::suite as run;
+use lab_cli::{bench, paths, vm};
 use lab_cli::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB};
 
 #[derive(Parser)]
@@ -213,7 +217,7 @@ fn init_logging(verbose: u8) {
 }
 
 #[global_allocator]
-static HEAP: lab_cli::heap::Counting = lab_cli::heap::Counting;
+static HEAP: lab_cli::bench::heap::Counting = lab_cli::bench::heap::Counting;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -280,7 +284,7 @@ fn main() -> ExitCode {
         }
         Cmd::Verify { k, state } => {
             match LabHost::resolve(k.kernel.as_deref(), k.modules.as_deref(), k.accel) {
-                Ok(host) => match lab_cli::keep::verify_kept(&host, &state) {
+                Ok(host) => match lab_cli::powercut::kept::verify_kept(&host, &state) {
                     Ok(code) => code,
                     Err(e) => lab_error(e),
                 },
@@ -571,8 +575,8 @@ fn finish_run(r: anyhow::Result<lab_core::report::RunReport>, dir: &std::path::P
 fn build_level(
     pipe: &kpipe::Pipeline,
     level: usize,
-) -> Result<lab_cli::kbuild::Built, (u8, Option<String>)> {
-    use lab_cli::kbuild::BuildError;
+) -> Result<lab_cli::kernel::build::Built, (u8, Option<String>)> {
+    use lab_cli::kernel::build::BuildError;
     match pipe.build_level(level) {
         Ok(b) => {
             eprintln!("{}", kpipe::describe_build(&pipe.level_short(level), &b));

@@ -271,7 +271,7 @@ fn qemu_stuck_on_its_nbd_disk_stalls_in_qemu_start() {
 /// arrives as one NBD write of the same offset and length, with FUA.
 #[test]
 fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
-    use lab_cli::crashdisk::CrashDisk;
+    use lab_cli::powercut::crashdisk::CrashDisk;
     use lab_disk::WriteKind;
 
     let host = host();
@@ -327,8 +327,8 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
 /// model uses is a unit the backend really sees whole.
 #[test]
 fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
-    use lab_cli::crashdisk::CrashDisk;
     use lab_cli::host::QemuSource;
+    use lab_cli::powercut::crashdisk::CrashDisk;
     use lab_core::limits::{expected_block_limits, LimitsReport};
     use lab_disk::WriteKind;
 

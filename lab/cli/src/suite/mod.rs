@@ -1,5 +1,7 @@
 //! `lab run`: load testcases, run each in a fresh VM, judge, report.
 
+pub mod powercut;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,9 +12,9 @@ use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
 
-use crate::crashdisk::CrashDisk;
 use crate::host::LabHost;
-use crate::reaper;
+use crate::powercut::crashdisk::CrashDisk;
+use crate::proc::reaper;
 use crate::vm::{Vm, VmError};
 
 /// Loads testcases from files or directories (default `testcases/`).
@@ -377,7 +379,7 @@ enum BootFailure {
 fn boot_case_vm(host: &LabHost, tc: &Testcase, dir: &Path) -> Result<CaseVm, BootFailure> {
     let first = match boot_case_vm_once(host, tc, dir, 1)? {
         Ok(b) => return Ok(b),
-        Err(e) if e.is_infrastructure() && !crate::reaper::interrupted() => e,
+        Err(e) if e.is_infrastructure() && !crate::proc::reaper::interrupted() => e,
         Err(error) => {
             return Err(BootFailure::Vm {
                 error,
@@ -555,16 +557,16 @@ pub(crate) fn run_case(
     }
     // A power-cut testcase runs its steps or generator on the crash disk.
     let cut_workload = match &tc.workload {
-        Workload::Steps(steps) => Some(crate::powercut::CutWorkload::Steps(steps)),
-        Workload::Generate(g) => Some(crate::powercut::CutWorkload::Generate(g)),
+        Workload::Steps(steps) => Some(crate::suite::powercut::CutWorkload::Steps(steps)),
+        Workload::Generate(g) => Some(crate::suite::powercut::CutWorkload::Generate(g)),
         Workload::Limits | Workload::Command(_) => None,
     };
     // The filesystem under test is made and mounted the same way for every
     // workload, and unmounted after it.
     let body = make_fs(&mut vm, tc, cmd_timeout).and_then(|()| {
         if let (Some(pc), Some(crash), Some(w)) = (&tc.power_cut, &crash, cut_workload) {
-            crate::powercut::kill_on_cut(crash, &vm);
-            return crate::powercut::workload_with_power_cut(
+            crate::suite::powercut::kill_on_cut(crash, &vm);
+            return crate::suite::powercut::workload_with_power_cut(
                 host,
                 &mut vm,
                 crash,

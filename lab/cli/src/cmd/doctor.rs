@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::host::image;
 use crate::host::{self, LabHost};
-use crate::image;
-use crate::kernel::Kernel;
 use crate::paths;
+use crate::vm::kernel::Kernel;
 use crate::vm::Vm;
 
 struct Report {
@@ -132,7 +132,7 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
             ),
         );
     }
-    match crate::ksource::default_tarball(&paths::cache_dir()) {
+    match crate::kernel::tree::default_tarball(&paths::cache_dir()) {
         Ok((tar, describe)) => r.ok("kernel source", &format!("{describe} ({})", tar.display())),
         Err(e) => r.note("kernel source", &format!("{e:#}")),
     }

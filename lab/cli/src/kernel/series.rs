@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use lab_core::gitam;
 use lab_core::series::{self, Series};
 
-use crate::ksource::{self, KernelTree};
+use crate::kernel::tree::{self, KernelTree};
 
 /// Reads a series from a file or directory (errors are bad input).
 pub fn load(path: &Path) -> Result<Series> {
@@ -128,15 +128,15 @@ pub fn apply(tree: &KernelTree, s: &Series) -> Result<Levels> {
             h.update([0]);
             h.update(&p.text);
         }
-        ksource::hex_prefix(&h.finalize(), 12)
+        tree::hex_prefix(&h.finalize(), 12)
     };
     let memo = repo.join(".git/lab-levels").join(&key);
     if let Ok(text) = std::fs::read_to_string(&memo) {
         let commits: Vec<String> = text.lines().map(str::to_string).collect();
         let all_there = commits.len() == s.patches.len() + 1
-            && commits.iter().all(|c| {
-                ksource::git(repo, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok()
-            });
+            && commits
+                .iter()
+                .all(|c| tree::git(repo, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok());
         if all_there {
             return Ok(Levels {
                 commits,
@@ -159,8 +159,8 @@ fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
     let repo = &tree.repo.with_extension("apply");
     if !repo.join(".git").exists() {
         let _ = std::fs::remove_dir_all(repo);
-        ksource::git(&tree.repo, &["worktree", "prune"])?;
-        ksource::git(
+        tree::git(&tree.repo, &["worktree", "prune"])?;
+        tree::git(
             &tree.repo,
             &[
                 "worktree",
@@ -172,13 +172,13 @@ fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
             ],
         )?;
     }
-    ksource::checkout(repo, &tree.base)?;
+    tree::checkout(repo, &tree.base)?;
     let mut commits = vec![tree.base.clone()];
     let tmp = tempfile_dir()?;
     for (i, p) in s.patches.iter().enumerate() {
         let file = tmp.join(format!("{:04}.patch", i + 1));
         std::fs::write(&file, &p.text)?;
-        let out = ksource::fixed_identity(
+        let out = tree::fixed_identity(
             Command::new("git")
                 .arg("-C")
                 .arg(repo)
@@ -189,7 +189,7 @@ fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
         .output()
         .context("running git am")?;
         if out.status.success() {
-            commits.push(ksource::git_output(repo, &["rev-parse", "HEAD"])?);
+            commits.push(tree::git_output(repo, &["rev-parse", "HEAD"])?);
             continue;
         }
         let raw = format!(
@@ -197,7 +197,7 @@ fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        ksource::abort_am(repo);
+        tree::abort_am(repo);
         // git am -3 says which file conflicted, not which hunk; a plain
         // `git apply --check -v` on the same tree names the hunk.
         let check = Command::new("git")

@@ -20,10 +20,11 @@ use lab_core::testcase::Testcase;
 use serde::Serialize;
 
 use crate::host::{AccelChoice, LabHost};
-use crate::kbuild::BuildError;
-use crate::kpipe::{self, KernelRequest, Pipeline, PipelineError};
-use crate::run::{self, RunOptions};
-use crate::{reaper, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LAB};
+use crate::kernel::build::BuildError;
+use crate::kernel::pipeline::{self, KernelRequest, Pipeline, PipelineError};
+use crate::proc::reaper;
+use crate::suite::{self, RunOptions};
+use crate::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LAB};
 
 pub struct BisectOptions {
     pub request: KernelRequest,
@@ -89,7 +90,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
         }
     };
     let n = pipe.patches();
-    let (id, dir) = match run::new_run_dir(&opts.results) {
+    let (id, dir) = match suite::new_run_dir(&opts.results) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("lab: error: {e:#}");
@@ -320,9 +321,9 @@ fn test_level(
     };
     eprintln!(
         "{}",
-        kpipe::describe_build(&pipe.level_short(level), &built)
+        pipeline::describe_build(&pipe.level_short(level), &built)
     );
-    kpipe::keep_build_files(&built, &ldir);
+    pipeline::keep_build_files(&built, &ldir);
     step.build_s = if built.cached {
         0.0
     } else {
@@ -348,7 +349,7 @@ fn test_level(
             reproduce_prefix: prefix,
             properties: pipe.properties(level, &built),
         };
-        let r = run::run_into(&host, &cases, &ropts, id, &tdir)
+        let r = suite::run_into(&host, &cases, &ropts, id, &tdir)
             .map_err(|e| StepError::Lab(format!("{e:#}")))?;
         step.tries = try_no;
         match r.exit_code() {
@@ -450,12 +451,12 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
     };
     let run = RunReport {
         run_id: id.to_string(),
-        started_at: run::now_rfc3339(),
+        started_at: suite::now_rfc3339(),
         properties: vec![("command".into(), "bisect".into())],
         suites: vec![suite],
         reproduce: report.reproduce.clone(),
         interrupted: report.outcome == "interrupted",
     };
-    run::write_results(dir, &run)?;
+    suite::write_results(dir, &run)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use lab_core::kmod::{self, ModulesDep};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::kernel::Kernel;
+use crate::vm::kernel::Kernel;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,6 +2,11 @@
 //! keys, its console captured to a file, watched for panics while it boots,
 //! reached over SSH, ended by QMP `quit`, and killed on drop whatever happens.
 
+pub mod kernel;
+pub mod procinfo;
+pub mod qmp;
+pub mod ssh;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,11 +17,11 @@ use anyhow::{bail, Context};
 use lab_core::qemu::{self, Accel, NvmeDisk, VmSpec};
 use lab_core::splat::{self, Splat, SplatKind};
 
-use crate::kernel::Kernel;
 use crate::paths::PrivateDir;
-use crate::qmp::QmpClient;
-use crate::reaper;
-use crate::ssh::{CmdOutput, ExecError, Ssh};
+use crate::proc::reaper;
+use crate::vm::kernel::Kernel;
+use crate::vm::qmp::QmpClient;
+use crate::vm::ssh::{CmdOutput, ExecError, Ssh};
 
 /// The marker the guest's init prints once sshd is listening.
 pub const READY_MARKER: &str = "LAB-READY";
@@ -607,7 +612,7 @@ impl Vm {
     /// the NBD server behind its disk.
     pub fn diagnose(&mut self, stage: BootStage) -> BootDiagnosis {
         let qemu = match self.pid() {
-            Some(pid) => crate::procinfo::describe_process(pid, Duration::from_secs(1)),
+            Some(pid) => crate::vm::procinfo::describe_process(pid, Duration::from_secs(1)),
             None => "not running".into(),
         };
         let monitor = match QmpClient::connect_with(

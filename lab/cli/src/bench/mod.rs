@@ -1,6 +1,12 @@
 //! `lab bench <what>`: measured figures written to results/bench/<what>.json
 //! as a list of {"metric", "value", "unit"} records, ratios included.
 
+pub mod disk;
+pub mod heap;
+pub mod kernel;
+pub mod stress;
+pub mod verify;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -133,18 +139,18 @@ pub fn bench(host: &LabHost, what: BenchWhat) -> u8 {
     let name = what.name();
     let r = match what {
         BenchWhat::Boot { runs } => bench_boot(host, runs.max(1)),
-        BenchWhat::Disk { runs } => crate::benchdisk::bench_disk(host, runs.max(1)),
-        BenchWhat::Verify { states } => crate::benchverify::bench_verify(host, states.max(1)),
-        BenchWhat::Kernel => crate::benchkernel::bench_kernel(host),
+        BenchWhat::Disk { runs } => crate::bench::disk::bench_disk(host, runs.max(1)),
+        BenchWhat::Verify { states } => crate::bench::verify::bench_verify(host, states.max(1)),
+        BenchWhat::Kernel => crate::bench::kernel::bench_kernel(host),
         BenchWhat::Stress {
             boots,
             parallel,
             hogs,
             cmdline,
             tcg_threads,
-        } => crate::benchstress::bench_stress(
+        } => crate::bench::stress::bench_stress(
             host,
-            crate::benchstress::StressPlan {
+            crate::bench::stress::StressPlan {
                 boots: boots.max(1),
                 parallel: parallel.max(1),
                 hogs,

@@ -17,7 +17,7 @@ use lab_disk::{Record, StateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::host::LabHost;
-use crate::verify::Verifier;
+use crate::powercut::verifier::Verifier;
 
 /// What a kept state needs besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use lab_core::series::Series;
 
-use crate::kbuild::{self, BuildError, Builder, Built};
-use crate::ksource::{self, KernelTree, SourceSpec};
-use crate::patchset::{self, Levels};
+use crate::kernel::build::{self, BuildError, Builder, Built};
+use crate::kernel::series::{self, Levels};
+use crate::kernel::tree::{self, KernelTree, SourceSpec};
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +76,7 @@ impl Pipeline {
             .map_err(|e| PipelineError::BadInput(format!("{e:#}")))?;
         let series = match &req.series {
             Some(p) => {
-                Some(patchset::load(p).map_err(|e| PipelineError::BadInput(format!("{e:#}")))?)
+                Some(series::load(p).map_err(|e| PipelineError::BadInput(format!("{e:#}")))?)
             }
             None => None,
         };
@@ -91,15 +91,15 @@ impl Pipeline {
         if req.upto.is_some() && series.is_none() {
             return Err(PipelineError::BadInput("--upto needs --series".into()));
         }
-        let fragments = kbuild::fragment_paths(root, &req.kconfig)
+        let fragments = build::fragment_paths(root, &req.kconfig)
             .map_err(|e| PipelineError::BadInput(format!("{e:#}")))?;
-        let tree = ksource::prepare(cache, &spec)?;
+        let tree = tree::prepare(cache, &spec)?;
         let builder = Builder::new(cache, &tree, &fragments).map_err(|e| match e {
             BuildError::Fragment(f) => PipelineError::BadInput(f.to_string()),
             other => PipelineError::Lab(anyhow::anyhow!("{other}")),
         })?;
         let levels = match &series {
-            Some(s) => patchset::apply(&tree, s)?,
+            Some(s) => series::apply(&tree, s)?,
             None => Levels {
                 commits: vec![tree.base.clone()],
                 failure: None,

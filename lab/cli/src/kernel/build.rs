@@ -25,9 +25,9 @@ use lab_core::kconfig::{self, Dropped, KOption};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::kernel::Kernel;
-use crate::ksource::{self, KernelTree};
-use crate::reaper;
+use crate::kernel::tree::{self, KernelTree};
+use crate::proc::reaper;
+use crate::vm::kernel::Kernel;
 
 /// The base configuration the fragments are merged onto.
 pub const BASE_CONFIG: &str = "tinyconfig";
@@ -182,7 +182,7 @@ impl Builder {
             hasher.update([0]);
             fragments.push((f.clone(), opts));
         }
-        let config_key = ksource::hex_prefix(&hasher.finalize(), 6);
+        let config_key = tree::hex_prefix(&hasher.finalize(), 6);
         let compiler = first_line(Command::new("gcc").arg("--version"))
             .context("gcc --version (install build-essential: scripts/setup.sh)")?;
         let ccache = first_line(Command::new("ccache").arg("--version")).is_ok();
@@ -214,14 +214,14 @@ impl Builder {
             h.update(part);
             h.update([0]);
         }
-        ksource::hex_prefix(&h.finalize(), 10)
+        tree::hex_prefix(&h.finalize(), 10)
     }
 
     /// Builds `commit` (or returns its cached artifact). `label` names the
     /// level on the progress line ("base", "3/4").
     pub fn build(&self, commit: &str, label: &str) -> Result<Built, BuildError> {
         let started = Instant::now();
-        let tree_id = ksource::tree_id(&self.tree.repo, commit)?;
+        let tree_id = tree::tree_id(&self.tree.repo, commit)?;
         let key = self.build_key(&tree_id);
         let artifacts = self.cache.join("kernel/artifacts");
         let art = artifacts.join(&key);
@@ -233,7 +233,7 @@ impl Builder {
         std::fs::create_dir_all(&tmp).context("creating the artifact directory")?;
         let log_path = tmp.join("build.log");
 
-        ksource::checkout(&self.tree.repo, commit)?;
+        tree::checkout(&self.tree.repo, commit)?;
         let base = self.out_base();
         std::fs::create_dir_all(&base)?;
         let odir = base.join(&tree_id[..16]);
@@ -347,7 +347,7 @@ impl Builder {
                 continue;
             };
             let c = c.trim().to_string();
-            let Ok(changed) = ksource::changed_files(&self.tree.repo, &c, commit) else {
+            let Ok(changed) = tree::changed_files(&self.tree.repo, &c, commit) else {
                 continue;
             };
             if best.as_ref().is_none_or(|b| changed.len() < b.0) {

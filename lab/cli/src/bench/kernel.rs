@@ -18,10 +18,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::bench::{accel_record, rec, Record};
-use crate::bisectrun::{self, BisectOptions};
 use crate::host::{AccelChoice, LabHost};
-use crate::kpipe::{KernelRequest, Pipeline};
-use crate::run;
+use crate::kernel::bisect::{self, BisectOptions};
+use crate::kernel::pipeline::{KernelRequest, Pipeline};
+use crate::suite;
 
 pub const DEMO_SERIES: &str = "patches/demo-atomic-align";
 pub const DEMO_TESTCASE: &str = "atomic-misaligned-raw-64k";
@@ -35,7 +35,7 @@ pub fn bench_kernel(host: &LabHost) -> Result<Vec<Record>> {
     std::os::unix::fs::symlink(main_cache.join("kernel/trees"), cache.join("kernel/trees"))?;
     std::os::unix::fs::symlink(main_cache.join("src"), cache.join("src"))?;
 
-    let all = run::load(&[host.root.join("testcases")])
+    let all = suite::load(&[host.root.join("testcases")])
         .map_err(|e| anyhow::anyhow!("loading testcases: {}", e.len()))?;
     let tc = all
         .into_iter()
@@ -61,7 +61,7 @@ pub fn bench_kernel(host: &LabHost) -> Result<Vec<Record>> {
         cache.display()
     );
     let t = Instant::now();
-    let code = bisectrun::bisect(&host.root, &cache, &opts);
+    let code = bisect::bisect(&host.root, &cache, &opts);
     let total = t.elapsed().as_secs_f64();
     let bisect: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(results.join("latest/bisect.json")).context("bisect.json")?,

@@ -23,10 +23,10 @@ use lab_disk::states::{Plan as StatePlan, State};
 use lab_disk::{AtomicRules, Planner, Record, StateStore, WriteKind, WriteRecord};
 use serde::Serialize;
 
-use crate::crashdisk::CrashDisk;
 use crate::host::LabHost;
-use crate::run::{judge_steps, result, stamp_run_id, StageError};
-use crate::verify::Verifier;
+use crate::powercut::crashdisk::CrashDisk;
+use crate::powercut::verifier::Verifier;
+use crate::suite::{judge_steps, result, stamp_run_id, StageError};
 use crate::vm::{Vm, VmError};
 
 /// The device's atomicity as the crash disk applies it.
@@ -425,7 +425,7 @@ fn verify_states(
         // judged again without the run: `lab verify DIR`.
         let outcome = match outcome {
             Outcome::Failed { message, detail } => {
-                let kept = crate::keep::KeptCase {
+                let kept = crate::powercut::kept::KeptCase {
                     testcase: tc.name.clone(),
                     device: tc.device.clone(),
                     files: files.clone(),
@@ -433,7 +433,14 @@ fn verify_states(
                     recipe: st.recipe.to_string(),
                     timeout_s: tc.timeouts.command_s,
                 };
-                match crate::keep::keep_state(&dir.join("crash"), base, store, i, st, &kept) {
+                match crate::powercut::kept::keep_state(
+                    &dir.join("crash"),
+                    base,
+                    store,
+                    i,
+                    st,
+                    &kept,
+                ) {
                     Ok(d) => Outcome::Failed {
                         message: format!("{message} (reproduce: lab verify {})", d.display()),
                         detail,
@@ -467,7 +474,8 @@ fn verify_states(
     }
     let total = t.elapsed().as_secs_f64();
     let n = times.len().max(1) as f64;
-    let sum = |f: fn(&crate::verify::PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
+    let sum =
+        |f: fn(&crate::powercut::verifier::PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
     props.extend([
         ("verify.states".into(), verified.to_string()),
         ("verify.total_s".into(), format!("{total:.2}")),

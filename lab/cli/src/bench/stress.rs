@@ -18,8 +18,8 @@ use lab_core::device::DeviceParams;
 use lab_core::qemu::NvmeDisk;
 
 use crate::bench::{median, rec, Record};
-use crate::crashdisk::CrashDisk;
 use crate::host::LabHost;
+use crate::powercut::crashdisk::CrashDisk;
 use crate::vm::{BootStage, Vm, VmError};
 
 /// How one boot ended.
@@ -147,7 +147,7 @@ fn run_boots(
     std::thread::scope(|s| {
         for _ in 0..parallel.max(1) {
             s.spawn(|| loop {
-                if crate::reaper::interrupted() {
+                if crate::proc::reaper::interrupted() {
                     return;
                 }
                 let k = next.fetch_add(1, Ordering::SeqCst);
@@ -191,7 +191,7 @@ pub fn bench_stress(host: &LabHost, plan: StressPlan, results: &Path) -> Result<
         )
     };
     let wall = t.elapsed();
-    if crate::reaper::interrupted() {
+    if crate::proc::reaper::interrupted() {
         anyhow::bail!("interrupted");
     }
     let mut base_t = times(&base);

@@ -16,9 +16,9 @@ use lab_core::powercut::{CutPolicy, HoldPolicy, StateLimits};
 use lab_disk::{AtomicRules, Planner, StateStore};
 
 use crate::bench::{median, rec, Record};
-use crate::crashdisk::CrashDisk;
 use crate::host::{scratch_nvme, LabHost};
 use crate::paths;
+use crate::powercut::crashdisk::CrashDisk;
 use crate::vm::Vm;
 
 struct Workload {
@@ -101,7 +101,7 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
     crash_opts.initrd = image;
     crash_opts.nbd_activity = Some(crash.activity());
     let mut crashvm = Vm::boot(&crash_opts).context("booting the crash-disk VM")?;
-    crate::powercut::kill_on_cut(&crash, &crashvm);
+    crate::suite::powercut::kill_on_cut(&crash, &crashvm);
 
     let mut out = vec![
         crate::bench::accel_record(host),
@@ -204,13 +204,13 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
     drop(crashvm);
     let record = crash.disk.record();
     let rules = AtomicRules::of_device(&device);
-    let heap0 = crate::heap::live_bytes();
+    let heap0 = crate::bench::heap::live_bytes();
     let t = Instant::now();
     let planner = Planner::new(&record, rules);
     let plan = planner.plan(&StateLimits::default());
     let store = StateStore::new(crash.disk.file(), record.clone(), &plan.states)?;
     let planned = t.elapsed().as_secs_f64();
-    let heap1 = crate::heap::live_bytes();
+    let heap1 = crate::bench::heap::live_bytes();
     // Materialise: read every LBA each state changes, through the export
     // code path.
     let t = Instant::now();

@@ -2,6 +2,8 @@
 //! really runs a guest (a probe boot, not a look at /dev/kvm), the kernel
 //! and the guest image.
 
+pub mod image;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -10,10 +12,10 @@ use anyhow::{bail, Context, Result};
 use lab_core::qemu::Accel;
 use serde::{Deserialize, Serialize};
 
-use crate::image::{self, GuestImage};
-use crate::kernel::Kernel;
 use crate::paths;
+use crate::vm::kernel::Kernel;
 use crate::vm::{Vm, VmOptions, READY_MARKER};
+use image::GuestImage;
 
 /// Where the QEMU the lab uses comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

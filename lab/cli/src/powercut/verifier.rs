@@ -20,9 +20,9 @@ use lab_disk::cow::Switch;
 use lab_disk::StateStore;
 use lab_model::FileScan;
 
-use crate::crashdisk::NbdServer;
 use crate::host::LabHost;
 use crate::paths::PrivateDir;
+use crate::powercut::crashdisk::NbdServer;
 use crate::vm::{Vm, VmError};
 
 const EXPORT: &str = "verify";
@@ -92,7 +92,9 @@ impl Verifier {
             match Vm::boot(&opts) {
                 Ok(vm) => break (server, vm),
                 Err(e)
-                    if attempt == 1 && e.is_infrastructure() && !crate::reaper::interrupted() =>
+                    if attempt == 1
+                        && e.is_infrastructure()
+                        && !crate::proc::reaper::interrupted() =>
                 {
                     tracing::warn!("verifier VM: first boot failed ({e}); retrying once");
                     crate::vm::set_aside_failed_boot(&console, "verifier-boot-1");

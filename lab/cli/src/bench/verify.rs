@@ -61,7 +61,7 @@ pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Record>> {
         let tc = cut_case(cuts)?;
         let case_dir = dir.path().join(&tc.name);
         std::fs::create_dir_all(&case_dir)?;
-        let suite = crate::run::run_case(host, &tc, &tc.name, &case_dir, &pb);
+        let suite = crate::suite::run_case(host, &tc, &tc.name, &case_dir, &pb);
         cuts += 1;
         let prop = |k: &str| {
             suite
