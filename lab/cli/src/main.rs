@@ -351,13 +351,7 @@ fn boot(
     let mut vm = match vm::Vm::boot(&opts) {
         Ok(vm) => vm,
         Err(e) => {
-            eprintln!("lab: error: {e}");
-            if let vm::VmError::BootStalled { diagnosis, .. } = &e {
-                eprintln!("--- diagnosis ---\n{diagnosis}");
-            }
-            if let Some(t) = e.console_tail() {
-                eprintln!("--- console tail ---\n{t}");
-            }
+            eprintln!("lab: error: {}", e.report());
             return EXIT_LAB;
         }
     };

@@ -47,7 +47,7 @@ fn boot_with(host: &LabHost, boot_timeout: Duration) -> Result<Booted, VmError> 
 
 fn boot(host: &LabHost) -> Booted {
     boot_with(host, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("boot failed: {e}\n{}", e.console_tail().unwrap_or("")))
+        .unwrap_or_else(|e| panic!("boot failed: {}", e.report()))
 }
 
 /// O_DIRECT writes (offset, length, RWF_ATOMIC) on the guest's raw
@@ -291,12 +291,8 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
         Some(nvme),
         Duration::from_secs(180),
     );
-    let mut vm = Vm::boot(&opts).unwrap_or_else(|e| {
-        panic!(
-            "boot on the crash disk: {e}\n{}",
-            e.console_tail().unwrap_or("")
-        )
-    });
+    let mut vm =
+        Vm::boot(&opts).unwrap_or_else(|e| panic!("boot on the crash disk: {}", e.report()));
     direct_writes_on_nvme0n1(
         &mut vm,
         7,
@@ -371,8 +367,7 @@ fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
         Duration::from_secs(180),
     );
     opts.nbd_activity = Some(cd.activity());
-    let mut vm =
-        Vm::boot(&opts).unwrap_or_else(|e| panic!("boot: {e}\n{}", e.console_tail().unwrap_or("")));
+    let mut vm = Vm::boot(&opts).unwrap_or_else(|e| panic!("boot: {}", e.report()));
     let sysfs = vm
         .exec(
             "cd /sys/block/nvme0n1/queue && cat atomic_write_unit_min_bytes \

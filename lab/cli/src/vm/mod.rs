@@ -2,6 +2,7 @@
 //! keys, its console captured to a file, watched for panics while it boots,
 //! reached over SSH, ended by QMP `quit`, and killed on drop whatever happens.
 
+pub mod clock;
 pub mod kernel;
 pub mod procinfo;
 pub mod qmp;
@@ -19,6 +20,7 @@ use lab_core::splat::{self, Splat, SplatKind};
 
 use crate::paths::PrivateDir;
 use crate::proc::reaper;
+use crate::vm::clock::GuestClock;
 use crate::vm::kernel::Kernel;
 use crate::vm::qmp::QmpClient;
 use crate::vm::ssh::{CmdOutput, ExecError, Ssh};
@@ -123,6 +125,9 @@ pub struct BootDiagnosis {
     pub qemu_pid: Option<u32>,
     /// When each earlier stage ended (since QEMU was started).
     pub stages_done: Vec<(BootStage, Duration)>,
+    /// How long the stage's vCPU thread sat runnable, waiting for a host
+    /// CPU: a starved guest, not a stuck one, when it is most of the stage.
+    pub host_wait: Duration,
     /// The QEMU process: alive or not, and each thread's state, CPU time
     /// used over one second, and kernel wait channel.
     pub qemu: String,
@@ -147,6 +152,11 @@ impl fmt::Display for BootDiagnosis {
         for (st, t) in &self.stages_done {
             writeln!(f, "  stage {st} done at {:.2} s", t.as_secs_f64())?;
         }
+        writeln!(
+            f,
+            "host: the vCPU thread waited {:.1} s for a CPU during the stage",
+            self.host_wait.as_secs_f64()
+        )?;
         writeln!(f, "qemu: {}", self.qemu)?;
         writeln!(f, "monitor: {}", self.monitor)?;
         if let Some(n) = &self.nbd {
@@ -179,15 +189,19 @@ pub enum VmError {
         stderr: String,
         console_tail: String,
     },
-    #[error("{stage} timed out after {secs} s")]
+    #[error("{stage} timed out after {waited}")]
     Timeout {
         stage: String,
         secs: u64,
+        /// `secs` in guest time, and the wall time if the host made the
+        /// guest wait (see [`clock`]).
+        waited: String,
         console_tail: String,
     },
-    #[error("boot stalled in stage {} ({}): no progress after {} s", diagnosis.stage, diagnosis.stage.describe(), waited.as_secs())]
+    #[error("boot stalled in stage {} ({}): no progress after {waited}", diagnosis.stage, diagnosis.stage.describe())]
     BootStalled {
-        waited: Duration,
+        /// The bound that ran out, in guest time (see [`clock`]).
+        waited: String,
         diagnosis: Box<BootDiagnosis>,
         console_tail: String,
     },
@@ -209,6 +223,19 @@ impl VmError {
         }
     }
 
+    /// Everything known about the failure, for a person: the message, the
+    /// diagnosis of a stalled boot and the console tail.
+    pub fn report(&self) -> String {
+        let mut r = self.to_string();
+        if let VmError::BootStalled { diagnosis, .. } = self {
+            r.push_str(&format!("\n--- diagnosis ---\n{diagnosis}"));
+        }
+        if let Some(t) = self.console_tail() {
+            r.push_str(&format!("\n--- console tail ---\n{t}"));
+        }
+        r
+    }
+
     /// A failure of the boot itself with no sign that the kernel under test
     /// was at fault (it stalled, or QEMU went away without a splat): the
     /// lab retries such a boot once with a fresh VM.
@@ -228,6 +255,8 @@ pub struct Vm {
     host_key_b64: String,
     ssh: Option<Ssh>,
     started: Instant,
+    /// Guest time since QEMU started: the whole boot's bound runs on it.
+    boot_clock: GuestClock,
     /// From QEMU start to SSH authenticated.
     pub boot_time: Option<Duration>,
     /// From QEMU start to the guest's ready marker on the console.
@@ -407,7 +436,9 @@ impl Vm {
             .spawn()
             .map_err(|e| VmError::Start(format!("{}: {e}", opts.qemu.display())))?;
         reaper::register(child.id());
+        let boot_clock = GuestClock::start(Some(child.id()));
         Ok(Vm {
+            boot_clock,
             child: Some(child),
             dir,
             spec,
@@ -495,22 +526,29 @@ impl Vm {
     /// that runs out is reported with a [`BootDiagnosis`], also written
     /// next to the console log (`<console>.diagnosis.txt`).
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), VmError> {
-        let overall = self.started + timeout;
+        let boot = self.boot_clock.clone();
         for stage in BootStage::ALL {
-            let stage_start = Instant::now();
-            let deadline = (stage_start + stage.bound()).min(overall);
+            let clock = GuestClock::start(self.pid());
+            let bound = stage.bound();
+            let expired = || clock.passed(bound) || boot.passed(timeout);
             let done = match stage {
-                BootStage::QemuStart => self.wait_monitor(deadline)?,
-                BootStage::Kernel => self.wait_console(deadline, |c| {
+                BootStage::QemuStart => self.wait_monitor(&expired)?,
+                BootStage::Kernel => self.wait_console(&expired, |c| {
                     String::from_utf8_lossy(c).contains(INIT_MARKER)
                 })?,
-                BootStage::Init => self.wait_console(deadline, |c| {
+                BootStage::Init => self.wait_console(&expired, |c| {
                     String::from_utf8_lossy(c).contains(READY_MARKER)
                 })?,
-                BootStage::Ssh => self.wait_ssh(deadline)?,
+                BootStage::Ssh => self.wait_ssh(&expired)?,
             };
             if !done {
-                return Err(self.stalled(stage, stage_start.elapsed()));
+                // Name what ran out: the stage's bound or the whole boot's.
+                let waited = if clock.passed(bound) {
+                    clock.describe(bound)
+                } else {
+                    format!("{} (the whole boot's bound)", boot.describe(timeout))
+                };
+                return Err(self.stalled(stage, waited, clock.starved()));
             }
             let at = self.started.elapsed();
             tracing::debug!(%stage, ?at, "boot stage done");
@@ -528,14 +566,15 @@ impl Vm {
     /// waits for the answer: a stuck QEMU never accepts, and more attempts
     /// would only fill its listen backlog. A QEMU that dies closes the
     /// socket, which ends the wait at once.
-    fn wait_monitor(&mut self, deadline: Instant) -> Result<bool, VmError> {
+    fn wait_monitor(&mut self, expired: &dyn Fn() -> bool) -> Result<bool, VmError> {
+        // One attempt may wait this long; `expired` decides when to give up.
+        let attempt = BootStage::QemuStart.bound();
         loop {
             self.check_alive("boot")?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if expired() {
                 return Ok(false);
             }
-            match QmpClient::connect_with(self.qmp_socket(), left, left)
+            match QmpClient::connect_with(self.qmp_socket(), attempt, attempt)
                 .and_then(|mut q| q.status())
             {
                 Ok(status) => {
@@ -551,7 +590,7 @@ impl Vm {
     /// Waits until the console satisfies `ready`.
     fn wait_console(
         &mut self,
-        deadline: Instant,
+        expired: &dyn Fn() -> bool,
         ready: impl Fn(&[u8]) -> bool,
     ) -> Result<bool, VmError> {
         loop {
@@ -560,7 +599,7 @@ impl Vm {
             if ready(&console) {
                 return Ok(true);
             }
-            if Instant::now() > deadline {
+            if expired() {
                 return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -569,18 +608,17 @@ impl Vm {
 
     /// Stage ssh: an authenticated session (the host key is the one the lab
     /// made for this VM).
-    fn wait_ssh(&mut self, deadline: Instant) -> Result<bool, VmError> {
+    fn wait_ssh(&mut self, expired: &dyn Fn() -> bool) -> Result<bool, VmError> {
         loop {
             self.check_alive("boot")?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if expired() {
                 return Ok(false);
             }
             match Ssh::connect(
                 self.spec.ssh_port,
                 &self.key,
                 Some(&self.host_key_b64),
-                left.min(Duration::from_secs(5)),
+                Duration::from_secs(5),
             ) {
                 Ok(s) => {
                     self.ssh = Some(s);
@@ -594,8 +632,9 @@ impl Vm {
 
     /// The error for a stage that ran out of time, with everything the lab
     /// can find out, also written next to the console log.
-    fn stalled(&mut self, stage: BootStage, waited: Duration) -> VmError {
-        let diagnosis = self.diagnose(stage);
+    fn stalled(&mut self, stage: BootStage, waited: String, host_wait: Duration) -> VmError {
+        let mut diagnosis = self.diagnose(stage);
+        diagnosis.host_wait = host_wait;
         let path = diagnosis_path(self.console_log());
         if let Err(e) = std::fs::write(&path, diagnosis.to_string()) {
             tracing::warn!("writing {}: {e}", path.display());
@@ -654,6 +693,7 @@ impl Vm {
             elapsed: self.started.elapsed(),
             qemu_pid: self.pid(),
             stages_done: self.stage_times.clone(),
+            host_wait: Duration::ZERO,
             qemu,
             monitor,
             nbd: self.nbd_activity.as_ref().map(|a| a.describe()),
@@ -687,6 +727,7 @@ impl Vm {
             .ssh
             .as_ref()
             .ok_or_else(|| VmError::Other(anyhow::anyhow!("VM is not ready for SSH")))?;
+        let clock = GuestClock::start(self.pid());
         let child = &mut self.child;
         let console = Path::new(&self.spec.console_log);
         let mut dead = || {
@@ -695,7 +736,7 @@ impl Vm {
                 .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
             exited || console_has_panic(console)
         };
-        let r = ssh.exec_streaming(cmd, timeout, &mut dead, on_line);
+        let r = ssh.exec_streaming(cmd, timeout, &clock, &mut dead, on_line);
         match r {
             Ok(o) => Ok(o),
             Err(ExecError::Timeout(t, partial)) => {
@@ -707,6 +748,7 @@ impl Vm {
                         partial.stdout.chars().take(200).collect::<String>()
                     ),
                     secs: t.as_secs(),
+                    waited: clock.describe(t),
                     console_tail: self.console_tail(),
                 })
             }

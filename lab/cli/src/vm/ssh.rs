@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::vm::clock::GuestClock;
+
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use ssh2::Session;
@@ -91,20 +93,22 @@ impl Ssh {
         timeout: Duration,
         dead: &mut dyn FnMut() -> bool,
     ) -> Result<CmdOutput, ExecError> {
-        self.exec_streaming(cmd, timeout, dead, &mut |_| None)
+        self.exec_streaming(cmd, timeout, &GuestClock::wall(), dead, &mut |_| None)
     }
 
     /// Like `exec_watched`, handing every complete stdout line to
     /// `on_line` as it arrives; what it returns is written to the
-    /// command's stdin at once (the agent's synchronous marks).
+    /// command's stdin at once (the agent's synchronous marks). `timeout`
+    /// runs on `clock` (the guest's time, so a starved guest is not called
+    /// hung).
     pub fn exec_streaming(
         &self,
         cmd: &str,
         timeout: Duration,
+        clock: &GuestClock,
         dead: &mut dyn FnMut() -> bool,
         on_line: &mut dyn FnMut(&str) -> Option<String>,
     ) -> Result<CmdOutput, ExecError> {
-        let start = Instant::now();
         let mut line_start = 0;
         let mut last_check = Instant::now();
         self.session.set_blocking(true);
@@ -148,7 +152,7 @@ impl Ssh {
                     return Err(ExecError::Aborted);
                 }
             }
-            if start.elapsed() > timeout {
+            if clock.passed(timeout) {
                 // Free the channel while non-blocking: a blocking free waits
                 // for the remote command to close it, which a hung command
                 // never does.
@@ -172,7 +176,7 @@ impl Ssh {
             status: ch.exit_status()?,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
-            elapsed: start.elapsed(),
+            elapsed: clock.wall_elapsed(),
         })
     }
 
