@@ -96,6 +96,72 @@ impl Default for DeviceParams {
     }
 }
 
+/// One of the five namespace atomic fields of Identify Namespace, as every
+/// layer of the lab spells it.
+///
+/// The five fields travel together through the testcase YAML, `lab boot`'s
+/// flags, QEMU's `nvme-ns` properties and the run's JUnit properties;
+/// [`NAMESPACE_ATOMIC_FIELDS`] lists them once so that code looping over
+/// them cannot forget or misspell one.
+#[derive(Debug, Clone, Copy)]
+pub struct AtomicField {
+    /// The field as the testcase YAML (`device: { nawupf: 15 }`), the
+    /// `lab boot --nawupf` flag and the `device.nawupf` run property spell
+    /// it: the [`DeviceParams`] field name.
+    pub name: &'static str,
+    /// The QEMU `nvme-ns` property that sets it (QEMU >= 10.2).
+    pub qemu_prop: &'static str,
+    /// Its value in a [`DeviceParams`].
+    pub get: fn(&DeviceParams) -> u16,
+    /// Sets it in a [`DeviceParams`].
+    pub set: fn(&mut DeviceParams, u16),
+    /// One line saying what it is (for `--help` and messages).
+    pub doc: &'static str,
+}
+
+/// NAWUN, NAWUPF, NABSN, NABSPF and NABO, in the NVMe spec's order. All are
+/// 0's-based LBA counts (NABO an LBA) where 0 means "not set".
+pub const NAMESPACE_ATOMIC_FIELDS: [AtomicField; 5] = [
+    AtomicField {
+        name: "nawun",
+        qemu_prop: "atomic.nawun",
+        get: |d| d.nawun,
+        set: |d, v| d.nawun = v,
+        doc: "Namespace Atomic Write Unit Normal (0's based LBA count; 0: not set)",
+    },
+    AtomicField {
+        name: "nawupf",
+        qemu_prop: "atomic.nawupf",
+        get: |d| d.nawupf,
+        set: |d, v| d.nawupf = v,
+        doc: "Namespace Atomic Write Unit Power Fail, the atomic unit Linux reads \
+              (0's based LBA count; 0: not set)",
+    },
+    AtomicField {
+        name: "nabsn",
+        qemu_prop: "atomic.nabsn",
+        get: |d| d.nabsn,
+        set: |d, v| d.nabsn = v,
+        doc: "Namespace Atomic Boundary Size Normal (0's based LBA count; 0: no boundary)",
+    },
+    AtomicField {
+        name: "nabspf",
+        qemu_prop: "atomic.nabspf",
+        get: |d| d.nabspf,
+        set: |d, v| d.nabspf = v,
+        doc: "Namespace Atomic Boundary Size Power Fail, the boundary Linux reads \
+              (0's based LBA count; 0: no boundary)",
+    },
+    AtomicField {
+        name: "nabo",
+        qemu_prop: "atomic.nabo",
+        get: |d| d.nabo,
+        set: |d, v| d.nabo = v,
+        doc: "Namespace Atomic Boundary Offset, the LBA of the first boundary \
+              (Linux offers no atomic writes when it is not 0)",
+    },
+];
+
 /// A device parameter that breaks a rule, with the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -270,17 +336,22 @@ impl DeviceParams {
 
     /// The namespace atomic fields this device sets (for messages).
     pub fn namespace_atomic_fields(&self) -> Vec<&'static str> {
-        [
-            ("nawun", self.nawun),
-            ("nawupf", self.nawupf),
-            ("nabsn", self.nabsn),
-            ("nabspf", self.nabspf),
-            ("nabo", self.nabo),
-        ]
-        .into_iter()
-        .filter(|(_, v)| *v != 0)
-        .map(|(k, _)| k)
-        .collect()
+        self.namespace_atomic_values()
+            .map(|(f, _)| f.name)
+            .collect()
+    }
+
+    /// The namespace atomic fields this device sets, with their values, in
+    /// the table's order: what goes on the `nvme-ns` command line and into
+    /// a run's `device.*` properties (an unset field is left out of both, so
+    /// a device without them still starts on a QEMU without them).
+    pub fn namespace_atomic_values(
+        &self,
+    ) -> impl Iterator<Item = (&'static AtomicField, u16)> + '_ {
+        NAMESPACE_ATOMIC_FIELDS
+            .iter()
+            .map(move |f| (f, (f.get)(self)))
+            .filter(|(_, v)| *v != 0)
     }
 
     /// The atomic fields of Identify Namespace as QEMU 10.2+ fills them from
@@ -390,6 +461,53 @@ impl IdentifyNamespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each row's name is the YAML key and the QEMU property is
+    /// `atomic.<name>`; its getter and setter reach that field and no other.
+    #[test]
+    fn the_atomic_field_table_matches_the_struct() {
+        for (i, f) in NAMESPACE_ATOMIC_FIELDS.iter().enumerate() {
+            assert_eq!(f.qemu_prop, format!("atomic.{}", f.name));
+            let value = 7 + i as u16;
+            let d: DeviceParams = serde_yaml::from_str(&format!("{}: {value}", f.name)).unwrap();
+            assert_eq!((f.get)(&d), value, "{}", f.name);
+            let mut set = DeviceParams::default();
+            (f.set)(&mut set, value);
+            assert_eq!(set, d, "{} sets only its own field", f.name);
+            for other in NAMESPACE_ATOMIC_FIELDS.iter().filter(|o| o.name != f.name) {
+                assert_eq!((other.get)(&d), 0, "{} read by {}", f.name, other.name);
+            }
+            let yaml = serde_yaml::to_string(&d).unwrap();
+            assert!(yaml.contains(&format!("{}: {value}", f.name)), "{yaml}");
+        }
+        let all = DeviceParams {
+            nawun: 1,
+            nawupf: 2,
+            nabsn: 3,
+            nabspf: 4,
+            nabo: 5,
+            ..Default::default()
+        };
+        let values: Vec<(&str, u16)> = all
+            .namespace_atomic_values()
+            .map(|(f, v)| (f.name, v))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("nawun", 1),
+                ("nawupf", 2),
+                ("nabsn", 3),
+                ("nabspf", 4),
+                ("nabo", 5)
+            ],
+            "the five fields, in the spec's order"
+        );
+        assert!(DeviceParams::default()
+            .namespace_atomic_values()
+            .next()
+            .is_none());
+    }
 
     #[test]
     fn default_params_are_valid() {

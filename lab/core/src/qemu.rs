@@ -210,17 +210,8 @@ pub fn nvme_namespace_props(disk: &NvmeDisk, nsid: usize) -> String {
     );
     // Namespace atomic parameters (QEMU >= 10.2), only those set, so a
     // device without them still starts on QEMU 10.0.
-    let d = &disk.device;
-    for (name, value) in [
-        ("nawun", d.nawun),
-        ("nawupf", d.nawupf),
-        ("nabsn", d.nabsn),
-        ("nabspf", d.nabspf),
-        ("nabo", d.nabo),
-    ] {
-        if value != 0 {
-            p.push_str(&format!(",atomic.{name}={value}"));
-        }
+    for (field, value) in disk.device.namespace_atomic_values() {
+        p.push_str(&format!(",{}={value}", field.qemu_prop));
     }
     if let Some(wc) = disk.write_cache {
         p.push_str(if wc {

@@ -2,6 +2,7 @@
 //! summary.json scripts read.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The verdict of one testcase (or one check inside it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,57 +128,94 @@ impl RunReport {
         .expect("summary serialises")
     }
 
-    /// JUnit XML: one testsuite per testcase run, one testcase per check.
+    /// JUnit XML: one testsuite per testcase run (with the run's and its own
+    /// properties), one testcase per check (classname = the testcase), a
+    /// failure or lab error with its message and its detail (plus the command
+    /// that reproduces it) as the element's text, a skip with its reason.
+    ///
+    /// Written by quick-junit, which models properties, skip messages and
+    /// failure text and escapes every value itself: the XML is never built
+    /// or patched as text here.
     pub fn junit_xml(&self) -> String {
-        use junit_report::{ReportBuilder, TestCase, TestSuiteBuilder};
-        let mut skip_reasons = Vec::new();
-        let mut suites = Vec::new();
-        for s in &self.suites {
-            let mut sb = TestSuiteBuilder::new(&s.name);
-            if let Ok(ts) = time::OffsetDateTime::parse(
-                &self.started_at,
-                &time::format_description::well_known::Rfc3339,
-            ) {
-                sb.set_timestamp(ts);
+        use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+        let timestamp = chrono::DateTime::parse_from_rfc3339(&self.started_at).ok();
+        let mut report = Report::new(self.run_id.as_str());
+        if let Some(ts) = timestamp {
+            report.set_timestamp(ts);
+        }
+        let mut run_time = Duration::ZERO;
+        for (id, s) in self.suites.iter().enumerate() {
+            let mut suite = TestSuite::new(s.name.as_str());
+            if let Some(ts) = timestamp {
+                suite.set_timestamp(ts);
             }
+            // `id`, `package` and `hostname` are what the Ant JUnit schema
+            // asks of a testsuite inside testsuites, and what junit-report
+            // wrote before; kept so no consumer loses them.
+            suite.extra.insert("id".into(), id.to_string().into());
+            suite
+                .extra
+                .insert("package".into(), format!("testsuite/{}", s.name).into());
+            suite.extra.insert("hostname".into(), "localhost".into());
+            suite.add_properties(
+                self.properties
+                    .iter()
+                    .chain(&s.properties)
+                    .map(|(n, v)| Property::new(n.as_str(), v.as_str())),
+            );
+            let mut suite_time = Duration::ZERO;
             for r in &s.results {
-                let d = junit_report::Duration::seconds_f64(r.duration_s.max(0.0));
-                let mut tc = match &r.outcome {
-                    Outcome::Passed => TestCase::success(&r.check, d),
+                let status = match &r.outcome {
+                    Outcome::Passed => TestCaseStatus::success(),
                     Outcome::Failed { message, detail } => {
-                        let mut t = TestCase::failure(&r.check, d, "failure", message);
-                        t.set_system_out(&with_reproduce(detail, &s.reproduce));
-                        t
+                        let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        st.set_type("failure").set_message(message.as_str());
+                        describe(&mut st, detail, &s.reproduce);
+                        st
                     }
                     Outcome::Error { message, detail } => {
-                        let mut t = TestCase::error(&r.check, d, "lab-error", message);
-                        t.set_system_out(&with_reproduce(detail, &s.reproduce));
-                        t
+                        let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+                        st.set_type("lab-error").set_message(message.as_str());
+                        describe(&mut st, detail, &s.reproduce);
+                        st
                     }
                     Outcome::Skipped { reason } => {
-                        skip_reasons.push(reason.clone());
-                        TestCase::skipped(&r.check)
+                        // The reason matters: an unsupported kernel feature
+                        // must say so, never read as a bare skip.
+                        let mut st = TestCaseStatus::skipped();
+                        st.set_message(reason.as_str());
+                        st
                     }
                 };
-                tc.set_classname(&s.name);
-                sb.add_testcase(tc);
+                let time = seconds(r.duration_s);
+                suite_time += time;
+                let mut tc = TestCase::new(r.check.as_str(), status);
+                tc.set_classname(s.name.as_str()).set_time(time);
+                suite.add_test_case(tc);
             }
-            suites.push(sb.build());
+            suite.set_time(suite_time);
+            run_time += suite_time;
+            report.add_test_suite(suite);
         }
-        let report = ReportBuilder::new().add_testsuites(suites).build();
-        let mut buf = Vec::new();
-        report.write_xml(&mut buf).expect("write to Vec");
-        let xml = String::from_utf8(buf).expect("junit-report writes UTF-8");
-        let props: Vec<Vec<(String, String)>> = self
-            .suites
-            .iter()
-            .map(|s| {
-                let mut p = self.properties.clone();
-                p.extend(s.properties.iter().cloned());
-                p
-            })
-            .collect();
-        add_skip_messages(&add_properties(&xml, &props), &skip_reasons)
+        report.set_time(run_time);
+        report
+            .to_string()
+            .expect("quick-junit writes a report held in memory to a Vec")
+    }
+}
+
+/// A duration in seconds as JUnit's `time`; a negative, NaN or endless one
+/// (a clock that went back) counts as zero rather than panicking the report.
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
+}
+
+/// A failure's or lab error's text: its detail and the command that
+/// reproduces it; no text at all when there is neither.
+fn describe(st: &mut quick_junit::TestCaseStatus, detail: &str, reproduce: &str) {
+    let text = with_reproduce(detail, reproduce);
+    if !text.is_empty() {
+        st.set_description(text);
     }
 }
 
@@ -205,6 +243,9 @@ mod pairs_as_map {
 }
 
 /// Escape text for an XML attribute value.
+///
+/// `junit_xml` no longer uses it (quick-junit escapes); kept because it is
+/// part of lab-core's public API.
 pub fn xml_attr(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for ch in s.chars() {
@@ -219,56 +260,6 @@ pub fn xml_attr(s: &str) -> String {
         }
     }
     o
-}
-
-/// junit-report 0.8 cannot write `<properties>`; JUnit consumers (Jenkins,
-/// GitLab) show them, so they are added to the k-th `<testsuite>` here.
-fn add_properties(xml: &str, props: &[Vec<(String, String)>]) -> String {
-    let mut out = String::with_capacity(xml.len() + 256);
-    let mut rest = xml;
-    let mut k = 0;
-    while let Some(pos) = rest.find("<testsuite ") {
-        let end = pos + rest[pos..].find('>').expect("tag closes");
-        let tag = &rest[pos..=end];
-        out.push_str(&rest[..pos]);
-        let p = props.get(k).map(Vec::as_slice).unwrap_or(&[]);
-        let mut block = String::from("<properties>");
-        for (n, v) in p {
-            block.push_str(&format!(
-                "<property name=\"{}\" value=\"{}\"/>",
-                xml_attr(n),
-                xml_attr(v)
-            ));
-        }
-        block.push_str("</properties>");
-        if let Some(open) = tag.strip_suffix("/>") {
-            out.push_str(open);
-            out.push('>');
-            out.push_str(&block);
-            out.push_str("</testsuite>");
-        } else {
-            out.push_str(tag);
-            out.push_str(&block);
-        }
-        rest = &rest[end + 1..];
-        k += 1;
-    }
-    out.push_str(rest);
-    out
-}
-
-/// junit-report 0.8 writes a bare `<skipped/>`; the reason matters (an
-/// unsupported kernel feature must say so), so it becomes the message.
-fn add_skip_messages(xml: &str, reasons: &[String]) -> String {
-    let mut out = String::with_capacity(xml.len());
-    let mut parts = xml.split("<skipped/>");
-    out.push_str(parts.next().unwrap_or(""));
-    for (i, part) in parts.enumerate() {
-        let reason = reasons.get(i).map(String::as_str).unwrap_or("");
-        out.push_str(&format!("<skipped message=\"{}\"/>", xml_attr(reason)));
-        out.push_str(part);
-    }
-    out
 }
 
 /// `--compare-base`, as syzbot ci reports: of the patched run's failures
@@ -411,6 +402,206 @@ mod tests {
         );
         assert_eq!(x.matches("<properties>").count(), 2);
         assert_eq!(x.matches("<testsuite ").count(), 2);
+        // What lab/cli's tests search junit.xml for.
+        assert!(x.contains("<testsuite name=\"limits-4k\""), "{x}");
+        assert!(x.contains(" id=\"0\""), "{x}");
+        assert_eq!(x.matches("<testcase ").count(), 3);
+    }
+
+    /// The element tree of an XML text, read back by quick-xml: names,
+    /// attributes and text with every entity resolved, so a test compares
+    /// the values a JUnit consumer sees, not their spelling.
+    #[derive(Debug, Default, Clone)]
+    struct Node {
+        name: String,
+        attrs: Vec<(String, String)>,
+        text: String,
+        children: Vec<Node>,
+    }
+
+    impl Node {
+        fn attr(&self, k: &str) -> Option<&str> {
+            self.attrs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        }
+        fn all(&self, name: &str) -> Vec<&Node> {
+            self.children.iter().filter(|c| c.name == name).collect()
+        }
+        fn one(&self, name: &str) -> &Node {
+            let v = self.all(name);
+            assert_eq!(v.len(), 1, "one <{name}> in <{}>", self.name);
+            v[0]
+        }
+    }
+
+    fn parse(xml: &str) -> Node {
+        use quick_xml::events::{BytesStart, Event};
+        // Attribute values as a consumer sees them: entities resolved and,
+        // as XML 1.0 says, a newline inside one read as a space.
+        const XML: quick_xml::XmlVersion = quick_xml::XmlVersion::Explicit1_0;
+        fn open(e: &BytesStart) -> Node {
+            Node {
+                name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
+                attrs: e
+                    .attributes()
+                    .map(|a| {
+                        let a = a.unwrap();
+                        let k = String::from_utf8(a.key.as_ref().to_vec()).unwrap();
+                        (k, a.normalized_value(XML).unwrap().into_owned())
+                    })
+                    .collect(),
+                ..Node::default()
+            }
+        }
+        let mut r = quick_xml::Reader::from_str(xml);
+        let mut stack = vec![Node::default()];
+        loop {
+            match r.read_event().unwrap() {
+                Event::Start(e) => stack.push(open(&e)),
+                Event::Empty(e) => stack.last_mut().unwrap().children.push(open(&e)),
+                Event::End(_) => {
+                    let n = stack.pop().unwrap();
+                    stack.last_mut().unwrap().children.push(n);
+                }
+                Event::Text(t) => stack.last_mut().unwrap().text += &t.decode().unwrap(),
+                Event::CData(t) => stack.last_mut().unwrap().text += &t.decode().unwrap(),
+                Event::GeneralRef(g) => {
+                    let name = g.decode().unwrap();
+                    let v = quick_xml::escape::resolve_xml_entity(&name)
+                        .unwrap_or_else(|| panic!("unknown entity &{name};"));
+                    stack.last_mut().unwrap().text += v;
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        assert_eq!(stack.len(), 1, "every element closed");
+        stack.pop().unwrap().one("testsuites").clone()
+    }
+
+    fn props(suite: &Node) -> Vec<(String, String)> {
+        suite
+            .one("properties")
+            .all("property")
+            .iter()
+            .map(|p| {
+                (
+                    p.attr("name").unwrap().to_string(),
+                    p.attr("value").unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn junit_reads_back_with_properties_failures_skips_and_times() {
+        let rep = report();
+        let root = parse(&rep.junit_xml());
+        assert_eq!(root.attr("tests"), Some("3"));
+        assert_eq!(root.attr("failures"), Some("1"));
+        assert_eq!(root.attr("skipped"), Some("1"));
+        let suites = root.all("testsuite");
+        assert_eq!(suites.len(), 2);
+        for (k, (node, s)) in suites.iter().zip(&rep.suites).enumerate() {
+            assert_eq!(node.attr("name"), Some(s.name.as_str()));
+            assert_eq!(node.attr("id"), Some(k.to_string().as_str()));
+            assert!(node
+                .attr("timestamp")
+                .unwrap()
+                .starts_with("2026-11-27T18:00:00"));
+            // The run's properties first, then the suite's own, in order.
+            let mut want = rep.properties.clone();
+            want.extend(s.properties.iter().cloned());
+            assert_eq!(props(node), want);
+            let cases = node.all("testcase");
+            assert_eq!(cases.len(), s.results.len());
+            for (c, r) in cases.iter().zip(&s.results) {
+                assert_eq!(c.attr("name"), Some(r.check.as_str()));
+                assert_eq!(c.attr("classname"), Some(s.name.as_str()));
+                let t: f64 = c.attr("time").unwrap().parse().unwrap();
+                assert!((t - r.duration_s).abs() < 1e-3, "{t} vs {}", r.duration_s);
+            }
+        }
+        assert_eq!(suites[0].attr("time"), Some("0.600"));
+        let failure = suites[0].all("testcase")[1].one("failure");
+        assert_eq!(failure.attr("type"), Some("failure"));
+        assert_eq!(failure.attr("message"), Some("expected 4096, got <8192>"));
+        assert_eq!(
+            failure.text,
+            "rule: x\n\nreproduce: lab run --accel tcg limits-4k"
+        );
+        assert!(
+            suites[0].all("testcase")[0].children.is_empty(),
+            "a pass is bare"
+        );
+        let skipped = suites[1].all("testcase")[0].one("skipped");
+        assert_eq!(
+            skipped.attr("message"),
+            Some("buffered RWF_ATOMIC unsupported: EOPNOTSUPP")
+        );
+    }
+
+    #[test]
+    fn junit_escapes_markup_in_every_value() {
+        let nasty = r#"a<b & c>"d" 'e'"#;
+        let mut rep = report();
+        rep.properties.push(("cmdline".into(), nasty.into()));
+        let s = &mut rep.suites[0];
+        s.name = format!("suite {nasty}");
+        s.reproduce = format!("lab run {nasty}");
+        s.results[0].check = format!("check {nasty}");
+        s.results[1].outcome = Outcome::Failed {
+            message: format!("failed: {nasty}"),
+            detail: format!("detail: {nasty}\n</failure><x>"),
+        };
+        rep.suites[1].results[0].outcome = Outcome::Skipped {
+            reason: format!("skipped: {nasty}"),
+        };
+        rep.suites[1].results.push(CaseResult {
+            case: "buffered".into(),
+            check: "boot".into(),
+            outcome: Outcome::Error {
+                message: format!("lab: {nasty}"),
+                detail: String::new(),
+            },
+            duration_s: -1.0,
+        });
+        let x = rep.junit_xml();
+        assert!(
+            !x.contains(nasty),
+            "raw markup never reaches the file:\n{x}"
+        );
+        assert!(x.contains("&lt;b &amp; c&gt;"), "{x}");
+        let root = parse(&x);
+        let suites = root.all("testsuite");
+        let s0 = suites[0];
+        assert_eq!(s0.attr("name").unwrap(), format!("suite {nasty}"));
+        assert!(props(s0).contains(&("cmdline".to_string(), nasty.to_string())));
+        let cases = s0.all("testcase");
+        assert_eq!(cases[0].attr("name").unwrap(), format!("check {nasty}"));
+        assert_eq!(
+            cases[0].attr("classname").unwrap(),
+            format!("suite {nasty}")
+        );
+        let f = cases[1].one("failure");
+        assert_eq!(f.attr("message").unwrap(), format!("failed: {nasty}"));
+        assert_eq!(
+            f.text,
+            format!("detail: {nasty}\n</failure><x>\n\nreproduce: lab run {nasty}")
+        );
+        let s1 = suites[1].all("testcase");
+        assert_eq!(
+            s1[0].one("skipped").attr("message").unwrap(),
+            format!("skipped: {nasty}")
+        );
+        let e = s1[1].one("error");
+        assert_eq!(e.attr("type"), Some("lab-error"));
+        assert_eq!(e.attr("message").unwrap(), format!("lab: {nasty}"));
+        assert_eq!(e.text, "", "no detail, no reproduce: no text");
+        assert_eq!(s1[1].attr("time"), Some("0.000"), "a negative time is zero");
+        assert_eq!(root.attr("errors"), Some("1"));
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! Kernel splats in a console log, titled the way syzbot titles reports
 //! ("KASAN: slab-out-of-bounds in __bitmap_clear", "WARNING in xfs_foo").
+//!
+//! Every console pattern the lab knows lives here: [`scan`] reads a whole
+//! console text, [`ConsoleScan`] reads one as it arrives (a VM's console is
+//! polled while it grows), and [`is_panic`] / [`Splat::is_fatal`] say
+//! whether the kernel stopped. Both scanners are one state machine fed
+//! line by line, so they cannot disagree; the golden corpus in
+//! `tests/splats/` checks titles of real and kernel-format consoles.
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -22,6 +29,24 @@ pub enum SplatKind {
     XfsLogRecovery,
 }
 
+impl SplatKind {
+    /// Every kind, so a test can check each one is covered.
+    pub const ALL: [SplatKind; 12] = [
+        SplatKind::Panic,
+        SplatKind::Kasan,
+        SplatKind::Ubsan,
+        SplatKind::Bug,
+        SplatKind::Oops,
+        SplatKind::Warning,
+        SplatKind::Lockdep,
+        SplatKind::HungTask,
+        SplatKind::SoftLockup,
+        SplatKind::RcuStall,
+        SplatKind::XfsCorruption,
+        SplatKind::XfsLogRecovery,
+    ];
+}
+
 /// One splat found in a console log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Splat {
@@ -34,6 +59,26 @@ pub struct Splat {
     pub excerpt: String,
 }
 
+impl Splat {
+    /// The kernel stopped: a panic. An Oops, BUG or KASAN report alone
+    /// kills at most the task (unless panic_on_oops / panic_on_warn, and
+    /// then the panic that follows is a splat of its own), so only a panic
+    /// says the guest is gone.
+    pub fn is_fatal(&self) -> bool {
+        self.kind == SplatKind::Panic
+    }
+}
+
+/// Whether a console line is the kernel's panic message (`Kernel panic -
+/// not syncing: ...`), timestamp or not. The end marker that closes a panic
+/// report (`---[ end Kernel panic - not syncing: ... ]---`) is not: it comes
+/// after the panic line, never alone.
+pub fn is_panic(line: &str) -> bool {
+    line.contains("Kernel panic - not syncing") && !is_end_marker(line)
+}
+
+/// The most lines a report keeps (and reads for its title) when it has no
+/// end marker; also what [`ConsoleScan`] holds at most.
 const EXCERPT_LINES: usize = 40;
 
 struct Pattern {
@@ -50,6 +95,20 @@ fn in_func(prefix: &str, func: Option<&str>) -> String {
     }
 }
 
+/// A function name without the suffixes the compiler adds to clones
+/// (`.part.0`, `.isra.0`, `.constprop.0`, `.cold`, ...): syzbot strips them
+/// too, so one bug keeps one title whatever the compiler did.
+fn clean_func(f: &str) -> &str {
+    static SUFFIX: OnceLock<Regex> = OnceLock::new();
+    let re = SUFFIX.get_or_init(|| {
+        Regex::new(r"(?:\.(?:cold|part|isra|constprop|llvm|lto_priv)(?:\.\d+)?)+$").unwrap()
+    });
+    match re.find(f) {
+        Some(m) if m.start() > 0 => &f[..m.start()],
+        _ => f,
+    }
+}
+
 fn patterns() -> &'static [Pattern] {
     static P: OnceLock<Vec<Pattern>> = OnceLock::new();
     P.get_or_init(|| {
@@ -60,10 +119,11 @@ fn patterns() -> &'static [Pattern] {
         };
         vec![
             // Order matters: the first pattern that matches a line wins, and
-            // a report's later lines (e.g. the panic that ends a KASAN report
-            // with panic_on_warn) are folded into the first splat's excerpt.
+            // a report's later lines (up to its end marker) belong to it, so
+            // the Oops line inside a "kernel BUG at" report is not a second
+            // splat. A panic line always starts a splat of its own.
             p(SplatKind::Kasan, r"BUG: KASAN: ([\w-]+) in ([\w.]+)", |c, _| {
-                format!("KASAN: {} in {}", &c[1], &c[2])
+                format!("KASAN: {} in {}", &c[1], clean_func(&c[2]))
             }),
             p(SplatKind::Ubsan, r"UBSAN: ([\w-]+(?: [\w-]+)*) in (\S+)", |c, _| {
                 format!("UBSAN: {} in {}", &c[1], &c[2])
@@ -81,10 +141,13 @@ fn patterns() -> &'static [Pattern] {
                     in_func(what, f)
                 },
             ),
+            // Two spellings: `WARNING: CPU: 1 PID: 230 at FILE:LINE func+0x..`
+            // before Linux 6.19, `WARNING: FILE:LINE at func+0x.., CPU#1:
+            // comm/pid` since (and `WARNING: at func+0x..` without a file).
             p(
                 SplatKind::Warning,
-                r"WARNING: CPU: \d+ PID: \d+ at \S+ ([\w.]+)\+0x",
-                |c, _| format!("WARNING in {}", &c[1]),
+                r"WARNING: (?:CPU: \d+ PID: \d+ at (?:\S+ )?|(?:\S+ )?at )([\w.]+)\+0x",
+                |c, _| format!("WARNING in {}", clean_func(&c[1])),
             ),
             p(SplatKind::Bug, r"kernel BUG at ([^:\s]+):\d+!", |_, f| {
                 in_func("kernel BUG", f)
@@ -104,6 +167,18 @@ fn patterns() -> &'static [Pattern] {
             p(SplatKind::Oops, r"general protection fault", |_, f| {
                 in_func("general protection fault", f)
             }),
+            // Any other trap that dies (`Oops: int3: 0000 [#1] SMP PTI`,
+            // `Oops: invalid opcode: 0000 [#1]`), titled as syzbot titles
+            // "invalid opcode in f"; after a "BUG:" or "kernel BUG" line the
+            // Oops line is part of that report and never gets here.
+            p(
+                SplatKind::Oops,
+                r"Oops: (?:Oops: )?([\w ]+?): [0-9a-f]{4} \[#\d+\]",
+                |c, f| {
+                    let what = if &c[1] == "Oops" { "Oops" } else { &c[1] };
+                    in_func(what, f)
+                },
+            ),
             p(
                 SplatKind::SoftLockup,
                 r"watchdog: BUG: soft lockup - CPU#\d+ stuck",
@@ -122,14 +197,21 @@ fn patterns() -> &'static [Pattern] {
                 r"XFS \(([^)]+)\): log mount/recovery failed: error (-?\d+)",
                 |c, _| format!("XFS: log recovery failed on {} (error {})", &c[1], &c[2]),
             ),
+            // `Internal error XFS_IS_CORRUPT at line 1234 of file ... Caller
+            // f+0x..`: the function is the caller, not the word after "at".
             p(
                 SplatKind::XfsCorruption,
-                r"XFS \(([^)]+)\): (?:Metadata corruption detected|Corruption of in-memory data|Corruption detected|Internal error)[^\n]*? at ([\w.]+)",
-                |c, _| format!("XFS: corruption in {}", &c[2]),
+                r"XFS \(([^)]+)\): Internal error .*\bCaller ([\w.]+)",
+                |c, _| format!("XFS: corruption in {}", clean_func(&c[2])),
             ),
             p(
                 SplatKind::XfsCorruption,
-                r"XFS \(([^)]+)\): (?:Metadata corruption detected|Corruption detected|Corruption warning)",
+                r"XFS \(([^)]+)\): (?:Metadata corruption detected|Metadata CRC error detected|Corruption of in-memory data|Corruption detected)[^\n]*? at ([\w.]+)\+0x",
+                |c, _| format!("XFS: corruption in {}", clean_func(&c[2])),
+            ),
+            p(
+                SplatKind::XfsCorruption,
+                r"XFS \(([^)]+)\): (?:Metadata corruption detected|Metadata CRC error detected|Corruption detected|Corruption warning)",
                 |c, _| format!("XFS: corruption on {}", &c[1]),
             ),
             p(SplatKind::Panic, r"Kernel panic - not syncing: (.*)", |c, _| {
@@ -148,16 +230,52 @@ fn strip_timestamp(line: &str) -> &str {
     }
 }
 
-/// The function a report is about: the RIP line if there is one, else the
-/// first frame of the call trace that is not a reporting helper.
-fn report_function(lines: &[&str]) -> Option<String> {
+/// `---[ end trace ... ]---` and `---[ end Kernel panic ... ]---`: the last
+/// line of an Oops, WARNING, UBSAN or panic report.
+fn is_end_marker(line: &str) -> bool {
+    line.contains("---[ end trace") || line.contains("---[ end Kernel panic")
+}
+
+/// The pattern a line starts a report with, if any. An end marker never
+/// starts one (it closes a report that ran past [`EXCERPT_LINES`]).
+/// A panic line is always a panic, whatever else it mentions, so that
+/// [`ConsoleScan::saw_panic`] and [`Splat::is_fatal`] agree.
+fn report_start(line: &str) -> Option<usize> {
+    if is_end_marker(line) {
+        return None;
+    }
+    let pats = patterns();
+    if is_panic(line) {
+        return pats.iter().position(|p| p.kind == SplatKind::Panic);
+    }
+    pats.iter().position(|p| p.re.is_match(line))
+}
+
+/// The function a report is about: lockdep's "at:" of the lock being
+/// taken, else the RIP line if there is one, else the first frame of the
+/// call trace that is neither a reporting helper nor a `? ` guess.
+fn report_function(kind: SplatKind, lines: &[String]) -> Option<String> {
     static RIP: OnceLock<Regex> = OnceLock::new();
     static FRAME: OnceLock<Regex> = OnceLock::new();
+    static AT: OnceLock<Regex> = OnceLock::new();
     let rip = RIP.get_or_init(|| Regex::new(r"RIP: \d+:([\w.]+)\+0x").unwrap());
-    let frame = FRAME.get_or_init(|| Regex::new(r"^\s*(?:\? )?([\w.]+)\+0x[0-9a-f]+/0x").unwrap());
+    let frame = FRAME.get_or_init(|| Regex::new(r"^\s*([\w.]+)\+0x[0-9a-f]+/0x").unwrap());
+    let at = AT.get_or_init(|| Regex::new(r", at: ([\w.]+)\+0x").unwrap());
+    if kind == SplatKind::Lockdep {
+        // "is trying to acquire lock:" then the lock, ", at: f+0x..": the
+        // call trace is often past the excerpt, and syzbot names this f.
+        if let Some(i) = lines
+            .iter()
+            .position(|l| l.contains("is trying to acquire lock"))
+        {
+            if let Some(c) = lines[i + 1..].iter().take(2).find_map(|l| at.captures(l)) {
+                return Some(clean_func(&c[1]).to_string());
+            }
+        }
+    }
     for l in lines {
         if let Some(c) = rip.captures(l) {
-            return Some(c[1].to_string());
+            return Some(clean_func(&c[1]).to_string());
         }
     }
     const HELPERS: &[&str] = &[
@@ -168,6 +286,7 @@ fn report_function(lines: &[&str]) -> Option<String> {
         "schedule_timeout",
         "io_schedule",
         "panic",
+        "vpanic",
         "__warn",
         "report_bug",
         "print_report",
@@ -185,8 +304,10 @@ fn report_function(lines: &[&str]) -> Option<String> {
             continue;
         }
         if in_trace {
+            // A frame the unwinder only guessed (`? f+0x..`) is stale stack
+            // contents, not the path that got here.
             if let Some(c) = frame.captures(l) {
-                let f = &c[1];
+                let f = clean_func(&c[1]);
                 if !HELPERS.contains(&f) && !f.starts_with("__might") {
                     return Some(f.to_string());
                 }
@@ -199,61 +320,182 @@ fn report_function(lines: &[&str]) -> Option<String> {
 /// Finds the splats in a console log, in order. A report's continuation lines
 /// are not reported again as separate splats.
 pub fn scan(console: &str) -> Vec<Splat> {
-    let lines: Vec<&str> = console.lines().map(strip_timestamp).collect();
-    let mut out = Vec::new();
-    let mut skip_until = 0usize;
-    for (i, line) in lines.iter().enumerate() {
-        if i < skip_until {
-            continue;
-        }
-        for pat in patterns() {
-            if let Some(caps) = pat.re.captures(line) {
-                let end = report_end(&lines, i);
-                let body = &lines[i..end];
-                let func = report_function(body);
-                out.push(Splat {
-                    kind: pat.kind,
-                    title: (pat.title)(&caps, func.as_deref()),
-                    line: i + 1,
-                    excerpt: body.join("\n"),
-                });
-                // A panic report ends the log; other reports end at their
-                // end marker: skip their body so a "Kernel panic" that closes
-                // an Oops is part of that Oops, not a second finding.
-                skip_until = end;
-                break;
-            }
-        }
-    }
+    let mut s = ConsoleScan::new();
+    let mut out = s.feed(console.as_bytes());
+    out.extend(s.finish());
     out
 }
 
-/// Where a report starting at `start` ends: after its end-of-trace marker, or
-/// after a bounded number of lines.
-fn report_end(lines: &[&str], start: usize) -> usize {
-    let limit = (start + EXCERPT_LINES).min(lines.len());
-    for (j, l) in lines.iter().enumerate().take(limit).skip(start + 1) {
-        if l.contains("---[ end trace") || l.contains("---[ end Kernel panic") {
-            return j + 1;
-        }
-        if l.starts_with("==================================================================")
-            && j > start + 1
-        {
-            return j + 1;
+/// A report whose end has not been read yet.
+#[derive(Debug, Clone)]
+struct OpenReport {
+    /// Index into [`patterns`] of the pattern its first line matched.
+    pattern: usize,
+    /// 1-based console line of its first line.
+    line: usize,
+    /// Its lines so far (timestamps stripped), at most [`EXCERPT_LINES`].
+    body: Vec<String>,
+}
+
+impl OpenReport {
+    fn splat(&self) -> Splat {
+        let pat = &patterns()[self.pattern];
+        let caps = pat
+            .re
+            .captures(&self.body[0])
+            .expect("the first line matched this pattern");
+        let func = report_function(pat.kind, &self.body);
+        Splat {
+            kind: pat.kind,
+            title: (pat.title)(&caps, func.as_deref()),
+            line: self.line,
+            excerpt: self.body.join("\n"),
         }
     }
-    limit
+}
+
+/// A console read as it arrives: feed it each new piece of output (cut
+/// anywhere, even inside a line or a UTF-8 sequence) and it returns the
+/// splats whose reports ended in it, with their console line numbers.
+///
+/// It holds only the unfinished last line and the report being read (at
+/// most [`EXCERPT_LINES`] lines), so a VM poll reads just the new bytes.
+/// Fed a text in any chunks and then [`finish`](Self::finish)ed, it finds
+/// exactly what [`scan`] finds in the whole text (`scan` is this, fed once).
+///
+/// A report ends at its end marker, after [`EXCERPT_LINES`] lines, before a
+/// panic line (a panic is always a splat of its own, so [`Splat::is_fatal`]
+/// sees it), or at `finish`. Until then [`pending`](Self::pending) shows it
+/// as read so far, and [`saw_panic`](Self::saw_panic) says at once that a
+/// panic line went by.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleScan {
+    /// Bytes after the last newline: the start of a line not yet ended.
+    partial: Vec<u8>,
+    /// Complete lines read so far.
+    lines: usize,
+    open: Option<OpenReport>,
+    panicked: bool,
+}
+
+impl ConsoleScan {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads more console output; returns the splats completed by it.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Splat> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(nl);
+            rest = &tail[1..];
+            let line = if self.partial.is_empty() {
+                decode_line(head, true)
+            } else {
+                self.partial.extend_from_slice(head);
+                let l = decode_line(&self.partial, true);
+                self.partial.clear();
+                l
+            };
+            self.line(&line, &mut out);
+        }
+        self.partial.extend_from_slice(rest);
+        out
+    }
+
+    /// The end of the console: an unfinished last line counts as a line
+    /// and the report being read ends. Returns the splats that completes.
+    pub fn finish(mut self) -> Vec<Splat> {
+        let mut out = Vec::new();
+        if !self.partial.is_empty() {
+            let line = decode_line(&std::mem::take(&mut self.partial), false);
+            self.line(&line, &mut out);
+        }
+        if let Some(r) = self.open.take() {
+            out.push(r.splat());
+        }
+        out
+    }
+
+    /// The report being read, titled from its lines so far (a later line
+    /// can still change its title or excerpt).
+    pub fn pending(&self) -> Option<Splat> {
+        self.open.as_ref().map(OpenReport::splat)
+    }
+
+    /// Whether a panic line has been read: the kernel stopped, whether or
+    /// not its report has ended yet.
+    pub fn saw_panic(&self) -> bool {
+        self.panicked
+    }
+
+    /// Complete console lines read so far (the next line's number is one
+    /// more).
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    fn line(&mut self, raw: &str, out: &mut Vec<Splat>) {
+        self.lines += 1;
+        let line = strip_timestamp(raw);
+        let panic = is_panic(line);
+        self.panicked |= panic;
+        if let Some(r) = &mut self.open {
+            if panic {
+                // The panic is a splat of its own: the report ends before it.
+                out.push(r.splat());
+                self.open = None;
+            } else {
+                let k = r.body.len();
+                r.body.push(line.to_string());
+                // The separator that opens a KASAN report closes it too, so
+                // only one past the report's first lines counts.
+                let closes = is_end_marker(line)
+                    || (k >= 2 && line.starts_with(KASAN_RULE))
+                    || r.body.len() == EXCERPT_LINES;
+                if closes {
+                    out.push(r.splat());
+                    self.open = None;
+                }
+                return;
+            }
+        }
+        if let Some(pattern) = report_start(line) {
+            self.open = Some(OpenReport {
+                pattern,
+                line: self.lines,
+                body: vec![line.to_string()],
+            });
+        }
+    }
+}
+
+/// The line of `=` that opens and closes a KASAN report.
+const KASAN_RULE: &str = "==================================================================";
+
+/// One console line as text: invalid UTF-8 replaced as
+/// `String::from_utf8_lossy` does on the whole console (a newline is never
+/// part of a UTF-8 sequence, so line by line gives the same text), and the
+/// `\r` of a `\r\n` ending dropped, as `str::lines` does.
+fn decode_line(bytes: &[u8], ended: bool) -> String {
+    let bytes = match (ended, bytes.last()) {
+        (true, Some(b'\r')) => &bytes[..bytes.len() - 1],
+        _ => bytes,
+    };
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// A real console from the lab's guest after `echo c > /proc/sysrq-trigger`
     /// (Debian 7.2.13 cloud kernel under QEMU 10 TCG).
     #[test]
     fn real_sysrq_panic_console() {
-        let log = include_str!("../tests/fixtures/console-sysrq-panic.log");
+        let log = include_str!("../tests/splats/panic-sysrq.log");
         let s = scan(log);
         assert_eq!(s.len(), 1, "{s:?}");
         assert_eq!(s[0].kind, SplatKind::Panic);
@@ -316,11 +558,16 @@ RIP: 0010:xfs_buf_ioend+0x12/0x200 [xfs]
 Kernel panic - not syncing: Fatal exception
 ";
         let s = scan(log);
-        assert_eq!(s.len(), 1, "{s:?}");
+        // The panic that follows is its own splat: it is what says the
+        // kernel stopped.
+        assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(
             s[0].title,
             "BUG: unable to handle kernel NULL pointer dereference in xfs_buf_ioend"
         );
+        assert!(!s[0].is_fatal());
+        assert_eq!(s[1].title, "kernel panic: Fatal exception");
+        assert!(s[1].is_fatal());
     }
 
     #[test]
@@ -376,5 +623,137 @@ Call Trace:
         let s = scan(log);
         assert_eq!(s[0].kind, SplatKind::Lockdep);
         assert_eq!(s[0].title, "possible deadlock in xfs_ilock");
+    }
+
+    #[test]
+    fn warning_since_linux_6_19_spelling() {
+        let log = "\
+[   12.1] ------------[ cut here ]------------
+[   12.1] WARNING: fs/iomap/direct-io.c:412 at iomap_dio_bio_iter.constprop.0+0x4a1/0x5a0, CPU#1: xfs_io/312
+[   12.2] ---[ end trace 0000000000000000 ]---
+[   12.3] WARNING: at xfs_trans_cancel+0x14e/0x180 [xfs], CPU#0: kworker/0:1/17
+";
+        let s = scan(log);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s[0].title, "WARNING in iomap_dio_bio_iter");
+        assert_eq!(s[1].title, "WARNING in xfs_trans_cancel");
+        assert_eq!(s[1].line, 4);
+    }
+
+    #[test]
+    fn compiler_suffixes_are_not_part_of_a_title() {
+        assert_eq!(clean_func("xfs_dinode_verify.part.0"), "xfs_dinode_verify");
+        assert_eq!(clean_func("__handle_sysrq.cold"), "__handle_sysrq");
+        assert_eq!(clean_func("f.isra.0.cold"), "f");
+        assert_eq!(clean_func("plain"), "plain");
+        assert_eq!(clean_func(".cold"), ".cold", "never an empty name");
+    }
+
+    #[test]
+    fn xfs_internal_error_names_the_caller() {
+        let log = "XFS (nvme0n1): Internal error XFS_IS_CORRUPT(mp, !xfs_verify_agbno(pag, bno)) at line 2213 of file fs/xfs/libxfs/xfs_alloc.c.  Caller xfs_free_ag_extent+0x3b3/0x8e0 [xfs]\n";
+        let s = scan(log);
+        assert_eq!(s[0].kind, SplatKind::XfsCorruption);
+        assert_eq!(s[0].title, "XFS: corruption in xfs_free_ag_extent");
+    }
+
+    #[test]
+    fn panic_lines_and_their_end_marker() {
+        assert!(is_panic(
+            "[    9.4] Kernel panic - not syncing: sysrq triggered crash"
+        ));
+        assert!(!is_panic(
+            "[    9.5] ---[ end Kernel panic - not syncing: sysrq triggered crash ]---"
+        ));
+        assert!(!is_panic(
+            "[    0.0] ..MP-BIOS bug: 8254 timer not connected to IO-APIC"
+        ));
+    }
+
+    /// The scanner says a report ended as soon as its end marker arrives,
+    /// and a panic at once, before its report is complete.
+    #[test]
+    fn incremental_scan_reports_as_the_console_grows() {
+        let mut s = ConsoleScan::new();
+        assert!(s.feed(b"boot\r\n------------[ cut here ]------------\r\nWARNING: CPU: 1 PID: 2 at fs/a.c:1 f_warn+0x1/0x2\r\nRIP: 0010:f_w").is_empty());
+        assert_eq!(s.lines(), 3);
+        assert_eq!(s.pending().unwrap().title, "WARNING in f_warn");
+        let done = s.feed(b"arn+0x1/0x2\r\n---[ end trace 0000000000000000 ]---\r\n");
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].line, 3);
+        assert!(s.pending().is_none());
+        assert!(!s.saw_panic());
+        assert!(s
+            .feed(b"[    9.4] Kernel panic - not syncing: Fatal exception\r\n")
+            .is_empty());
+        assert!(s.saw_panic());
+        assert!(s.pending().unwrap().is_fatal());
+        let rest = s.finish();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].title, "kernel panic: Fatal exception");
+        assert_eq!(rest[0].line, 6);
+    }
+
+    /// Lines that start, continue and end reports, and noise.
+    fn console() -> impl Strategy<Value = Vec<u8>> {
+        const LINES: &[&str] = &[
+            "BUG: KASAN: slab-out-of-bounds in f_kasan+0x1/0x2",
+            "==================================================================",
+            "------------[ cut here ]------------",
+            "WARNING: fs/a.c:1 at f_warn+0x1/0x2, CPU#0: t/1",
+            "WARNING: possible circular locking dependency detected",
+            "xfs_io/1 is trying to acquire lock:",
+            "ffff8880 (&l){+.+.}-{3:3}, at: f_lock+0x1/0x2",
+            "---[ end trace 0000000000000000 ]---",
+            "Kernel panic - not syncing: Fatal exception",
+            "---[ end Kernel panic - not syncing: Fatal exception ]---",
+            "Oops: int3: 0000 [#1] SMP PTI",
+            "INFO: task a:1 blocked for more than 120 seconds.",
+            "XFS (nvme0n1): Metadata corruption detected at f_xfs+0x1/0x2 [xfs], inode 0x83",
+            "RIP: 0010:f_rip+0x1/0x2",
+            "Call Trace:",
+            " f_frame.part.0+0x1/0x2",
+            " ? f_guess+0x1/0x2",
+            "",
+        ];
+        let known = proptest::sample::select(LINES).prop_map(|l| l.as_bytes().to_vec());
+        // Arbitrary bytes: invalid UTF-8, stray \r, and newlines of their own.
+        let noise = proptest::collection::vec(any::<u8>(), 0..10);
+        let line = (
+            prop_oneof![3 => known, 1 => noise],
+            proptest::sample::select(&["", "[   12.345678] ", "[    1.000000][    T1] "][..]),
+            proptest::sample::select(&["\n", "\r\n"][..]),
+        )
+            .prop_map(|(text, ts, nl)| [ts.as_bytes(), &text, nl.as_bytes()].concat());
+        (proptest::collection::vec(line, 0..120), any::<bool>()).prop_map(|(lines, ended)| {
+            let mut v = lines.concat();
+            if !ended && v.last() == Some(&b'\n') {
+                v.pop();
+            }
+            v
+        })
+    }
+
+    proptest! {
+        /// Fed in any chunks, the scanner finds what a scan of the whole
+        /// (lossily decoded) console finds: same splats, lines, excerpts.
+        #[test]
+        fn chunked_feeding_finds_what_a_whole_scan_finds(
+            text in console(),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+        ) {
+            let whole = scan(&String::from_utf8_lossy(&text));
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(text.len() + 1)).collect();
+            at.sort_unstable();
+            let mut s = ConsoleScan::new();
+            let mut found = Vec::new();
+            let mut from = 0;
+            for to in at.into_iter().chain([text.len()]) {
+                found.extend(s.feed(&text[from..to]));
+                from = to;
+            }
+            found.extend(s.finish());
+            prop_assert_eq!(found, whole);
+        }
     }
 }
