@@ -143,6 +143,40 @@ fn private_dir_is_0700_and_holds_socket_and_keys() {
     assert!(!dir.exists(), "private dir left behind: {}", dir.display());
 }
 
+/// WARN() and lockdep print at KERN_WARNING: the guest's console level
+/// must let them through, or the lab never sees them. A warning-level
+/// report written to /dev/kmsg takes the same way to the console as a
+/// kernel's WARN(), and the VM's incremental console scan must title it.
+#[test]
+fn a_warning_level_report_reaches_the_console_and_is_titled() {
+    let host = host();
+    let mut b = boot(&host);
+    let lines = [
+        "------------[ cut here ]------------",
+        "WARNING: fs/xfs/xfs_lab.c:12 at xfs_lab_check+0x1d/0x30, CPU#1: lab-guest/77",
+        "Modules linked in: xfs",
+        "Call Trace:",
+        " <TASK>",
+        " xfs_lab_write+0x10/0x20",
+        " </TASK>",
+        "---[ end trace 0000000000000000 ]---",
+    ];
+    let cmd: String = lines
+        .iter()
+        .map(|l| format!("echo '<4>{l}' > /dev/kmsg; "))
+        .collect();
+    b.vm.exec(&format!("{cmd} sleep 1"), Duration::from_secs(60))
+        .unwrap();
+    let splats = b.vm.splats();
+    assert!(
+        splats
+            .iter()
+            .any(|s| s.kind == SplatKind::Warning && s.title == "WARNING in xfs_lab_check"),
+        "no titled warning in {splats:?}; console tail:\n{}",
+        b.vm.console_tail()
+    );
+}
+
 #[test]
 fn guest_panic_is_detected_titled_and_qemu_is_gone() {
     let host = host();

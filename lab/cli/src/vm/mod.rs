@@ -8,6 +8,7 @@ pub mod procinfo;
 pub mod qmp;
 pub mod ssh;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use lab_core::qemu::{self, Accel, NvmeDisk, VmSpec};
-use lab_core::splat::{self, Splat, SplatKind};
+use lab_core::splat::{ConsoleScan, Splat, SplatKind};
 
 use crate::paths::PrivateDir;
 use crate::proc::reaper;
@@ -257,6 +258,9 @@ pub struct Vm {
     started: Instant,
     /// Guest time since QEMU started: the whole boot's bound runs on it.
     boot_clock: GuestClock,
+    /// Splats found so far (a cell: reading the console is not a change of
+    /// the VM, and `splats` is asked for through shared references).
+    console: RefCell<ConsoleWatch>,
     /// From QEMU start to SSH authenticated.
     pub boot_time: Option<Duration>,
     /// From QEMU start to the guest's ready marker on the console.
@@ -321,11 +325,51 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A cheap look for a panic in the console (the full scan runs after).
-fn console_has_panic(console: &Path) -> bool {
-    std::fs::read(console)
-        .map(|b| b.windows(14).any(|w| w == b"Kernel panic -"))
-        .unwrap_or(false)
+/// The console read as QEMU writes it: each poll scans only the bytes
+/// added since the last one (a guest's console grows for the whole run, and
+/// the lab polls it every 25-200 ms).
+struct ConsoleWatch {
+    path: PathBuf,
+    read: u64,
+    scan: ConsoleScan,
+    found: Vec<Splat>,
+}
+
+impl ConsoleWatch {
+    fn new(path: PathBuf) -> ConsoleWatch {
+        ConsoleWatch {
+            path,
+            read: 0,
+            scan: ConsoleScan::new(),
+            found: Vec::new(),
+        }
+    }
+
+    fn poll(&mut self) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let mut new = Vec::new();
+        if f.seek(SeekFrom::Start(self.read)).is_ok() && f.read_to_end(&mut new).is_ok() {
+            self.read += new.len() as u64;
+            let splats = self.scan.feed(&new);
+            self.found.extend(splats);
+        }
+    }
+
+    /// Every splat so far, a report still being printed included.
+    fn splats(&mut self) -> Vec<Splat> {
+        self.poll();
+        let mut all = self.found.clone();
+        all.extend(self.scan.pending());
+        all
+    }
+
+    fn saw_panic(&mut self) -> bool {
+        self.poll();
+        self.scan.saw_panic()
+    }
 }
 
 /// "CPU#0:RIP=ffffffff81e0ab12(HLT=0)" per vCPU from `info registers -a`.
@@ -439,6 +483,7 @@ impl Vm {
         let boot_clock = GuestClock::start(Some(child.id()));
         Ok(Vm {
             boot_clock,
+            console: RefCell::new(ConsoleWatch::new(opts.console_log.clone())),
             child: Some(child),
             dir,
             spec,
@@ -482,8 +527,7 @@ impl Vm {
 
     /// Splats in the console so far.
     pub fn splats(&self) -> Vec<Splat> {
-        let text = std::fs::read(self.console_log()).unwrap_or_default();
-        splat::scan(&String::from_utf8_lossy(&text))
+        self.console.borrow_mut().splats()
     }
 
     fn stderr_text(&self) -> String {
@@ -499,9 +543,10 @@ impl Vm {
             Some(c) => c.try_wait().map_err(anyhow::Error::from)?,
             None => None,
         };
-        let fatal = self.splats().into_iter().find(|s| {
-            matches!(s.kind, SplatKind::Panic) || exited.is_some() && s.kind != SplatKind::Warning
-        });
+        let fatal = self
+            .splats()
+            .into_iter()
+            .find(|s| s.is_fatal() || exited.is_some() && s.kind != SplatKind::Warning);
         if let Some(s) = fatal {
             return Err(VmError::Crashed {
                 stage: stage.into(),
@@ -729,12 +774,12 @@ impl Vm {
             .ok_or_else(|| VmError::Other(anyhow::anyhow!("VM is not ready for SSH")))?;
         let clock = GuestClock::start(self.pid());
         let child = &mut self.child;
-        let console = Path::new(&self.spec.console_log);
+        let console = &self.console;
         let mut dead = || {
             let exited = child
                 .as_mut()
                 .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            exited || console_has_panic(console)
+            exited || console.borrow_mut().saw_panic()
         };
         let r = ssh.exec_streaming(cmd, timeout, &clock, &mut dead, on_line);
         match r {
