@@ -3,7 +3,7 @@
 //!
 //! Layers, each using only those below it:
 //!
-//! - `cmd`: one module per command;
+//! - `cmd`: one module per command (`exit`: the exit codes);
 //! - `bench`: `lab bench` figures; `kernel`: kernel builds and bisection;
 //! - `suite`: running testcases (stages, workloads, the power-cut stage,
 //!   results);
@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod cmd;
+pub mod exit;
 pub mod host;
 pub mod kernel;
 pub mod paths;
@@ -22,10 +23,3 @@ pub mod powercut;
 pub mod proc;
 pub mod suite;
 pub mod vm;
-
-/// Exit codes of `lab` (stable: CI scripts rely on them).
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_BAD_INPUT: u8 = 2;
-pub const EXIT_LAB: u8 = 3;
-/// Ctrl-C or SIGTERM: VMs were stopped, partial results written.
-pub const EXIT_INTERRUPTED: u8 = 130;

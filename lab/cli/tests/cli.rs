@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{lab, outcome, prop, read, suite_of, summary_of};
+use common::{lab, outcome, prop, read, root, suite_of, summary_of};
 
 fn qemu_children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -163,6 +163,52 @@ fn boot_rejects_bad_device_parameters_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--lba-size: 3000 is not a supported LBA size"));
+}
+
+/// The namespace flags come from lab-core's table of the atomic fields:
+/// each is a flag, and a bad combination names the flag.
+#[test]
+fn boot_takes_every_namespace_atomic_field_as_a_flag() {
+    let out = lab().args(["boot", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for f in lab_core::device::NAMESPACE_ATOMIC_FIELDS {
+        assert!(help.contains(&format!("--{}", f.name)), "{help}");
+    }
+    let out = lab()
+        .args(["boot", "--nawupf", "3", "--nabo", "1", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("lab: error: --"), "{stderr}");
+}
+
+/// A path the user typed that does not exist is bad input (2), not "the
+/// lab could not run" (3); a YAML file given as a filter is that testcase.
+#[test]
+fn run_takes_paths_as_typed() {
+    let out = lab()
+        .args(["run", "--kernel", "/nonexistent/bzImage", "limits-4k"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--kernel /nonexistent/bzImage: no such file or directory"),
+        "{stderr}"
+    );
+    let out = lab()
+        .current_dir(root())
+        .args(["run", "--list", "testcases/limits-4k.yaml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, ["limits-4k"], "{stdout}");
 }
 
 #[test]

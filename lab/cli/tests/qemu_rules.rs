@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use lab_cli::host::{find_qemu, QemuInfo};
+use lab_cli::host::qemu::{find_qemu, QemuInfo};
 use lab_core::device::DeviceParams;
 use lab_core::qemu::{nvme_controller_props, nvme_namespace_props, Backend, NvmeDisk};
 

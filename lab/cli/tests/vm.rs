@@ -6,7 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use lab_cli::host::{AccelChoice, LabHost, ScratchDisk};
+use lab_cli::host::accel::AccelChoice;
+use lab_cli::host::{LabHost, ScratchDisk};
 use lab_cli::vm::{BootStage, Vm, VmError};
 use lab_core::device::DeviceParams;
 use lab_core::qemu::{Backend, NvmeDisk};
@@ -357,7 +358,7 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
 /// model uses is a unit the backend really sees whole.
 #[test]
 fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
-    use lab_cli::host::QemuSource;
+    use lab_cli::host::qemu::QemuSource;
     use lab_cli::powercut::crashdisk::CrashDisk;
     use lab_core::limits::{expected_block_limits, LimitsReport};
     use lab_disk::WriteKind;

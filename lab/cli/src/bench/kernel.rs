@@ -18,7 +18,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::bench::{accel_record, rec, Record};
-use crate::host::{AccelChoice, LabHost};
+use crate::host::accel::AccelChoice;
+use crate::host::LabHost;
 use crate::kernel::bisect::{self, BisectOptions};
 use crate::kernel::pipeline::{KernelRequest, Pipeline};
 use crate::suite;
@@ -61,14 +62,16 @@ pub fn bench_kernel(host: &LabHost) -> Result<Vec<Record>> {
         cache.display()
     );
     let t = Instant::now();
-    let code = bisect::bisect(&host.root, &cache, &opts);
+    let exit = bisect::bisect(&host.root, &cache, &opts)
+        .map_err(|e| anyhow::anyhow!("the demo bisection could not run: {e}"))?;
     let total = t.elapsed().as_secs_f64();
     let bisect: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(results.join("latest/bisect.json")).context("bisect.json")?,
     )?;
-    if code != 0 || bisect["outcome"] != "first_bad" {
+    if exit != crate::exit::Exit::Passed || bisect["outcome"] != "first_bad" {
         bail!(
-            "the demo bisection did not name a patch (exit {code}): {}",
+            "the demo bisection did not name a patch (exit {}): {}",
+            exit.code(),
             bisect["message"]
         );
     }

@@ -5,8 +5,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::exit::Exit;
+use crate::host::accel::AccelChoice;
 use crate::host::image;
-use crate::host::{self, LabHost};
+use crate::host::qemu;
+use crate::host::LabHost;
 use crate::paths;
 use crate::vm::kernel::Kernel;
 use crate::vm::Vm;
@@ -36,13 +39,14 @@ fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
+/// Exit 0 when a run can work; 3 (the lab cannot run) with what to fix.
+pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
     let mut r = Report { problems: 0 };
     const SETUP: &str = "scripts/setup.sh";
     println!("lab doctor");
 
     // QEMU and its NVMe atomic properties.
-    match host::find_qemu() {
+    match qemu::find_qemu() {
         Ok(q) => {
             let what = format!(
                 "{} {} ({})",
@@ -88,10 +92,10 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
                     ),
                 );
             }
-            if q.source != host::QemuSource::System {
+            if q.source != qemu::QemuSource::System {
                 // The system QEMU stays installed; say which it is.
                 if let Ok(sys) =
-                    host::probe_qemu(Path::new("qemu-system-x86_64"), host::QemuSource::System)
+                    qemu::probe_qemu(Path::new("qemu-system-x86_64"), qemu::QemuSource::System)
                 {
                     r.note(
                         "system QEMU",
@@ -205,15 +209,15 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
 
     if r.problems > 0 || !image {
         println!("\n{} problem(s): a run cannot work yet.", r.problems.max(1));
-        return crate::EXIT_LAB;
+        return Exit::LabError;
     }
 
     // Accelerator (a real KVM probe boot) and a boot to SSH with it.
-    let host = match LabHost::resolve(kernel_arg, modules_arg, host::AccelChoice::Auto) {
+    let host = match LabHost::resolve(kernel_arg, modules_arg, AccelChoice::Auto) {
         Ok(h) => h,
         Err(e) => {
             r.missing("lab host", &format!("{e:#}"), SETUP);
-            return crate::EXIT_LAB;
+            return Exit::LabError;
         }
     };
     match host.accel {
@@ -224,7 +228,7 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
         Ok(d) => d,
         Err(e) => {
             r.missing("private dir", &format!("{e:#}"), "check /tmp permissions");
-            return crate::EXIT_LAB;
+            return Exit::LabError;
         }
     };
     let opts = host.vm_options(
@@ -254,8 +258,8 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> u8 {
     }
     if r.problems > 0 {
         println!("\n{} problem(s): a run cannot work yet.", r.problems);
-        return crate::EXIT_LAB;
+        return Exit::LabError;
     }
     println!("\nall good: `lab run` can work.");
-    0
+    Exit::Passed
 }

@@ -1,4 +1,68 @@
-//! One file per `lab` command: its arguments, and the glue from them to the
-//! library. Each returns the process exit code.
+//! The `lab` command line: one module per command, each with its flags
+//! (a clap `Args` struct) and a `run` that returns the exit or the error
+//! that ends it; `crate::exit` turns either into the process's exit code.
 
+pub mod args;
+pub mod bench;
+pub mod bisect;
+pub mod boot;
 pub mod doctor;
+pub mod run;
+pub mod verify;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::{CmdError, Exit};
+
+#[derive(Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "QEMU-backed integration lab for Linux atomic writes (RWF_ATOMIC)"
+)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug); or set RUST_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Check the host: QEMU and its NVMe atomic properties, KVM, kernel, guest image.
+    Doctor {
+        #[command(flatten)]
+        k: args::KernelArgs,
+    },
+    /// Boot a VM on an NVMe device; run CMD over SSH (exit with its status) or open a shell.
+    Boot(boot::BootArgs),
+    /// Run YAML testcases (default: all of testcases/); results go to results/<run-id>/.
+    Run(run::RunArgs),
+    /// Find the first patch of a series whose kernel fails a testcase:
+    /// both ends first, then binary search; levels that do not apply or
+    /// build are skipped. Exit 0 when it names the patch (or the range).
+    Bisect(bisect::BisectArgs),
+    /// Judge a kept crash state again (a directory a failing power-cut run
+    /// printed): rebuild it, mount, scan, xfs_repair -n, model.
+    Verify(verify::VerifyArgs),
+    /// Benchmarks; results go to results/bench/<what>.json.
+    Bench(bench::BenchArgs),
+}
+
+impl Cmd {
+    pub fn run(self) -> Result<Exit, CmdError> {
+        match self {
+            Cmd::Doctor { k } => {
+                args::exists("--kernel", k.kernel.as_deref())?;
+                args::exists("--modules", k.modules.as_deref())?;
+                Ok(doctor::doctor(k.kernel.as_deref(), k.modules.as_deref()))
+            }
+            Cmd::Boot(a) => boot::run(a),
+            Cmd::Run(a) => run::run(a),
+            Cmd::Bisect(a) => bisect::run(a),
+            Cmd::Verify(a) => verify::run(a),
+            Cmd::Bench(a) => bench::run(a),
+        }
+    }
+}

@@ -13,18 +13,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use anyhow::Result;
 use lab_core::bisect::{self, Bisect, Next, Verdict};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::testcase::Testcase;
 use serde::Serialize;
 
-use crate::host::{AccelChoice, LabHost};
+use crate::exit::{CmdError, Exit};
+use crate::host::accel::AccelChoice;
+use crate::host::LabHost;
 use crate::kernel::build::BuildError;
 use crate::kernel::pipeline::{self, KernelRequest, Pipeline, PipelineError};
 use crate::proc::reaper;
 use crate::suite::{self, RunOptions};
-use crate::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_LAB};
 
 pub struct BisectOptions {
     pub request: KernelRequest,
@@ -75,28 +77,20 @@ pub struct BisectReport {
     pub reproduce: String,
 }
 
-pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
+/// Bisects, printing each step; the exit says whether it named a culprit
+/// (0), could not (1: the base fails, the series passes, an end does not
+/// build), or stopped on bad input, a lab error or an interrupt (the steps
+/// so far are in the results either way).
+pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, CmdError> {
     let started = Instant::now();
     let (tc_path, tc) = &opts.testcase;
     let pipe = match Pipeline::prepare(root, cache, &opts.request) {
         Ok(p) => p,
-        Err(PipelineError::BadInput(m)) => {
-            eprintln!("lab: error: {m}");
-            return EXIT_BAD_INPUT;
-        }
-        Err(PipelineError::Lab(e)) => {
-            eprintln!("lab: error: {e:#}");
-            return EXIT_LAB;
-        }
+        Err(PipelineError::BadInput(m)) => return Err(CmdError::BadInput(m)),
+        Err(PipelineError::Lab(e)) => return Err(CmdError::Lab(e)),
     };
     let n = pipe.patches();
-    let (id, dir) = match suite::new_run_dir(&opts.results) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("lab: error: {e:#}");
-            return EXIT_LAB;
-        }
-    };
+    let (id, dir) = suite::new_run_dir(&opts.results)?;
     let reproduce = format!(
         "lab bisect{} --testcase {} --retries {}",
         opts.request.reproduce_args(),
@@ -165,7 +159,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
         if reaper::interrupted() {
             report.outcome = "interrupted".into();
             report.message = "interrupted: partial results".into();
-            break crate::EXIT_INTERRUPTED;
+            break Exit::Interrupted;
         }
         match planner.next() {
             Next::Test(level) => {
@@ -193,18 +187,18 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                         eprintln!("lab: error: {m}");
                         report.outcome = "bad_input".into();
                         report.message = m;
-                        break EXIT_BAD_INPUT;
+                        break Exit::BadInput;
                     }
                     Err(StepError::Lab(_)) if reaper::interrupted() => {
                         report.outcome = "interrupted".into();
                         report.message = "interrupted: partial results".into();
-                        break crate::EXIT_INTERRUPTED;
+                        break Exit::Interrupted;
                     }
                     Err(StepError::Lab(m)) => {
                         eprintln!("lab: error: {m}");
                         report.outcome = "lab_error".into();
                         report.message = m;
-                        break EXIT_LAB;
+                        break Exit::LabError;
                     }
                 }
                 report.total_s = started.elapsed().as_secs_f64();
@@ -215,7 +209,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                 report.first_bad = Some(p);
                 report.first_bad_patch = Some(pipe.level_label(p));
                 report.message = format!("first bad patch: {}", pipe.level_label(p));
-                break 0;
+                break Exit::Passed;
             }
             Next::OneOf(v) => {
                 report.outcome = "one_of".into();
@@ -227,7 +221,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                         .collect::<Vec<_>>()
                         .join("; ")
                 );
-                break 0;
+                break Exit::Passed;
             }
             Next::BaseFails => {
                 report.outcome = "base_fails".into();
@@ -235,12 +229,12 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                     "the base kernel already fails {}: nothing to bisect",
                     tc.name
                 );
-                break EXIT_FAILED;
+                break Exit::Failed;
             }
             Next::SeriesPasses => {
                 report.outcome = "series_passes".into();
                 report.message = format!("the whole series passes {}: nothing to bisect", tc.name);
-                break EXIT_FAILED;
+                break Exit::Failed;
             }
             Next::EndSkipped(l) => {
                 report.outcome = "end_skipped".into();
@@ -249,15 +243,12 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
                     pipe.level_label(l),
                     if l == 0 { "good" } else { "bad" }
                 );
-                break EXIT_FAILED;
+                break Exit::Failed;
             }
         }
     };
     report.total_s = started.elapsed().as_secs_f64();
-    if let Err(e) = write_bisect(&dir, &id, &report) {
-        eprintln!("lab: error writing results: {e:#}");
-        return EXIT_LAB;
-    }
+    write_bisect(&dir, &id, &report).context("writing the bisection's results")?;
     println!("{}", report.message);
     println!(
         "{} steps, {} builds (at most {} expected), {:.0} s",
@@ -268,7 +259,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> u8 {
     );
     println!("results: {}", dir.display());
     println!("reproduce: {reproduce}");
-    code
+    Ok(code)
 }
 
 enum StepError {
@@ -352,9 +343,9 @@ fn test_level(
         let r = suite::run_into(&host, &cases, &ropts, id, &tdir)
             .map_err(|e| StepError::Lab(format!("{e:#}")))?;
         step.tries = try_no;
-        match r.exit_code() {
-            0 => continue,
-            1 => {
+        match Exit::of_report(&r) {
+            Exit::Passed => continue,
+            Exit::Failed => {
                 verdict = Verdict::Bad;
                 step.reason = failing_checks(&r);
                 break;

@@ -95,8 +95,9 @@ pub fn keep_state(
 }
 
 /// `lab verify DIR`: rebuilds a kept state (base + delta), boots a verifier
-/// on it and judges it again. Returns the exit code.
-pub fn verify_kept(host: &LabHost, dir: &Path) -> Result<u8> {
+/// on it and judges it again, printing the verdict. Returns whether the
+/// state is one the kernel was allowed to leave.
+pub fn verify_kept(host: &LabHost, dir: &Path) -> Result<bool> {
     let case: KeptCase = serde_json::from_str(
         &std::fs::read_to_string(dir.join("case.json"))
             .with_context(|| format!("{}: not a kept crash state", dir.display()))?,
@@ -167,19 +168,19 @@ pub fn verify_kept(host: &LabHost, dir: &Path) -> Result<u8> {
     v.shutdown();
     if let Some(m) = c.mount_error {
         println!("FAIL  XFS: mount (log recovery) failed\n{m}");
-        return Ok(crate::EXIT_FAILED);
+        return Ok(false);
     }
     if let Some(r) = c.repair_error {
         println!("FAIL  XFS: xfs_repair -n found corruption\n{r}");
-        return Ok(crate::EXIT_FAILED);
+        return Ok(false);
     }
     let verdict = lab_model::Model::new(&case.ops).judge(&c.files);
     if verdict.passed() {
         println!("PASS  the state is one the kernel was allowed to leave");
-        return Ok(0);
+        return Ok(true);
     }
     for viol in &verdict.violations {
         println!("FAIL  {}: {}", viol.rule, viol.message);
     }
-    Ok(crate::EXIT_FAILED)
+    Ok(false)
 }

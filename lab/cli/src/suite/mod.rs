@@ -483,19 +483,10 @@ pub(crate) fn run_case(
             .properties
             .push(("mkfs.reflink".into(), m.reflink.to_string()));
     }
-    let d = &tc.device;
-    for (k, v) in [
-        ("nawun", d.nawun),
-        ("nawupf", d.nawupf),
-        ("nabsn", d.nabsn),
-        ("nabspf", d.nabspf),
-        ("nabo", d.nabo),
-    ] {
-        if v != 0 {
-            suite
-                .properties
-                .push((format!("device.{k}"), v.to_string()));
-        }
+    for (f, v) in tc.device.namespace_atomic_values() {
+        suite
+            .properties
+            .push((format!("device.{}", f.name), v.to_string()));
     }
     let start = Instant::now();
     // Namespace atomics on a QEMU without them: an error naming what is

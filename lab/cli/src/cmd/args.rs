@@ -1,0 +1,90 @@
+//! Flags several commands share: which kernel to boot, and which kernel to
+//! build. Paths the user typed are checked here, so a typo is bad input
+//! (exit 2) and not "the lab could not run".
+
+use std::path::{Path, PathBuf};
+
+use crate::exit::CmdError;
+use crate::host::accel::AccelChoice;
+use crate::host::LabHost;
+use crate::kernel::pipeline::KernelRequest;
+
+#[derive(clap::Args, Clone)]
+pub struct KernelArgs {
+    /// Kernel to boot: a bzImage, or a directory with vmlinuz/modules/release
+    /// (default: the Debian cloud kernel the set-up downloaded).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Modules directory (lib/modules/<release>) for a bzImage given with --kernel.
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
+    /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+}
+
+impl KernelArgs {
+    /// The host for these flags: QEMU, the kernel, the guest image and
+    /// the accelerator.
+    pub fn host(&self) -> Result<LabHost, CmdError> {
+        exists("--kernel", self.kernel.as_deref())?;
+        exists("--modules", self.modules.as_deref())?;
+        Ok(LabHost::resolve(
+            self.kernel.as_deref(),
+            self.modules.as_deref(),
+            self.accel,
+        )?)
+    }
+}
+
+/// A path flag that names nothing is the user's mistake.
+pub fn exists(flag: &str, path: Option<&Path>) -> Result<(), CmdError> {
+    match path {
+        Some(p) if !p.exists() => Err(CmdError::bad_input(format!(
+            "{flag} {}: no such file or directory",
+            p.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A kernel the lab builds: source, series, config fragments.
+#[derive(clap::Args, Clone, Default)]
+pub struct BuildArgs {
+    /// Kernel source to build: a git work tree or a tarball (default with
+    /// --series or --kconfig: Debian's linux-source-7.x the set-up fetched).
+    #[arg(long, conflicts_with = "kernel")]
+    pub kernel_tree: Option<PathBuf>,
+    /// Patch series to apply (mbox as `b4 am` writes it, a directory of
+    /// `git format-patch` files, or a quilt `series` file).
+    #[arg(long, conflicts_with = "kernel")]
+    pub series: Option<PathBuf>,
+    /// Apply only the first N patches of the series (0: the base).
+    #[arg(long, requires = "series")]
+    pub upto: Option<usize>,
+    /// Extra kernel config fragment on top of vm-images/kconfig/lab.config:
+    /// a name there (`debug`: KASAN, UBSAN, lockdep, XFS_DEBUG) or a file.
+    #[arg(long, conflicts_with = "kernel")]
+    pub kconfig: Vec<String>,
+}
+
+impl BuildArgs {
+    /// Relative paths that do not exist from the current directory are
+    /// taken from the repository root (as `--testcases` is), so
+    /// `--series patches/x` works from anywhere in the checkout.
+    pub fn request(&self, root: &Path) -> KernelRequest {
+        let resolve = |p: &PathBuf| {
+            if p.is_relative() && !p.exists() && root.join(p).exists() {
+                root.join(p)
+            } else {
+                p.clone()
+            }
+        };
+        KernelRequest {
+            tree: self.kernel_tree.as_ref().map(resolve),
+            series: self.series.as_ref().map(resolve),
+            kconfig: self.kconfig.clone(),
+            upto: self.upto,
+        }
+    }
+}

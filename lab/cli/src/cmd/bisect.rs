@@ -1,0 +1,73 @@
+//! `lab bisect`: finds the first patch of a series whose kernel fails a
+//! testcase (both ends first, then binary search; levels that do not apply
+//! or build are skipped). Exit 0 when it names the patch (or the range).
+
+use std::path::PathBuf;
+
+use crate::cmd::args::BuildArgs;
+use crate::exit::{CmdError, Exit};
+use crate::host::accel::AccelChoice;
+use crate::kernel::bisect::{self, BisectOptions};
+use crate::paths;
+use crate::suite;
+
+#[derive(clap::Args)]
+pub struct BisectArgs {
+    #[command(flatten)]
+    pub b: BuildArgs,
+    /// The testcase: a name in testcases/ or a YAML file.
+    #[arg(long)]
+    pub testcase: String,
+    /// Extra passing runs before a level is called good (flaky bugs).
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
+    /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Results directory (default: results/ in the repo).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+}
+
+pub fn run(args: BisectArgs) -> Result<Exit, CmdError> {
+    let root = paths::repo_root()?;
+    let req = args.b.request(&root);
+    if req.series.is_none() {
+        return Err(CmdError::bad_input("lab bisect needs --series"));
+    }
+    if req.upto.is_some() {
+        return Err(CmdError::bad_input(
+            "--upto does not apply to lab bisect (it tries the levels itself)",
+        ));
+    }
+    // A testcase by name (in testcases/ and testcases/controls/) or a file.
+    let as_file = PathBuf::from(&args.testcase);
+    let paths_to_load = if as_file.is_file() {
+        vec![as_file]
+    } else {
+        vec![root.join("testcases"), root.join("testcases/controls")]
+    };
+    let all = suite::load(&paths_to_load).map_err(|errs| CmdError::BadInputs {
+        summary: format!("{} testcase file(s) are invalid", errs.len()),
+        errors: errs.iter().map(ToString::to_string).collect(),
+    })?;
+    let found = if paths_to_load.len() == 1 {
+        all.into_iter().next()
+    } else {
+        all.into_iter().find(|(_, tc)| tc.name == args.testcase)
+    };
+    let Some(tc) = found else {
+        return Err(CmdError::bad_input(format!(
+            "--testcase {}: no such testcase (see `lab run --list`) and no such file",
+            args.testcase
+        )));
+    };
+    let opts = BisectOptions {
+        request: req,
+        testcase: tc,
+        retries: args.retries,
+        results: args.results.unwrap_or_else(|| paths::results_dir(&root)),
+        accel: args.accel,
+    };
+    bisect::bisect(&root, &paths::cache_dir(), &opts)
+}

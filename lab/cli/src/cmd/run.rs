@@ -1,0 +1,345 @@
+//! `lab run`: load and select testcases, pick or build the kernel, run,
+//! and print the summary. With `--compare-base`, run on the unpatched base
+//! too and keep only the regressions.
+
+use std::path::{Path, PathBuf};
+
+use lab_core::report::{regressions_only, CaseResult, Outcome, RunReport, SuiteReport};
+use lab_core::testcase::Testcase;
+
+use crate::cmd::args::{BuildArgs, KernelArgs};
+use crate::exit::{CmdError, Exit};
+use crate::host::accel::AccelChoice;
+use crate::host::LabHost;
+use crate::kernel::build::{BuildError, Built};
+use crate::kernel::pipeline::{self, KernelRequest, Pipeline, PipelineError};
+use crate::paths;
+use crate::suite::{self, RunOptions};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub k: KernelArgs,
+    #[command(flatten)]
+    pub b: BuildArgs,
+    /// Also run the testcases on the unpatched base and report only
+    /// regressions (fails with the series, passes without).
+    #[arg(long, requires = "series")]
+    pub compare_base: bool,
+    /// List the testcases and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Testcase files or directories.
+    #[arg(long = "testcases", default_value = "testcases")]
+    pub testcases: Vec<PathBuf>,
+    /// Results directory (default: results/ in the repo).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Run only testcases whose name contains one of these; a YAML file
+    /// (`testcases/limits-4k.yaml`, as tab completion gives it) runs that
+    /// file.
+    pub filters: Vec<String>,
+}
+
+/// A filter that names an existing YAML file is that testcase file.
+fn is_testcase_file(filter: &str) -> bool {
+    let p = Path::new(filter);
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) && p.is_file()
+}
+
+pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
+    let root = paths::repo_root()?;
+    let (files, names): (Vec<&String>, Vec<&String>) =
+        args.filters.iter().partition(|f| is_testcase_file(f));
+    let default_sources = args.testcases == [PathBuf::from("testcases")];
+    // Files named as filters replace the default testcase directory.
+    let sources: Vec<PathBuf> = if !files.is_empty() && default_sources {
+        files.iter().map(PathBuf::from).collect()
+    } else {
+        args.testcases
+            .iter()
+            .cloned()
+            .chain(files.iter().map(PathBuf::from))
+            .collect()
+    };
+    let tc_paths: Vec<PathBuf> = sources
+        .iter()
+        .map(|p| {
+            if p.is_relative() && !p.exists() {
+                root.join(p)
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    let all = suite::load(&tc_paths).map_err(|errs| CmdError::BadInputs {
+        summary: format!(
+            "{} testcase file(s) are invalid; nothing was run",
+            errs.len()
+        ),
+        errors: errs.iter().map(ToString::to_string).collect(),
+    })?;
+    let names: Vec<String> = names.into_iter().cloned().collect();
+    let cases = suite::select(all, &names);
+    if cases.is_empty() {
+        return Err(CmdError::bad_input(format!(
+            "no testcase matches {:?} (see `lab run --list`)",
+            args.filters
+        )));
+    }
+    if args.list {
+        for (path, tc) in &cases {
+            println!(
+                "{:<28} lba={:<5} fs_block={:<6} {:<8} {}  [{}]",
+                tc.name,
+                tc.device.lba_size,
+                tc.mkfs
+                    .as_ref()
+                    .map_or("-".to_string(), |m| m.block_size.to_string()),
+                tc.workload.label(),
+                tc.description,
+                path.display()
+            );
+        }
+        return Ok(Exit::Passed);
+    }
+    let results = args
+        .results
+        .clone()
+        .unwrap_or_else(|| paths::results_dir(&root));
+    let req = args.b.request(&root);
+    // The reproduce line: everything that chose the kernel and testcases.
+    let mut kernel_flags = String::from("lab run");
+    if let Some(kp) = &args.k.kernel {
+        kernel_flags.push_str(&format!(" --kernel {}", kp.display()));
+    }
+    kernel_flags.push_str(&req.reproduce_args());
+    if args.compare_base {
+        kernel_flags.push_str(" --compare-base");
+    }
+    // After --accel, which the run knows only once the host is resolved.
+    let mut sources_flags = String::new();
+    if !default_sources || !files.is_empty() {
+        for t in &sources {
+            sources_flags.push_str(&format!(" --testcases {}", t.display()));
+        }
+    }
+    let reproduce = Reproduce {
+        kernel_flags,
+        sources_flags,
+    };
+    if !req.wanted() {
+        let host = args.k.host()?;
+        print_host(&host);
+        let (id, dir) = suite::new_run_dir(&results)?;
+        let opts = reproduce.options(&host, &cases, &results, Vec::new());
+        let report = suite::run_into(&host, &cases, &opts, &id, &dir)?;
+        return Ok(finish_run(&report, &dir));
+    }
+    built_run(
+        &root,
+        &req,
+        args.k.accel,
+        args.compare_base,
+        &cases,
+        &reproduce,
+        &results,
+    )
+}
+
+/// What goes into the reproduce line: `lab run <kernel flags> --accel X
+/// <sources flags> <names>`.
+struct Reproduce {
+    kernel_flags: String,
+    sources_flags: String,
+}
+
+impl Reproduce {
+    fn options(
+        &self,
+        host: &LabHost,
+        cases: &[(PathBuf, Testcase)],
+        results: &Path,
+        properties: Vec<(String, String)>,
+    ) -> RunOptions {
+        let reproduce_prefix = format!(
+            "{} --accel {}{}",
+            self.kernel_flags,
+            host.accel.as_str(),
+            self.sources_flags
+        );
+        let mut full = reproduce_prefix.clone();
+        for (_, tc) in cases {
+            full.push(' ');
+            full.push_str(&tc.name);
+        }
+        RunOptions {
+            results: results.to_path_buf(),
+            reproduce: full,
+            reproduce_prefix,
+            properties,
+        }
+    }
+
+    /// Without --accel (a build failure never chose one).
+    fn without_accel(&self) -> String {
+        format!("{}{}", self.kernel_flags, self.sources_flags)
+    }
+}
+
+fn print_host(host: &LabHost) {
+    eprintln!(
+        "lab: kernel {}, QEMU {} ({}), accel {} ({})",
+        host.kernel.release,
+        host.qemu.version,
+        host.qemu.source.describe(),
+        host.accel.as_str(),
+        host.accel_reason
+    );
+}
+
+fn finish_run(report: &RunReport, dir: &Path) -> Exit {
+    let c = report.counts();
+    println!(
+        "{} passed, {} failed, {} skipped, {} errors{}",
+        c.passed,
+        c.failed,
+        c.skipped,
+        c.errors,
+        if report.interrupted {
+            " (interrupted: partial results)"
+        } else {
+            ""
+        }
+    );
+    println!("results: {}", dir.display());
+    println!("reproduce: {}", report.reproduce);
+    Exit::of_report(report)
+}
+
+/// Why a level did not build.
+enum LevelFailure {
+    /// The series does not compile: the series' failure, recorded as a
+    /// failed `kernel-build` check.
+    Compile(String),
+    /// Anything else ends the command.
+    Error(CmdError),
+}
+
+/// Builds a level, printing what happened.
+fn build_level(pipe: &Pipeline, level: usize) -> Result<Built, LevelFailure> {
+    match pipe.build_level(level) {
+        Ok(b) => {
+            eprintln!("{}", pipeline::describe_build(&pipe.level_short(level), &b));
+            Ok(b)
+        }
+        Err(e @ BuildError::Compile { .. }) => {
+            eprintln!("lab: kernel {}: {e}", pipe.level_label(level));
+            Err(LevelFailure::Compile(e.to_string()))
+        }
+        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
+            Err(LevelFailure::Error(CmdError::BadInput(e.to_string())))
+        }
+        Err(BuildError::Interrupted) => Err(LevelFailure::Error(CmdError::Interrupted)),
+        Err(e) => Err(LevelFailure::Error(CmdError::Lab(e.into()))),
+    }
+}
+
+fn built_run(
+    root: &Path,
+    req: &KernelRequest,
+    accel: AccelChoice,
+    compare_base: bool,
+    cases: &[(PathBuf, Testcase)],
+    reproduce: &Reproduce,
+    results: &Path,
+) -> Result<Exit, CmdError> {
+    let cache = paths::cache_dir();
+    let pipe = Pipeline::prepare(root, &cache, req).map_err(|e| match e {
+        PipelineError::BadInput(m) => CmdError::BadInput(m),
+        PipelineError::Lab(e) => CmdError::Lab(e),
+    })?;
+    let level = pipe.run_level();
+    if let Some(f) = &pipe.levels.failure {
+        if f.patch <= level {
+            return Err(CmdError::BadInput(format!(
+                "{f}\nlab: base: {}",
+                pipe.tree.describe
+            )));
+        }
+    }
+    let (id, dir) = suite::new_run_dir(results)?;
+    // The base first: the patched level then builds incrementally from it.
+    let base = if compare_base && level > 0 {
+        match build_level(&pipe, 0) {
+            Ok(b) => Some(b),
+            Err(LevelFailure::Compile(_)) => return Ok(Exit::Failed),
+            Err(LevelFailure::Error(e)) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let built = match build_level(&pipe, level) {
+        Ok(b) => b,
+        Err(LevelFailure::Error(e)) => return Err(e),
+        Err(LevelFailure::Compile(message)) => {
+            // The series does not build: a failed check in the results.
+            let report = RunReport {
+                run_id: id.clone(),
+                started_at: suite::now_rfc3339(),
+                properties: vec![("kernel.level".into(), pipe.level_label(level))],
+                suites: vec![SuiteReport {
+                    name: "kernel-build".into(),
+                    properties: vec![],
+                    results: vec![CaseResult {
+                        case: "kernel-build".into(),
+                        check: "build".into(),
+                        outcome: Outcome::Failed {
+                            message: message.lines().next().unwrap_or("").to_string(),
+                            detail: message.clone(),
+                        },
+                        duration_s: 0.0,
+                    }],
+                    console_log: None,
+                    reproduce: reproduce.without_accel(),
+                }],
+                reproduce: reproduce.without_accel(),
+                interrupted: false,
+            };
+            suite::write_results(&dir, &report)?;
+            println!("results: {}", dir.display());
+            return Ok(Exit::Failed);
+        }
+    };
+    pipeline::keep_build_files(&built, &dir.join("kernel"));
+    let host = LabHost::with_kernel(built.kernel.clone(), accel)?;
+    print_host(&host);
+    let opts = reproduce.options(&host, cases, results, pipe.properties(level, &built));
+    let Some(base) = base else {
+        let report = suite::run_into(&host, cases, &opts, &id, &dir)?;
+        return Ok(finish_run(&report, &dir));
+    };
+    // --compare-base: both kernels, then only regressions count.
+    eprintln!(
+        "lab: running on the patched kernel ({})",
+        pipe.level_label(level)
+    );
+    let patched = suite::run_into(&host, cases, &opts, &id, &dir.join("patched"))?;
+    pipeline::keep_build_files(&base, &dir.join("base/kernel"));
+    let base_host = LabHost::with_kernel(base.kernel.clone(), accel)?;
+    eprintln!("lab: running on the base kernel");
+    let base_opts = reproduce.options(&base_host, cases, results, pipe.properties(0, &base));
+    let base_report = suite::run_into(&base_host, cases, &base_opts, &id, &dir.join("base"))?;
+    let mut combined = regressions_only(&patched, &base_report);
+    combined
+        .properties
+        .push(("compare_base".into(), "true".into()));
+    combined.interrupted = patched.interrupted || base_report.interrupted;
+    for s in &mut combined.suites {
+        if let Some(c) = &mut s.console_log {
+            *c = format!("patched/{c}");
+        }
+    }
+    suite::write_results(&dir, &combined)?;
+    Ok(finish_run(&combined, &dir))
+}
