@@ -131,7 +131,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
     if !req.wanted() {
         let host = args.k.host()?;
         print_host(&host);
-        let (id, dir) = suite::new_run_dir(&results)?;
+        let (id, dir) = suite::results::new_run_dir(&results)?;
         let opts = reproduce.options(&host, &cases, &results, Vec::new());
         let report = suite::run_into(&host, &cases, &opts, &id, &dir)?;
         return Ok(finish_run(&report, &dir));
@@ -268,7 +268,7 @@ fn built_run(
             )));
         }
     }
-    let (id, dir) = suite::new_run_dir(results)?;
+    let (id, dir) = suite::results::new_run_dir(results)?;
     // The base first: the patched level then builds incrementally from it.
     let base = if compare_base && level > 0 {
         match build_level(&pipe, 0) {
@@ -286,7 +286,7 @@ fn built_run(
             // The series does not build: a failed check in the results.
             let report = RunReport {
                 run_id: id.clone(),
-                started_at: suite::now_rfc3339(),
+                started_at: suite::results::now_rfc3339(),
                 properties: vec![("kernel.level".into(), pipe.level_label(level))],
                 suites: vec![SuiteReport {
                     name: "kernel-build".into(),
@@ -306,7 +306,7 @@ fn built_run(
                 reproduce: reproduce.without_accel(),
                 interrupted: false,
             };
-            suite::write_results(&dir, &report)?;
+            suite::results::write_results(&dir, &report)?;
             println!("results: {}", dir.display());
             return Ok(Exit::Failed);
         }
@@ -340,6 +340,6 @@ fn built_run(
             *c = format!("patched/{c}");
         }
     }
-    suite::write_results(&dir, &combined)?;
+    suite::results::write_results(&dir, &combined)?;
     Ok(finish_run(&combined, &dir))
 }

@@ -90,7 +90,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
         Err(PipelineError::Lab(e)) => return Err(CmdError::Lab(e)),
     };
     let n = pipe.patches();
-    let (id, dir) = suite::new_run_dir(&opts.results)?;
+    let (id, dir) = suite::results::new_run_dir(&opts.results)?;
     let reproduce = format!(
         "lab bisect{} --testcase {} --retries {}",
         opts.request.reproduce_args(),
@@ -442,12 +442,12 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
     };
     let run = RunReport {
         run_id: id.to_string(),
-        started_at: suite::now_rfc3339(),
+        started_at: suite::results::now_rfc3339(),
         properties: vec![("command".into(), "bisect".into())],
         suites: vec![suite],
         reproduce: report.reproduce.clone(),
         interrupted: report.outcome == "interrupted",
     };
-    suite::write_results(dir, &run)?;
+    suite::results::write_results(dir, &run)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! `lab run`: load testcases, run each in a fresh VM, judge, report.
 
+pub mod outcome;
 pub mod powercut;
+pub mod results;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use crate::host::LabHost;
 use crate::powercut::crashdisk::CrashDisk;
 use crate::proc::reaper;
 use crate::vm::{Vm, VmError};
+use outcome::{judge_steps, lab_error, result, stamp_run_id, vm_error_result, StageError};
+use results::{new_run_dir, now_rfc3339, write_results};
 
 /// Loads testcases from files or directories (default `testcases/`).
 /// All errors are returned together so a user fixes them in one go.
@@ -111,46 +115,6 @@ pub struct RunOptions {
     pub properties: Vec<(String, String)>,
 }
 
-fn run_id() -> String {
-    // UTC timestamp plus pid: sortable and unique on one host.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let t = time_fmt(now);
-    format!("{t}-{}", std::process::id())
-}
-
-/// Seconds since the epoch as UTC (year, month, day, hour, minute, second).
-fn utc(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
-    let (d, s) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let (y, m, day) = civil_from_days(d);
-    (y, m, day, s / 3600, s % 3600 / 60, s % 60)
-}
-
-/// "YYYYmmddTHHMMSSZ": sortable, safe in a file name.
-fn time_fmt(secs: i64) -> String {
-    let (y, m, d, hh, mm, ss) = utc(secs);
-    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
-}
-
-fn rfc3339(secs: i64) -> String {
-    let (y, m, d, hh, mm, ss) = utc(secs);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn spinner(msg: String) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         eprintln!("{msg}");
@@ -160,26 +124,6 @@ fn spinner(msg: String) -> indicatif::ProgressBar {
     pb.enable_steady_tick(Duration::from_millis(120));
     pb.set_message(msg);
     pb
-}
-
-/// Creates `results/<run-id>/` and points `results/latest` at it at once,
-/// so a run cut short is still found.
-pub fn new_run_dir(results: &Path) -> Result<(String, PathBuf)> {
-    let id = run_id();
-    let dir = results.join(&id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let latest = results.join("latest");
-    let _ = std::fs::remove_file(&latest);
-    let _ = std::os::unix::fs::symlink(&id, &latest);
-    Ok((id, dir))
-}
-
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    rfc3339(now)
 }
 
 /// Runs the testcases and writes results/<run-id>/. Returns the report.
@@ -243,12 +187,6 @@ pub fn run_into(
     Ok(report)
 }
 
-pub fn write_results(dir: &Path, report: &RunReport) -> Result<()> {
-    std::fs::write(dir.join("junit.xml"), report.junit_xml())?;
-    std::fs::write(dir.join("summary.json"), report.summary_json())?;
-    Ok(())
-}
-
 /// One line per testcase; the checks that did not pass are listed under it.
 fn print_suite(s: &SuiteReport) {
     let worst = s
@@ -295,57 +233,6 @@ fn print_suite(s: &SuiteReport) {
             Outcome::Error { message, .. } => println!("      ERROR {}: {message}", r.check),
         }
     }
-}
-
-pub(crate) fn result(case: &str, check: &str, outcome: Outcome, d: Duration) -> CaseResult {
-    CaseResult {
-        case: case.to_string(),
-        check: check.to_string(),
-        outcome,
-        duration_s: d.as_secs_f64(),
-    }
-}
-
-/// The lab could not do its part of a case (no disk, no image).
-fn lab_error(case: &str, stage: &str, e: &anyhow::Error, d: Duration) -> CaseResult {
-    result(
-        case,
-        stage,
-        Outcome::Error {
-            message: format!("{e:#}"),
-            detail: String::new(),
-        },
-        d,
-    )
-}
-
-/// An error of the lab or the guest, as a result: a crash of the kernel is a
-/// failure of the kernel under test; anything else is the lab not able to run.
-fn vm_error_result(case: &str, stage: &str, e: &VmError, d: Duration) -> CaseResult {
-    let detail = e
-        .console_tail()
-        .map(|t| format!("console tail:\n{t}"))
-        .unwrap_or_default();
-    let outcome = match e {
-        VmError::Crashed { splat, .. } => Outcome::Failed {
-            message: format!("{} (during {stage})", splat.title),
-            detail: format!("{}\n\n{detail}", splat.excerpt),
-        },
-        VmError::Timeout { .. } => Outcome::Failed {
-            message: format!("guest hung: {e}"),
-            detail,
-        },
-        // Nothing says the kernel was at fault: the lab could not run it.
-        VmError::BootStalled { diagnosis, .. } => Outcome::Error {
-            message: format!("{e}"),
-            detail: format!("{diagnosis}\n{detail}"),
-        },
-        other => Outcome::Error {
-            message: format!("{other:#}"),
-            detail,
-        },
-    };
-    result(case, stage, outcome, d)
 }
 
 /// A testcase's VM, booted, with the disks it runs on.
@@ -595,14 +482,16 @@ pub(crate) fn run_case(
         Ok(results) => {
             suite.results.extend(results);
             if tc.mkfs.is_some() && tc.power_cut.is_none() {
-                if let Err((stage, e)) = exec_ok(&mut vm, "umount", "umount /mnt", cmd_timeout) {
+                if let Err(StageError { stage, error: e }) =
+                    exec_ok(&mut vm, "umount", "umount /mnt", cmd_timeout)
+                {
                     suite
                         .results
                         .push(vm_error_result(suite_name, &stage, &e, start.elapsed()));
                 }
             }
         }
-        Err((stage, e)) => {
+        Err(StageError { stage, error: e }) => {
             suite
                 .results
                 .push(vm_error_result(suite_name, &stage, &e, start.elapsed()))
@@ -635,30 +524,22 @@ pub(crate) fn run_case(
     suite
 }
 
-pub(crate) type StageError = (String, VmError);
-
 fn exec_ok(vm: &mut Vm, stage: &str, cmd: &str, timeout: Duration) -> Result<String, StageError> {
-    let out = vm.exec(cmd, timeout).map_err(|e| (stage.to_string(), e))?;
+    let out = vm
+        .exec(cmd, timeout)
+        .map_err(|e| StageError::new(stage, e))?;
     if out.status != 0 {
-        return Err((
-            stage.to_string(),
-            VmError::Other(anyhow::anyhow!(
-                "`{cmd}` exited with {}: {}",
-                out.status,
-                out.stderr.trim()
-            )),
+        return Err(StageError::lab(
+            stage,
+            anyhow::anyhow!("`{cmd}` exited with {}: {}", out.status, out.stderr.trim()),
         ));
     }
     Ok(out.stdout)
 }
 
 fn parse_report(stage: &str, json: &str) -> Result<LimitsReport, StageError> {
-    serde_json::from_str(json.trim()).map_err(|e| {
-        (
-            stage.to_string(),
-            VmError::Other(anyhow::anyhow!("lab-guest printed {json:?}: {e}")),
-        )
-    })
+    serde_json::from_str(json.trim())
+        .map_err(|e| StageError::lab(stage, anyhow::anyhow!("lab-guest printed {json:?}: {e}")))
 }
 
 fn checks_to_results(case: &str, checks: Vec<limits::Check>, d: Duration) -> Vec<CaseResult> {
@@ -786,14 +667,6 @@ fn make_fs(vm: &mut Vm, tc: &Testcase, timeout: Duration) -> Result<(), StageErr
     Ok(())
 }
 
-/// A run id for stamps: never 0, differs between runs.
-pub(crate) fn stamp_run_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 48) | 1
-}
-
 /// Explicit steps: the agent runs them in order and reports each; every step
 /// is judged against its expectation (one JUnit testcase per step).
 fn steps_workload(
@@ -814,7 +687,7 @@ fn steps_workload(
     let t = Instant::now();
     let out = vm
         .exec(&format!("echo {b64} | base64 -d | lab-guest run"), timeout)
-        .map_err(|e| ("steps".to_string(), e))?;
+        .map_err(|e| StageError::new("steps", e))?;
     let elapsed = t.elapsed();
     let _ = std::fs::write(dir.join("steps.jsonl"), &out.stdout);
     let missing = |i: usize, step: &Step| Outcome::Error {
@@ -832,43 +705,6 @@ fn steps_workload(
     Ok(judge_steps(steps, &out.stdout, case, elapsed, &missing))
 }
 
-/// One result per step from the agent's JSON lines; `missing` says what a
-/// step the agent never reported means.
-pub(crate) fn judge_steps(
-    steps: &[Step],
-    agent_stdout: &str,
-    case: &str,
-    elapsed: Duration,
-    missing: &dyn Fn(usize, &Step) -> Outcome,
-) -> Vec<CaseResult> {
-    let mut results = Vec::new();
-    let reported: Vec<StepResult> = agent_stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    for (i, step) in steps.iter().enumerate() {
-        let name = format!("step{:02}.{}", i + 1, step.name());
-        let outcome = match reported.iter().find(|r| r.index == i) {
-            Some(r) => match steps::judge(step, r) {
-                StepVerdict::Pass => Outcome::Passed,
-                StepVerdict::Skip(reason) => Outcome::Skipped { reason },
-                StepVerdict::Fail(message) => Outcome::Failed {
-                    message,
-                    detail: format!(
-                        "step {}: {}\nagent: {}",
-                        i + 1,
-                        step.describe(),
-                        serde_json::to_string(r).unwrap_or_default()
-                    ),
-                },
-            },
-            None => missing(i, step),
-        };
-        results.push(result(case, &name, outcome, elapsed));
-    }
-    results
-}
-
 /// A third-party client run as a shell command: exit status and output.
 fn command_workload(
     vm: &mut Vm,
@@ -880,7 +716,7 @@ fn command_workload(
     let t = Instant::now();
     let out = vm
         .exec(&format!("cd /mnt 2>/dev/null; {}", c.run), timeout)
-        .map_err(|e| ("command".to_string(), e))?;
+        .map_err(|e| StageError::new("command", e))?;
     let elapsed = t.elapsed();
     let text = format!("{}{}", out.stdout, out.stderr);
     let _ = std::fs::write(
@@ -973,7 +809,7 @@ fn generate_workload(
             &format!("echo {b64} | base64 -d | lab-guest generate"),
             timeout,
         )
-        .map_err(|e| ("generate".to_string(), e))?;
+        .map_err(|e| StageError::new("generate", e))?;
     let elapsed = t.elapsed();
     let _ = std::fs::write(dir.join("oplog.jsonl"), &out.stdout);
     props.push(("generate.seed".into(), g.seed.to_string()));
@@ -1081,11 +917,5 @@ mod tests {
             ["limits-4k", "limits-4k-reflink"]
         );
         assert_eq!(names(select(all, &[])).len(), 3);
-    }
-
-    #[test]
-    fn run_id_time_is_utc_civil() {
-        assert_eq!(time_fmt(0), "19700101T000000Z");
-        assert_eq!(rfc3339(1_795_804_140), "2026-11-27T18:29:00Z");
     }
 }

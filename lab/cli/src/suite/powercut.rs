@@ -26,8 +26,8 @@ use serde::Serialize;
 use crate::host::LabHost;
 use crate::powercut::crashdisk::CrashDisk;
 use crate::powercut::verifier::Verifier;
-use crate::suite::{judge_steps, result, stamp_run_id, StageError};
-use crate::vm::{Vm, VmError};
+use crate::suite::outcome::{judge_steps, result, stamp_run_id, StageError};
+use crate::vm::Vm;
 
 /// The device's atomicity as the crash disk applies it.
 pub fn rules(tc: &Testcase) -> AtomicRules {
@@ -113,7 +113,7 @@ pub fn workload_with_power_cut(
     let mut results = Vec::new();
     let fired = crash.disk.cut_info();
     if let (Err(e), None) = (out, &fired) {
-        return Err(("power-cut workload".into(), e));
+        return Err(StageError::new("power-cut workload", e));
     }
     let stdout = lines;
     let cut = match fired {
@@ -182,12 +182,8 @@ pub fn workload_with_power_cut(
         }
         CutWorkload::Generate(g) => {
             let _ = std::fs::write(dir.join("oplog.jsonl"), &stdout);
-            generator_ops(run_id, g, &lines).map_err(|e| {
-                (
-                    "power-cut workload".to_string(),
-                    VmError::Other(anyhow::anyhow!(e)),
-                )
-            })?
+            generator_ops(run_id, g, &lines)
+                .map_err(|e| StageError::lab("power-cut workload", anyhow::anyhow!(e)))?
         }
     };
     vm_gone(vm);
@@ -204,7 +200,7 @@ pub fn workload_with_power_cut(
     let left_out = state_plan.sample(pc.states.max as usize, pc.states.seed);
     let store = StateStore::new(crash.disk.file(), record.clone(), &state_plan.states)
         .map(Arc::new)
-        .map_err(|e| ("crash-states".to_string(), VmError::Other(e.into())))?;
+        .map_err(|e| StageError::lab("crash-states", e))?;
     let guest = guest_writes(&record, &ops);
     // Where the cut fell, from the write that triggered it: the agent's
     // result lines lag behind the guest (some die with it).
@@ -221,7 +217,7 @@ pub fn workload_with_power_cut(
     };
     props.push(("power_cut.during".into(), during));
     let scans = scan_states(&store, &record, &state_plan, rules)
-        .map_err(|e| ("crash-states".to_string(), VmError::Other(e.into())))?;
+        .map_err(|e| StageError::lab("crash-states", e))?;
     write_artifacts(dir, &record, &state_plan, &scans, &guest);
     props.extend([
         ("power_cut.policy".into(), pc.at.to_string()),
