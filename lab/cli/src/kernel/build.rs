@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::kernel::tree::{self, KernelTree};
-use crate::proc::reaper;
+use crate::proc::{self, reaper};
 use crate::vm::kernel::Kernel;
 
 /// The base configuration the fragments are merged onto.
@@ -359,15 +359,12 @@ impl Builder {
         };
         let tmp = odir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
-        let st = Command::new("cp")
-            .args(["-a", "--reflink=auto"])
-            .arg(&from)
-            .arg(&tmp)
-            .status()
-            .context("cp")?;
-        if !st.success() {
-            bail!("copying {} to {} failed", from.display(), tmp.display());
-        }
+        proc::run(
+            Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(&from)
+                .arg(&tmp),
+        )?;
         let _ = std::fs::remove_file(tmp.join(".lab-built"));
         let _ = std::fs::remove_dir_all(odir);
         std::fs::rename(&tmp, odir)?;
@@ -395,7 +392,6 @@ impl Builder {
                 .arg(&o)
                 .arg(BASE_CONFIG),
             log,
-            "make tinyconfig",
         )?;
         let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
         merge
@@ -407,7 +403,7 @@ impl Builder {
         for (p, _) in &self.fragments {
             merge.arg(p.canonicalize().unwrap_or_else(|_| p.clone()));
         }
-        run_logged(&mut merge, log, "scripts/kconfig/merge_config.sh")?;
+        run_logged(&mut merge, log)?;
         run_logged(
             Command::new("make")
                 .arg("-C")
@@ -415,7 +411,6 @@ impl Builder {
                 .arg(&o)
                 .arg("olddefconfig"),
             log,
-            "make olddefconfig",
         )?;
         Ok(())
     }
@@ -626,30 +621,27 @@ fn progress(label: &str, expected: Option<u64>) -> indicatif::ProgressBar {
     pb
 }
 
-fn run_logged(cmd: &mut Command, log: &mut std::fs::File, what: &str) -> Result<()> {
+/// Runs a configuration step, appending its output to the build log
+/// whether it succeeds or not.
+fn run_logged(cmd: &mut Command, log: &mut std::fs::File) -> Result<()> {
     use std::io::Write;
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
+    let out = match proc::run(cmd) {
+        Ok(out) => out,
+        Err(e) => {
+            if let proc::CommandError::Failed { output, .. } = &e {
+                let _ = log.write_all(&output.stdout);
+                let _ = log.write_all(&output.stderr);
+            }
+            return Err(e.into());
+        }
+    };
     let _ = log.write_all(&out.stdout);
     let _ = log.write_all(&out.stderr);
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}",
-            out.status,
-            kbuild::tail(&String::from_utf8_lossy(&out.stderr), 20)
-        );
-    }
     Ok(())
 }
 
 fn first_line(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output()?;
-    if !out.status.success() {
-        bail!("exit status {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(proc::stdout(cmd)?
         .lines()
         .next()
         .unwrap_or_default()

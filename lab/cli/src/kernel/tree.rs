@@ -11,8 +11,9 @@
 //! - nothing given: the tarball the set-up script fetched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use crate::proc;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
@@ -162,14 +163,13 @@ fn unpack_tarball(tar: &Path, repo: &Path) -> Result<()> {
         "lab: unpacking {} into a git repository (once; about a minute)",
         tar.display()
     );
-    run_checked(
+    proc::run(
         Command::new("tar")
             .arg("-xf")
             .arg(tar)
             .arg("--strip-components=1")
             .arg("-C")
             .arg(&tmp),
-        "tar",
     )?;
     if !tmp.join("Makefile").is_file() || !tmp.join("Kconfig").is_file() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -214,12 +214,11 @@ fn from_git(trees: &Path, dir: &Path) -> Result<KernelTree> {
         let _ = std::fs::remove_dir_all(&tmp);
         // --shared: objects are read from the user's repository (new
         // commits there are visible here at once); nothing is written there.
-        run_checked(
+        proc::run(
             Command::new("git")
                 .args(["clone", "-q", "--shared", "--no-checkout"])
                 .arg(dir)
                 .arg(&tmp),
-            "git clone --shared",
         )?;
         std::fs::rename(&tmp, &repo)?;
     }
@@ -272,16 +271,17 @@ pub fn changed_files(repo: &Path, a: &str, b: &str) -> Result<Vec<String>> {
 }
 
 pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    run_checked(Command::new("git").arg("-C").arg(dir).args(args), "git")
+    proc::run(Command::new("git").arg("-C").arg(dir).args(args))?;
+    Ok(())
 }
 
 /// Commits made by the lab carry a fixed identity and date, so the same
 /// base and patches give the same commit ids on every machine and run.
 pub(crate) fn git_with_fixed_identity(dir: &Path, args: &[&str]) -> Result<()> {
-    run_checked(
-        fixed_identity(Command::new("git").arg("-C").arg(dir).args(args)),
-        "git",
-    )
+    proc::run(fixed_identity(
+        Command::new("git").arg("-C").arg(dir).args(args),
+    ))?;
+    Ok(())
 }
 
 pub(crate) fn fixed_identity(cmd: &mut Command) -> &mut Command {
@@ -294,37 +294,9 @@ pub(crate) fn fixed_identity(cmd: &mut Command) -> &mut Command {
 }
 
 pub(crate) fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running git (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    Ok(proc::stdout(
+        Command::new("git").arg("-C").arg(dir).args(args),
+    )?)
 }
 
 #[cfg(test)]

@@ -4,9 +4,8 @@
 //! little-endian then its bytes) and what `lab verify` needs to judge it
 //! again (`case.json`: the device, the files, the op log).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::LabHost;
 use crate::powercut::verifier::Verifier;
+use crate::proc;
 
 /// What a kept state needs besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,26 +31,12 @@ pub struct KeptCase {
 }
 
 fn zstd(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
-    let mut child = Command::new("zstd")
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("zstd (installed by scripts/setup.sh)")?;
-    if let Some(data) = input {
-        let mut stdin = child.stdin.take().expect("piped");
-        let data = data.to_vec();
-        std::thread::spawn(move || stdin.write_all(&data));
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("zstd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let mut cmd = Command::new("zstd");
+    cmd.args(args);
+    let out = match input {
+        Some(data) => proc::run_with_input(&mut cmd, data)?,
+        None => proc::run(&mut cmd)?,
+    };
     Ok(out.stdout)
 }
 

@@ -15,12 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use lab_core::qemu::{self, Accel, NvmeDisk, VmSpec};
 use lab_core::splat::{ConsoleScan, Splat, SplatKind};
 
 use crate::paths::PrivateDir;
-use crate::proc::reaper;
+use crate::proc::{self, reaper};
 use crate::vm::clock::GuestClock;
 use crate::vm::kernel::Kernel;
 use crate::vm::qmp::QmpClient;
@@ -270,29 +270,15 @@ pub struct Vm {
     nbd_activity: Option<Arc<lab_disk::Activity>>,
 }
 
-fn run_tool(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {what} (is it installed? run scripts/setup.sh)"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Generates the per-VM client key (ssh-keygen) and guest host key
 /// (dropbearkey). Returns (client key path, client pubkey blob, host key
 /// file, host pubkey blob).
 fn make_keys(dir: &Path) -> anyhow::Result<(PathBuf, String, PathBuf, String)> {
     let key = dir.join("id_ed25519");
-    run_tool(
+    proc::run(
         Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "lab", "-f"])
             .arg(&key),
-        "ssh-keygen",
     )?;
     let pubkey = std::fs::read_to_string(dir.join("id_ed25519.pub"))?;
     let blob = pubkey
@@ -301,16 +287,12 @@ fn make_keys(dir: &Path) -> anyhow::Result<(PathBuf, String, PathBuf, String)> {
         .context("bad public key")?
         .to_string();
     let host = dir.join("host_ed25519");
-    run_tool(
+    proc::run(
         Command::new("dropbearkey")
             .args(["-t", "ed25519", "-f"])
             .arg(&host),
-        "dropbearkey",
     )?;
-    let host_pub = run_tool(
-        Command::new("dropbearkey").args(["-y", "-f"]).arg(&host),
-        "dropbearkey -y",
-    )?;
+    let host_pub = proc::stdout(Command::new("dropbearkey").args(["-y", "-f"]).arg(&host))?;
     let host_blob = host_pub
         .lines()
         .find(|l| l.starts_with("ssh-ed25519 "))
