@@ -23,7 +23,7 @@ use lab_model::FileScan;
 use crate::host::LabHost;
 use crate::paths::PrivateDir;
 use crate::powercut::crashdisk::NbdServer;
-use crate::vm::{Vm, VmError};
+use crate::vm::{agent, Vm, VmError};
 
 const EXPORT: &str = "verify";
 
@@ -137,12 +137,12 @@ impl Verifier {
             "t() {{ read up _ < /proc/uptime; echo \"LAB-T $1 $up\"; }}; t start; \
              blockdev --flushbufs {dev}; t attached; \
              if mount -t xfs {dev} /mnt 2>/tmp/mount.err; then t mounted; \
-               lab-guest scan {files}; t scanned; umount /mnt || echo 'LAB-UMOUNT-FAILED'; \
+               {scan}; t scanned; umount /mnt || echo 'LAB-UMOUNT-FAILED'; \
              else echo \"LAB-MOUNT-FAILED $?\"; cat /tmp/mount.err; dmesg | tail -n 15; t mounted; t scanned; fi; \
              blockdev --flushbufs {dev}; \
              xfs_repair -n {dev} >/tmp/repair.out 2>&1; r=$?; t repaired; \
              if [ $r != 0 ]; then echo \"LAB-REPAIR-FAILED $r\"; tail -n 15 /tmp/repair.out; fi",
-            files = files.join(" ")
+            scan = agent::scan(files)
         );
         let out = self.vm.exec(&cmd, timeout)?;
         let mut marks = std::collections::HashMap::new();

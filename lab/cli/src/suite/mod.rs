@@ -17,7 +17,7 @@ use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
 use crate::host::LabHost;
 use crate::powercut::crashdisk::CrashDisk;
 use crate::proc::reaper;
-use crate::vm::{Vm, VmError};
+use crate::vm::{agent, Vm, VmError};
 use outcome::{judge_steps, lab_error, result, stamp_run_id, vm_error_result, StageError};
 use results::{new_run_dir, now_rfc3339, write_results};
 
@@ -571,12 +571,7 @@ fn limits_workload(
 ) -> Result<Vec<CaseResult>, StageError> {
     let t = Instant::now();
     let dev = NS1;
-    let raw = exec_ok(
-        vm,
-        "bdev-limits",
-        &format!("lab-guest limits {dev}"),
-        timeout,
-    )?;
+    let raw = exec_ok(vm, "bdev-limits", &agent::limits(&[dev]), timeout)?;
     let bdev = parse_report("bdev-limits", &raw)?;
     // What QEMU reports in Identify Namespace (all zero without namespace
     // atomic fields; a case that sets them never boots on a QEMU without).
@@ -601,12 +596,7 @@ fn limits_workload(
     for n in 2..=tc.device.namespaces {
         let t = Instant::now();
         let dev_n = format!("/dev/nvme0n{n}");
-        let raw = exec_ok(
-            vm,
-            "bdev-limits",
-            &format!("lab-guest limits {dev_n}"),
-            timeout,
-        )?;
+        let raw = exec_ok(vm, "bdev-limits", &agent::limits(&[&dev_n]), timeout)?;
         let report = parse_report("bdev-limits", &raw)?;
         for mut r in checks_to_results(case, limits::check_bdev(&report, &want), t.elapsed()) {
             r.check = format!("ns{n}.{}", r.check);
@@ -617,7 +607,7 @@ fn limits_workload(
     let mkfs = tc.mkfs.as_ref().expect("validated: limits has mkfs");
     let t = Instant::now();
     exec_ok(vm, "touch", "touch /mnt/f", timeout)?;
-    let raw_file = exec_ok(vm, "xfs-limits", "lab-guest limits /mnt/f", timeout)?;
+    let raw_file = exec_ok(vm, "xfs-limits", &agent::limits(&["/mnt/f"]), timeout)?;
     let file = parse_report("xfs-limits", &raw_file)?;
     let expect = limits::expected_xfs_statx(&want, mkfs.block_size, mkfs.reflink);
     results.extend(checks_to_results(
@@ -681,12 +671,9 @@ fn steps_workload(
         root: "/mnt".into(),
         steps: steps.to_vec(),
     };
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD
-        .encode(serde_json::to_vec(&plan).expect("plan serialises"));
     let t = Instant::now();
     let out = vm
-        .exec(&format!("echo {b64} | base64 -d | lab-guest run"), timeout)
+        .exec(&agent::run(&plan), timeout)
         .map_err(|e| StageError::new("steps", e))?;
     let elapsed = t.elapsed();
     let _ = std::fs::write(dir.join("steps.jsonl"), &out.stdout);
@@ -799,16 +786,15 @@ fn generate_workload(
     timeout: Duration,
     props: &mut Vec<(String, String)>,
 ) -> Result<Vec<CaseResult>, StageError> {
-    use base64::Engine;
-    let input =
-        serde_json::json!({ "run": stamp_run_id(), "root": "/mnt", "file": "gen", "params": g });
-    let b64 = base64::engine::general_purpose::STANDARD.encode(input.to_string());
+    let input = agent::GenerateInput {
+        run: stamp_run_id(),
+        root: "/mnt",
+        file: "gen",
+        params: g,
+    };
     let t = Instant::now();
     let out = vm
-        .exec(
-            &format!("echo {b64} | base64 -d | lab-guest generate"),
-            timeout,
-        )
+        .exec(&agent::generate(&input), timeout)
         .map_err(|e| StageError::new("generate", e))?;
     let elapsed = t.elapsed();
     let _ = std::fs::write(dir.join("oplog.jsonl"), &out.stdout);

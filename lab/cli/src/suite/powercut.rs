@@ -27,7 +27,7 @@ use crate::host::LabHost;
 use crate::powercut::crashdisk::CrashDisk;
 use crate::powercut::verifier::Verifier;
 use crate::suite::outcome::{judge_steps, result, stamp_run_id, StageError};
-use crate::vm::Vm;
+use crate::vm::{agent, Vm};
 
 /// The device's atomicity as the crash disk applies it.
 pub fn rules(tc: &Testcase) -> AtomicRules {
@@ -79,19 +79,14 @@ pub fn workload_with_power_cut(
             CutWorkload::Generate(_) => Vec::new(),
         },
     };
-    use base64::Engine;
-    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
     let command = match workload {
-        CutWorkload::Steps(_) => format!(
-            "echo {} | base64 -d > /tmp/plan.json && lab-guest run --sync-marks --plan /tmp/plan.json",
-            b64(serde_json::to_vec(&plan).expect("plan serialises"))
-        ),
-        CutWorkload::Generate(g) => format!(
-            "echo {} | base64 -d > /tmp/gen.json && lab-guest generate < /tmp/gen.json",
-            b64(serde_json::json!({ "run": run_id, "root": "/mnt", "file": GEN_FILE, "params": g })
-                .to_string()
-                .into_bytes())
-        ),
+        CutWorkload::Steps(_) => agent::run_with_sync_marks(&plan),
+        CutWorkload::Generate(g) => agent::generate(&agent::GenerateInput {
+            run: run_id,
+            root: "/mnt",
+            file: GEN_FILE,
+            params: g,
+        }),
     };
     let t = Instant::now();
     crash.arm(Some(pc.at.clone()), pc.hold);

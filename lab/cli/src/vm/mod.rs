@@ -2,6 +2,7 @@
 //! keys, its console captured to a file, watched for panics while it boots,
 //! reached over SSH, ended by QMP `quit`, and killed on drop whatever happens.
 
+pub mod agent;
 pub mod clock;
 pub mod kernel;
 pub mod procinfo;
