@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum LevelVerdict {
     Good,
     Bad,
     /// Did not apply or build: no information.
@@ -41,7 +41,7 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bisect {
     patches: usize,
-    verdicts: Vec<Option<Verdict>>,
+    verdicts: Vec<Option<LevelVerdict>>,
 }
 
 impl Bisect {
@@ -52,11 +52,11 @@ impl Bisect {
         }
     }
 
-    pub fn record(&mut self, level: usize, v: Verdict) {
+    pub fn record(&mut self, level: usize, v: LevelVerdict) {
         self.verdicts[level] = Some(v);
     }
 
-    pub fn verdict(&self, level: usize) -> Option<Verdict> {
+    pub fn verdict(&self, level: usize) -> Option<LevelVerdict> {
         self.verdicts[level]
     }
 
@@ -69,24 +69,24 @@ impl Bisect {
         let n = self.patches;
         match self.verdicts[0] {
             None => return Next::Test(0),
-            Some(Verdict::Bad) => return Next::BaseFails,
-            Some(Verdict::Skip) => return Next::EndSkipped(0),
-            Some(Verdict::Good) => {}
+            Some(LevelVerdict::Bad) => return Next::BaseFails,
+            Some(LevelVerdict::Skip) => return Next::EndSkipped(0),
+            Some(LevelVerdict::Good) => {}
         }
         match self.verdicts[n] {
             None => return Next::Test(n),
-            Some(Verdict::Good) => return Next::SeriesPasses,
-            Some(Verdict::Skip) => return Next::EndSkipped(n),
-            Some(Verdict::Bad) => {}
+            Some(LevelVerdict::Good) => return Next::SeriesPasses,
+            Some(LevelVerdict::Skip) => return Next::EndSkipped(n),
+            Some(LevelVerdict::Bad) => {}
         }
         // The range in doubt: after the last good level below the first
         // bad one.
         let hi = (1..=n)
-            .find(|&l| self.verdicts[l] == Some(Verdict::Bad))
+            .find(|&l| self.verdicts[l] == Some(LevelVerdict::Bad))
             .expect("level n is bad");
         let lo = (0..hi)
             .rev()
-            .find(|&l| self.verdicts[l] == Some(Verdict::Good))
+            .find(|&l| self.verdicts[l] == Some(LevelVerdict::Good))
             .expect("level 0 is good");
         if hi == lo + 1 {
             return Next::FirstBad(hi);
@@ -124,11 +124,11 @@ mod tests {
             match b.next() {
                 Next::Test(l) => {
                     let v = if skips.contains(&l) {
-                        Verdict::Skip
+                        LevelVerdict::Skip
                     } else if l >= first_bad {
-                        Verdict::Bad
+                        LevelVerdict::Bad
                     } else {
-                        Verdict::Good
+                        LevelVerdict::Good
                     };
                     b.record(l, v);
                 }
@@ -141,12 +141,12 @@ mod tests {
     fn ends_are_checked_first() {
         let mut b = Bisect::new(5);
         assert_eq!(b.next(), Next::Test(0));
-        b.record(0, Verdict::Bad);
+        b.record(0, LevelVerdict::Bad);
         assert_eq!(b.next(), Next::BaseFails);
         let mut b = Bisect::new(5);
-        b.record(0, Verdict::Good);
+        b.record(0, LevelVerdict::Good);
         assert_eq!(b.next(), Next::Test(5));
-        b.record(5, Verdict::Good);
+        b.record(5, LevelVerdict::Good);
         assert_eq!(b.next(), Next::SeriesPasses);
     }
 

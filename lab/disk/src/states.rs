@@ -280,7 +280,7 @@ impl<'a> Planner<'a> {
 
     /// The crash states of the cut and of every mark before it, duplicates
     /// (same bytes) removed, first occurrence kept.
-    pub fn plan(&self, limits: &StateLimits) -> Plan {
+    pub fn plan(&self, limits: &StateLimits) -> StatePlan {
         let mut candidates = Vec::new();
         let mut in_flight_at_cut = 0;
         if let Some(cut) = &self.record.cut {
@@ -322,7 +322,7 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        Plan {
+        StatePlan {
             generated,
             in_flight_at_cut,
             states,
@@ -435,14 +435,14 @@ pub struct State {
 
 /// All states of a cut.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct StatePlan {
     /// Before duplicates were removed.
     pub generated: usize,
     pub in_flight_at_cut: usize,
     pub states: Vec<State>,
 }
 
-impl Plan {
+impl StatePlan {
     /// Keeps at most `max` states, a seeded sample in their original
     /// order; returns how many were left out.
     pub fn sample(&mut self, max: usize, seed: u64) -> usize {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::bench::{median, rec, Record};
+use crate::bench::{median, rec, Measurement};
 use crate::host::LabHost;
 use crate::paths;
 use crate::vm::Vm;
@@ -23,7 +23,7 @@ fn guest_marks(console: &str) -> (Option<f64>, Option<f64>) {
     (find("init"), find("sshd"))
 }
 
-pub fn bench_boot(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
+pub fn bench_boot(host: &LabHost, runs: usize) -> Result<Vec<Measurement>> {
     let dir = paths::PrivateDir::new("lab-bench")?;
     let mut total = Vec::new();
     let mut kernel = Vec::new();

@@ -15,7 +15,7 @@ use lab_core::device::DeviceParams;
 use lab_core::powercut::{CutPolicy, HoldPolicy, StateLimits};
 use lab_disk::{AtomicRules, Planner, StateStore};
 
-use crate::bench::{median, rec, Record};
+use crate::bench::{median, rec, Measurement};
 use crate::host::{scratch_nvme, LabHost};
 use crate::paths;
 use crate::powercut::crashdisk::CrashDisk;
@@ -55,7 +55,7 @@ fn fio(vm: &mut Vm, args: &str) -> Result<f64> {
         .with_context(|| format!("no write bandwidth in fio output: {}", out.stdout))
 }
 
-pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Record>> {
+pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Measurement>> {
     let dir = paths::PrivateDir::new("lab-bench-disk")?;
     let device = DeviceParams {
         size_mib: 512,

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{accel_record, rec, Record};
+use crate::bench::{accel_record, rec, Measurement};
 use crate::host::accel::AccelChoice;
 use crate::host::LabHost;
 use crate::kernel::bisect::{self, BisectOptions};
@@ -27,7 +27,7 @@ use crate::suite;
 pub const DEMO_SERIES: &str = "patches/demo-atomic-align";
 pub const DEMO_TESTCASE: &str = "atomic-misaligned-raw-64k";
 
-pub fn bench_kernel(host: &LabHost) -> Result<Vec<Record>> {
+pub fn bench_kernel(host: &LabHost) -> Result<Vec<Measurement>> {
     let main_cache = &host.cache;
     let cache = main_cache.join("bench-kernel");
     let _ = std::fs::remove_dir_all(&cache);

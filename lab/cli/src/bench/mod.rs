@@ -16,14 +16,14 @@ use serde::Serialize;
 use crate::host::LabHost;
 
 #[derive(Debug, Serialize)]
-pub struct Record {
+pub struct Measurement {
     pub metric: String,
     pub value: f64,
     pub unit: String,
 }
 
-pub(crate) fn rec(metric: &str, value: f64, unit: &str) -> Record {
-    Record {
+pub(crate) fn rec(metric: &str, value: f64, unit: &str) -> Measurement {
+    Measurement {
         metric: metric.into(),
         value: (value * 1000.0).round() / 1000.0,
         unit: unit.into(),
@@ -32,7 +32,7 @@ pub(crate) fn rec(metric: &str, value: f64, unit: &str) -> Record {
 
 /// Whether the figures were measured under KVM (1) or TCG (0): every
 /// benchmark file starts with it.
-pub(crate) fn accel_record(host: &LabHost) -> Record {
+pub(crate) fn accel_record(host: &LabHost) -> Measurement {
     rec(
         "accel_is_kvm",
         f64::from(u8::from(host.accel == lab_core::qemu::Accel::Kvm)),

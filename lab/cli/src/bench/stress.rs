@@ -17,7 +17,7 @@ use anyhow::Result;
 use lab_core::device::DeviceParams;
 use lab_core::qemu::NvmeDisk;
 
-use crate::bench::{median, rec, Record};
+use crate::bench::{median, rec, Measurement};
 use crate::host::LabHost;
 use crate::powercut::crashdisk::CrashDisk;
 use crate::vm::{BootStage, Vm, VmError};
@@ -172,7 +172,7 @@ fn times(ends: &[BootEnd]) -> Vec<f64> {
         .collect()
 }
 
-pub fn bench_stress(host: &LabHost, plan: StressPlan, results: &Path) -> Result<Vec<Record>> {
+pub fn bench_stress(host: &LabHost, plan: StressPlan, results: &Path) -> Result<Vec<Measurement>> {
     let scratch = crate::paths::PrivateDir::new("lab-bench-stress")?;
     let keep: PathBuf = results.join("stress");
     let _ = std::fs::remove_dir_all(&keep);

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use lab_core::report::Outcome;
 use lab_core::testcase::{self, Testcase};
 
-use crate::bench::{rec, Record};
+use crate::bench::{rec, Measurement};
 use crate::host::LabHost;
 use crate::paths;
 
@@ -44,7 +44,7 @@ fn cut_case(i: usize) -> Result<Testcase> {
     Ok(testcase::parse("bench-verify", &text)?)
 }
 
-pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Record>> {
+pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
     let dir = paths::PrivateDir::new("lab-bench-verify")?;
     let pb = indicatif::ProgressBar::hidden();
     let t = Instant::now();

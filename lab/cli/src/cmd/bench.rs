@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::bench::{self, Record};
+use crate::bench::{self, Measurement};
 use crate::cmd::args::KernelArgs;
 use crate::exit::{CmdError, Exit};
 use crate::host::LabHost;
@@ -119,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<Exit, CmdError> {
     Ok(Exit::Passed)
 }
 
-fn measure(host: &LabHost, what: BenchWhat) -> anyhow::Result<Vec<Record>> {
+fn measure(host: &LabHost, what: BenchWhat) -> anyhow::Result<Vec<Measurement>> {
     match what {
         BenchWhat::Boot { runs } => bench::boot::bench_boot(host, runs.max(1)),
         BenchWhat::Disk { runs } => bench::disk::bench_disk(host, runs.max(1)),

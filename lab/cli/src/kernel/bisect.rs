@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
-use lab_core::bisect::{self, Bisect, Next, Verdict};
+use lab_core::bisect::{self, Bisect, LevelVerdict, Next};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::testcase::Testcase;
 use serde::Serialize;
@@ -39,11 +39,11 @@ pub struct BisectOptions {
 
 /// One tested level.
 #[derive(Debug, Clone, Serialize)]
-pub struct Step {
+pub struct BisectStep {
     pub level: usize,
     pub patch: String,
     pub commit: String,
-    pub verdict: Verdict,
+    pub verdict: LevelVerdict,
     /// Why: the failing check, the build error, the patch that did not apply.
     pub reason: String,
     pub build_s: f64,
@@ -69,7 +69,7 @@ pub struct BisectReport {
     pub first_bad_patch: Option<String>,
     pub candidates: Vec<usize>,
     pub message: String,
-    pub steps: Vec<Step>,
+    pub steps: Vec<BisectStep>,
     pub builds: usize,
     pub max_builds: usize,
     pub retries: u32,
@@ -137,12 +137,12 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
     if let Some(f) = &pipe.levels.failure {
         eprintln!("lab: {f}");
         for level in f.patch..=n {
-            planner.record(level, Verdict::Skip);
-            report.steps.push(Step {
+            planner.record(level, LevelVerdict::Skip);
+            report.steps.push(BisectStep {
                 level,
                 patch: pipe.level_label(level),
                 commit: String::new(),
-                verdict: Verdict::Skip,
+                verdict: LevelVerdict::Skip,
                 reason: format!("does not apply: {f}"),
                 build_s: 0.0,
                 build_cached: false,
@@ -273,16 +273,16 @@ fn test_level(
     opts: &BisectOptions,
     dir: &Path,
     id: &str,
-) -> Result<Step, StepError> {
+) -> Result<BisectStep, StepError> {
     let (tc_path, tc) = &opts.testcase;
     let rel = format!("level-{level}");
     let ldir = dir.join(&rel);
     let _ = std::fs::create_dir_all(&ldir);
-    let mut step = Step {
+    let mut step = BisectStep {
         level,
         patch: pipe.level_label(level),
         commit: pipe.levels.commits.get(level).cloned().unwrap_or_default(),
-        verdict: Verdict::Skip,
+        verdict: LevelVerdict::Skip,
         reason: String::new(),
         build_s: 0.0,
         build_cached: false,
@@ -326,7 +326,7 @@ fn test_level(
         .map_err(|e| StepError::Lab(format!("{e:#}")))?;
     let t1 = Instant::now();
     let cases = vec![(tc_path.clone(), tc.clone())];
-    let mut verdict = Verdict::Good;
+    let mut verdict = LevelVerdict::Good;
     for try_no in 1..=1 + opts.retries {
         let tdir = ldir.join(format!("try-{try_no}"));
         let prefix = format!(
@@ -346,7 +346,7 @@ fn test_level(
         match Exit::of_report(&r) {
             Exit::Passed => continue,
             Exit::Failed => {
-                verdict = Verdict::Bad;
+                verdict = LevelVerdict::Bad;
                 step.reason = failing_checks(&r);
                 break;
             }
@@ -388,11 +388,11 @@ fn failing_checks(r: &RunReport) -> String {
         .join("; ")
 }
 
-fn verdict_word(v: Verdict) -> &'static str {
+fn verdict_word(v: LevelVerdict) -> &'static str {
     match v {
-        Verdict::Good => "good",
-        Verdict::Bad => "bad",
-        Verdict::Skip => "skip",
+        LevelVerdict::Good => "good",
+        LevelVerdict::Bad => "bad",
+        LevelVerdict::Skip => "skip",
     }
 }
 
@@ -414,12 +414,12 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
             case: format!("bisect.{}", report.testcase),
             check: format!("level {} ({})", s.level, s.patch),
             outcome: match s.verdict {
-                Verdict::Good => Outcome::Passed,
-                Verdict::Bad => Outcome::Failed {
+                LevelVerdict::Good => Outcome::Passed,
+                LevelVerdict::Bad => Outcome::Failed {
                     message: format!("{} fails: {}", report.testcase, s.reason),
                     detail: format!("logs: {}/", s.dir),
                 },
-                Verdict::Skip => Outcome::Skipped {
+                LevelVerdict::Skip => Outcome::Skipped {
                     reason: s.reason.clone(),
                 },
             },

@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lab_core::kbuild::{self, BuildLine};
 use lab_core::kconfig::{self, Dropped, KOption};
+use lab_core::make_output::{self, BuildLine};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -253,7 +253,7 @@ impl Builder {
                 &key,
                 BuildError::Compile {
                     summary: format!("configuring failed: {e:#}"),
-                    tail: kbuild::tail(&text, 30),
+                    tail: make_output::tail(&text, 30),
                     log: PathBuf::new(),
                 },
             ));
@@ -492,7 +492,7 @@ impl Builder {
         let mut steps = 0usize;
         let mut text = String::new();
         for line in rx {
-            if let BuildLine::Step { kind, target } = kbuild::classify(&line) {
+            if let BuildLine::Step { kind, target } = make_output::classify(&line) {
                 steps += 1;
                 pb.inc(1);
                 pb.set_message(format!("{kind} {target}"));
@@ -513,8 +513,8 @@ impl Builder {
         if status.success() {
             return Ok(Ok(steps));
         }
-        let mut failure = kbuild::find_failure(&text);
-        let mut tail = kbuild::tail(&text, 30);
+        let mut failure = make_output::find_failure(&text);
+        let mut tail = make_output::tail(&text, 30);
         // With O= the compiler names sources relative to the output
         // directory (../../../trees/<key>/fs/x.c): name them as the
         // tree does (fs/x.c), in the summary and in the tail.

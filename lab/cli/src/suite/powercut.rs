@@ -19,7 +19,7 @@ use lab_core::report::{CaseResult, Outcome};
 use lab_core::stamp::{self, Sector, SECTOR};
 use lab_core::steps::{Plan, Step};
 use lab_core::testcase::Testcase;
-use lab_disk::states::{Plan as StatePlan, State};
+use lab_disk::states::{State, StatePlan};
 use lab_disk::{AtomicRules, Planner, Record, StateStore, WriteKind, WriteRecord};
 use serde::Serialize;
 
