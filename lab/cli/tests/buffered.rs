@@ -7,7 +7,7 @@
 //! every file includes); the bisection then builds incrementally.
 
 mod common;
-use common::{lab, outcome, output, prop, read, suite_of, summary_of};
+use common::{lab, outcome, output, prop, read, run_prop, suite_of, summary_of};
 
 #[test]
 fn the_buffered_atomic_series_runs_the_buffered_testcases_for_real() {
@@ -38,26 +38,26 @@ fn the_buffered_atomic_series_runs_the_buffered_testcases_for_real() {
     );
     let v = summary_of(&results);
     assert_eq!(
-        v["properties"]["kernel.level"],
+        run_prop(&v, "kernel.level"),
         "4/4 xfs: report buffered atomic write limits in statx"
     );
     // A well-formed buffered atomic write and one from a page-crossing buffer succeed.
     let buffered = suite_of(&v, "buffered-atomic-xfs-4k");
     for step in ["step04.pwrite", "step05.pwrite"] {
-        assert_eq!(outcome(&buffered, step), "passed", "{step}");
+        assert_eq!(outcome(buffered, step), "passed", "{step}");
     }
     // The power was cut with a buffered atomic write in flight; no state tears it.
     let pc = suite_of(&v, "powercut-buffered-atomic-xfs-4k");
-    let during = prop(&pc, "power_cut.during");
+    let during = prop(pc, "power_cut.during");
     assert!(during.contains("RWF_ATOMIC"), "{during}");
-    assert_eq!(outcome(&pc, "power_cut.atomic_writes_whole"), "passed");
+    assert_eq!(outcome(pc, "power_cut.atomic_writes_whole"), "passed");
     // The positive control: buffered writeback larger than the unit is torn in some state.
     let torn = suite_of(&v, "powercut-buffered-torn-xfs-4k");
-    assert_eq!(outcome(&torn, "power_cut.positive_control"), "passed");
+    assert_eq!(outcome(torn, "power_cut.positive_control"), "passed");
     // statx reports the buffered limits apart from the direct ones.
     let limits = suite_of(&v, "limits-4k");
     for c in ["xfs.statx_buf.unit_min", "xfs.statx_buf.unit_max"] {
-        assert_eq!(outcome(&limits, c), "passed", "{c}");
+        assert_eq!(outcome(limits, c), "passed", "{c}");
     }
 }
 

@@ -6,7 +6,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{lab, outcome, prop, read, root, suite_of, summary_of};
+use common::{
+    failure_details, lab, outcome, prop, read, root, suite_of, suite_results, summary_in,
+    summary_of,
+};
 
 fn qemu_children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -72,12 +75,11 @@ fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
         assert!(junit.contains(needle), "junit.xml lacks {needle}:\n{junit}");
     }
     assert!(!junit.contains("<failure"), "{junit}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
-    assert_eq!(summary["counts"]["failed"], 0);
-    assert_eq!(summary["counts"]["errors"], 0);
-    assert!(summary["counts"]["passed"].as_u64().unwrap() >= 20);
-    assert!(summary["reproduce"].as_str().unwrap().contains("lab run"));
+    let summary = summary_in(&run);
+    let counts = summary.counts();
+    assert_eq!((counts.failed, counts.errors), (0, 0), "{counts:?}");
+    assert!(counts.passed >= 20, "{counts:?}");
+    assert!(summary.reproduce.contains("lab run"));
     let console = read(&run.join("limits-512/console.log"));
     assert!(console.contains("LAB-READY"));
     let limits: serde_json::Value =
@@ -339,9 +341,7 @@ fn ctrl_c_stops_qemu_and_keeps_partial_results() {
         );
     }
     let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
-    assert_eq!(summary["interrupted"], true);
+    assert!(summary_in(&run).interrupted);
     assert!(run.join("junit.xml").is_file());
     assert!(
         console.is_file(),
@@ -387,10 +387,8 @@ fn steps_workloads_pass_refuse_and_skip_as_the_kernel_does() {
         junit.contains("<skipped message=\"pwritev2(off=0 len=4096 RWF_ATOMIC) is not supported by this kernel (EOPNOTSUPP)\"/>"),
         "{junit}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
-    assert_eq!(summary["counts"]["skipped"], 2);
-    assert_eq!(summary["counts"]["failed"], 0);
+    let counts = summary_in(&run).counts();
+    assert_eq!((counts.skipped, counts.failed), (2, 0), "{counts:?}");
     // The data written with O_DIRECT atomic writes was read back sector by sector.
     let steps = read(&run.join("direct-atomic-xfs-4k/steps.jsonl"));
     assert!(
@@ -492,19 +490,11 @@ fn generator_page_fault_and_fio_cases_run_in_a_vm() {
         oplog.lines().next().unwrap().starts_with("{\"limits\""),
         "limits come first"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&read(&run.join("summary.json"))).unwrap();
-    let suites = summary["suites"].as_array().unwrap();
-    let gen = suites
-        .iter()
-        .find(|s| s["name"] == "generate-direct-xfs-4k")
-        .unwrap();
-    let props = &gen["properties"];
-    assert_eq!(props["generate.seed"], "1");
+    let summary = summary_in(&run);
+    let gen = suite_of(&summary, "generate-direct-xfs-4k");
+    assert_eq!(prop(gen, "generate.seed"), "1");
     assert!(
-        props["generate.atomic_writes_ok"]
-            .as_str()
-            .unwrap()
+        prop(gen, "generate.atomic_writes_ok")
             .parse::<u32>()
             .unwrap()
             > 50
@@ -543,13 +533,13 @@ fn power_cut_tears_plain_writes_and_never_atomic_ones() {
     let suite = |name: &str| suite_of(&summary, name);
 
     let torn = suite("powercut-raw-torn-4k");
-    assert_eq!(outcome(&torn, "power_cut.cut"), "passed");
-    assert_eq!(outcome(&torn, "power_cut.positive_control"), "passed");
-    assert_eq!(prop(&torn, "power_cut.cut"), "write 3");
-    assert_eq!(prop(&torn, "power_cut.in_flight"), "1");
-    assert!(prop(&torn, "power_cut.during").starts_with("step 5 pwritev2(off=131072 len=16384"));
+    assert_eq!(outcome(torn, "power_cut.cut"), "passed");
+    assert_eq!(outcome(torn, "power_cut.positive_control"), "passed");
+    assert_eq!(prop(torn, "power_cut.cut"), "write 3");
+    assert_eq!(prop(torn, "power_cut.in_flight"), "1");
+    assert!(prop(torn, "power_cut.during").starts_with("step 5 pwritev2(off=131072 len=16384"));
     // Two subsets, three tear points with head and tail, the mark's prefix.
-    assert_eq!(prop(&torn, "power_cut.states"), "9");
+    assert_eq!(prop(torn, "power_cut.states"), "9");
     let states = read(&latest.join("powercut-raw-torn-4k/crash/states.jsonl"));
     let torn_states = states
         .lines()
@@ -560,68 +550,25 @@ fn power_cut_tears_plain_writes_and_never_atomic_ones() {
         .count();
     assert_eq!(torn_states, 6, "{states}");
     // The steps that finished before the cut are judged.
-    assert_eq!(outcome(&torn, "step02.pwrite"), "passed");
+    assert_eq!(outcome(torn, "step02.pwrite"), "passed");
 
     let atomic = suite("powercut-raw-atomic-4k");
-    assert_eq!(outcome(&atomic, "power_cut.atomic_writes_whole"), "passed");
+    assert_eq!(outcome(atomic, "power_cut.atomic_writes_whole"), "passed");
     assert!(
-        prop(&atomic, "power_cut.positive_control").starts_with("not applicable: no write larger")
+        prop(atomic, "power_cut.positive_control").starts_with("not applicable: no write larger")
     );
-    assert_eq!(prop(&atomic, "power_cut.in_flight"), "1");
-    assert!(prop(&atomic, "power_cut.cut").starts_with("write 3 touched LBAs 18-18"));
+    assert_eq!(prop(atomic, "power_cut.in_flight"), "1");
+    assert!(prop(atomic, "power_cut.cut").starts_with("write 3 touched LBAs 18-18"));
 
     // At a 64 KiB unit (namespace atomics): a 64 KiB write crossing the
     // 128 KiB boundary is not atomic and tears; a 64 KiB RWF_ATOMIC one
     // inside it never does.
     let torn64 = suite("powercut-raw-torn-64k");
-    assert_eq!(outcome(&torn64, "power_cut.positive_control"), "passed");
-    assert_eq!(prop(&torn64, "power_cut.atomic_unit_bytes"), "65536");
+    assert_eq!(outcome(torn64, "power_cut.positive_control"), "passed");
+    assert_eq!(prop(torn64, "power_cut.atomic_unit_bytes"), "65536");
     let atomic64 = suite("powercut-raw-atomic-64k");
-    assert_eq!(
-        outcome(&atomic64, "power_cut.atomic_writes_whole"),
-        "passed"
-    );
-    assert_eq!(prop(&atomic64, "power_cut.in_flight"), "1");
-}
-
-/// The failed checks of the newest run with their details (console tails
-/// of hung guests included), for assertion messages.
-fn failure_details(dir: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(dir.join("latest/summary.json")) else {
-        return "(no summary.json)".into();
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let mut out = String::new();
-    for s in v["suites"].as_array().into_iter().flatten() {
-        for r in s["results"].as_array().into_iter().flatten() {
-            let st = r["outcome"]["status"].as_str().unwrap_or("");
-            if st == "failed" || st == "error" {
-                out.push_str(&format!(
-                    "--- {} {}: {}\n{}\n",
-                    r["case"].as_str().unwrap_or(""),
-                    r["check"].as_str().unwrap_or(""),
-                    r["outcome"]["message"].as_str().unwrap_or(""),
-                    r["outcome"]["detail"].as_str().unwrap_or("")
-                ));
-            }
-        }
-    }
-    out
-}
-
-fn suite_results(summary: &serde_json::Value, name: &str) -> Vec<(String, String, String)> {
-    suite_of(summary, name)["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["check"].as_str().unwrap().to_string(),
-                r["outcome"]["status"].as_str().unwrap().to_string(),
-                r["outcome"]["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    assert_eq!(outcome(atomic64, "power_cut.atomic_writes_whole"), "passed");
+    assert_eq!(prop(atomic64, "power_cut.in_flight"), "1");
 }
 
 /// XFS under power cuts: every crash state is mounted, scanned, repaired
@@ -652,9 +599,8 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
         .collect();
     assert!(!states.is_empty(), "{r:?}");
     assert!(states.iter().all(|(_, o, _)| o == "passed"), "{states:?}");
-    let props = &summary["suites"][0]["properties"];
     assert_eq!(
-        props["verify.states"].as_str().unwrap(),
+        prop(&summary.suites[0], "verify.states"),
         states.len().to_string()
     );
     let oplog = read(
@@ -738,8 +684,8 @@ fn a_stalled_boot_is_retried_once_then_reported_as_a_lab_error() {
     let summary = summary_of(results.path());
     let suite = suite_of(&summary, "powercut-raw-atomic-4k");
     assert!(
-        prop(&suite, "boot.retried_after").contains("boot stalled in stage"),
-        "{suite}"
+        prop(suite, "boot.retried_after").contains("boot stalled in stage"),
+        "{suite:?}"
     );
     let case = results.path().join("latest/powercut-raw-atomic-4k");
     let diagnosis = read(&case.join("boot-1.diagnosis.txt"));
@@ -756,7 +702,8 @@ fn a_stalled_boot_is_retried_once_then_reported_as_a_lab_error() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
-    let suite = suite_of(&summary_of(results.path()), "limits-4k");
-    assert_eq!(outcome(&suite, "boot"), "error", "{suite}");
-    assert!(prop(&suite, "boot.retried_after").contains("stalled"));
+    let summary = summary_of(results.path());
+    let suite = suite_of(&summary, "limits-4k");
+    assert_eq!(outcome(suite, "boot"), "error", "{suite:?}");
+    assert!(prop(suite, "boot.retried_after").contains("stalled"));
 }

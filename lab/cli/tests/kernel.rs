@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{lab, output, read, root, summary_of};
+use common::{lab, output, read, root, run_prop, summary_of};
 
 fn demo_series() -> PathBuf {
     root().join("patches/demo-atomic-align")
@@ -222,15 +222,14 @@ fn run_compare_base_reports_only_regressions() {
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let run = std::fs::canonicalize(results.join("latest")).unwrap();
     let v = summary_of(&results);
-    assert_eq!(v["properties"]["compare_base"], "true");
-    assert_eq!(v["properties"]["series.patches"], "4");
-    let failed: Vec<String> = v["suites"]
-        .as_array()
-        .unwrap()
+    assert_eq!(run_prop(&v, "compare_base"), "true");
+    assert_eq!(run_prop(&v, "series.patches"), "4");
+    let failed: Vec<String> = v
+        .suites
         .iter()
-        .flat_map(|s| s["results"].as_array().unwrap().clone())
-        .filter(|r| r["outcome"]["status"] == "failed")
-        .map(|r| r.to_string())
+        .flat_map(|s| &s.results)
+        .filter(|r| r.outcome.label() == "failed")
+        .map(|r| format!("{r:?}"))
         .collect();
     assert_eq!(failed.len(), 2, "{failed:#?}");
     assert!(

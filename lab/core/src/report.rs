@@ -333,6 +333,32 @@ mod tests {
         );
     }
 
+    /// Scripts and the lab's own tests read summary.json back as a
+    /// RunReport: the counts and exit code written beside it are ignored,
+    /// and properties come back as a set (a JSON object has no order).
+    #[test]
+    fn summary_json_reads_back_as_the_report() {
+        let r = report();
+        let back: RunReport = serde_json::from_str(&r.summary_json()).unwrap();
+        let sorted = |p: &[(String, String)]| {
+            let mut v = p.to_vec();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&back.properties), sorted(&r.properties));
+        assert_eq!(back.suites.len(), 2);
+        for (a, b) in back.suites.iter().zip(&r.suites) {
+            assert_eq!(a.name, b.name);
+            assert_eq!(sorted(&a.properties), sorted(&b.properties));
+            assert_eq!(a.results, b.results);
+            assert_eq!(
+                (&a.console_log, &a.reproduce),
+                (&b.console_log, &b.reproduce)
+            );
+        }
+        assert_eq!(back.counts(), r.counts());
+    }
+
     fn report() -> RunReport {
         RunReport {
             run_id: "r1".into(),

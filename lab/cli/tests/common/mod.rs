@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lab_core::report::{Outcome, RunReport, SuiteReport};
+
 /// The repository root (`LAB_ROOT` for the `lab` under test).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -32,37 +34,86 @@ pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// The summary.json of a run directory, typed.
+pub fn summary_in(run: &Path) -> RunReport {
+    let path = run.join("summary.json");
+    serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The summary.json of the newest run under a results directory.
-pub fn summary_of(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&read(&dir.join("latest/summary.json"))).unwrap()
+pub fn summary_of(dir: &Path) -> RunReport {
+    summary_in(&dir.join("latest"))
 }
 
 /// One testcase's suite from a summary.
-pub fn suite_of(summary: &serde_json::Value, name: &str) -> serde_json::Value {
-    summary["suites"]
-        .as_array()
-        .unwrap()
+pub fn suite_of<'a>(summary: &'a RunReport, name: &str) -> &'a SuiteReport {
+    summary
+        .suites
         .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing: {summary}"))
-        .clone()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} missing: {summary:?}"))
 }
 
-/// The status of one check of a suite.
-pub fn outcome(suite: &serde_json::Value, check: &str) -> String {
-    suite["results"]
-        .as_array()
-        .unwrap()
+/// The outcome of one check of a suite, as summary.json spells it
+/// (`passed`, `failed`, `skipped`, `error`).
+pub fn outcome(suite: &SuiteReport, check: &str) -> &'static str {
+    suite
+        .results
         .iter()
-        .find(|r| r["check"] == check)
-        .map(|r| r["outcome"]["status"].as_str().unwrap_or("?").to_string())
-        .unwrap_or_else(|| panic!("{check} missing in {suite}"))
+        .find(|r| r.check == check)
+        .map(|r| r.outcome.label())
+        .unwrap_or_else(|| panic!("{check} missing in {suite:?}"))
+}
+
+fn lookup(props: &[(String, String)], key: &str) -> Option<String> {
+    props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
 /// One property of a suite.
-pub fn prop(suite: &serde_json::Value, key: &str) -> String {
-    suite["properties"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{key} missing in {suite}"))
-        .to_string()
+pub fn prop(suite: &SuiteReport, key: &str) -> String {
+    lookup(&suite.properties, key).unwrap_or_else(|| panic!("{key} missing in {suite:?}"))
+}
+
+/// One property of the run.
+pub fn run_prop(summary: &RunReport, key: &str) -> String {
+    lookup(&summary.properties, key)
+        .unwrap_or_else(|| panic!("{key} missing in {:?}", summary.properties))
+}
+
+/// (check, outcome, message) of every check of a suite.
+pub fn suite_results(summary: &RunReport, name: &str) -> Vec<(String, String, String)> {
+    suite_of(summary, name)
+        .results
+        .iter()
+        .map(|r| {
+            let message = match &r.outcome {
+                Outcome::Failed { message, .. } | Outcome::Error { message, .. } => message.clone(),
+                Outcome::Skipped { .. } => String::new(),
+                Outcome::Passed => String::new(),
+            };
+            (r.check.clone(), r.outcome.label().to_string(), message)
+        })
+        .collect()
+}
+
+/// The failed checks of the newest run under `dir` with their details
+/// (console tails of hung guests included), for assertion messages.
+pub fn failure_details(dir: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(dir.join("latest/summary.json")) else {
+        return "(no summary.json)".into();
+    };
+    let Ok(summary) = serde_json::from_str::<RunReport>(&text) else {
+        return format!("(summary.json does not parse: {text})");
+    };
+    let mut out = String::new();
+    for r in summary.suites.iter().flat_map(|s| &s.results) {
+        if let Outcome::Failed { message, detail } | Outcome::Error { message, detail } = &r.outcome
+        {
+            out.push_str(&format!(
+                "--- {} {}: {message}\n{detail}\n",
+                r.case, r.check
+            ));
+        }
+    }
+    out
 }
