@@ -6,10 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{
-    failure_details, lab, outcome, prop, read, root, suite_of, suite_results, summary_in,
-    summary_of,
-};
+use common::{lab, outcome, prop, read, root, suite_of, suite_results, summary_in, LabRun};
 
 fn qemu_children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -33,19 +30,9 @@ fn qemu_children_of(pid: u32) -> Vec<u32> {
 
 #[test]
 fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args(["run", "limits-4k", "limits-512", "--results"])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let run = LabRun::new(&["limits-4k", "limits-512"], &[]);
+    run.expect_exit(0);
+    let stdout = &run.stdout;
     assert!(
         stdout.contains("PASS  limits-4k (15/15 checks passed, boot "),
         "{stdout}"
@@ -59,8 +46,7 @@ fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
         "{stdout}"
     );
 
-    let latest = results.path().join("latest");
-    let run = std::fs::canonicalize(&latest).expect("results/latest points at the run");
+    let run = run.dir();
     let junit = read(&run.join("junit.xml"));
     for needle in [
         "<testsuite name=\"limits-4k\"",
@@ -246,16 +232,12 @@ fn doctor_passes_on_a_set_up_host() {
 /// Without namespace fields the same QEMU still runs testcases.
 #[test]
 fn namespace_atomics_on_qemu_10_fail_naming_what_is_missing() {
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .env("LAB_QEMU", "/usr/bin/qemu-system-x86_64")
-        .args(["run", "limits-4k-nawupf64k", "--results"])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let run = LabRun::new(
+        &["limits-4k-nawupf64k"],
+        &[("LAB_QEMU", "/usr/bin/qemu-system-x86_64")],
+    );
+    run.expect_exit(3);
+    let stdout = &run.stdout;
     assert!(stdout.contains("ERROR limits-4k-nawupf64k"), "{stdout}");
     assert!(
         stdout.contains("device.nawupf, device.nabspf need QEMU >= 10.2 (nvme-ns atomic.* properties), but the lab's QEMU is /usr/bin/qemu-system-x86_64 10.0"),
@@ -266,9 +248,8 @@ fn namespace_atomics_on_qemu_10_fail_naming_what_is_missing() {
         stdout.contains("0 passed, 0 failed, 0 skipped, 1 errors"),
         "{stdout}"
     );
-    let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
     assert!(
-        !run.join("limits-4k-nawupf64k/console.log").exists(),
+        !run.dir().join("limits-4k-nawupf64k/console.log").exists(),
         "a VM was started"
     );
 }
@@ -351,25 +332,17 @@ fn ctrl_c_stops_qemu_and_keeps_partial_results() {
 
 #[test]
 fn steps_workloads_pass_refuse_and_skip_as_the_kernel_does() {
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args([
-            "run",
+    let lab_run = LabRun::new(
+        &[
             "atomic-errors-raw-4k",
             "direct-atomic-xfs-4k",
             "buffered-atomic-xfs-4k",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[],
     );
+    lab_run.expect_exit(0);
+    let stdout = &lab_run.stdout;
+    let results = &lab_run.results;
     // The negative case: every refusal came with the errno the testcase names.
     assert!(
         stdout.contains("PASS  atomic-errors-raw-4k (11/11 checks passed"),
@@ -435,26 +408,18 @@ fn a_wrong_expectation_fails_with_the_step_and_both_results() {
 
 #[test]
 fn generator_page_fault_and_fio_cases_run_in_a_vm() {
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args([
-            "run",
+    let lab_run = LabRun::new(
+        &[
             "generate-direct-xfs-4k",
             "atomic-page-fault-xfs-4k",
             "fio-atomic-xfs-4k",
             "fio-atomic-too-big-xfs-4k",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[],
     );
+    lab_run.expect_exit(0);
+    let stdout = &lab_run.stdout;
+    let results = &lab_run.results;
     assert!(
         stdout.contains("PASS  generate-direct-xfs-4k (3/3 checks passed"),
         "{stdout}"
@@ -507,29 +472,18 @@ fn generator_page_fault_and_fio_cases_run_in_a_vm() {
 /// positive control) and a 4 KiB RWF_ATOMIC write never is.
 #[test]
 fn power_cut_tears_plain_writes_and_never_atomic_ones() {
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args([
-            "run",
+    let run = LabRun::new(
+        &[
             "powercut-raw-torn-4k",
             "powercut-raw-atomic-4k",
             "powercut-raw-torn-64k",
             "powercut-raw-atomic-64k",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        failure_details(results.path())
+        ],
+        &[],
     );
-    let latest = results.path().join("latest");
-    let summary = summary_of(results.path());
+    run.expect_exit(0);
+    let latest = run.dir();
+    let summary = run.summary();
     let suite = |name: &str| suite_of(&summary, name);
 
     let torn = suite("powercut-raw-torn-4k");
@@ -577,21 +531,10 @@ fn power_cut_tears_plain_writes_and_never_atomic_ones() {
 /// data lost (so a pass means something).
 #[test]
 fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args(["run", "powercut-direct-atomic-xfs-4k", "--results"])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        failure_details(results.path())
-    );
-    let summary = summary_of(results.path());
+    let run = LabRun::new(&["powercut-direct-atomic-xfs-4k"], &[]);
+    run.expect_exit(0);
+    let results = &run.results;
+    let summary = run.summary();
     let r = suite_results(&summary, "powercut-direct-atomic-xfs-4k");
     let states: Vec<_> = r
         .iter()
@@ -610,20 +553,12 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
     );
     assert!(oplog.contains("\"atomic\": true"), "{oplog}");
 
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args([
-            "run",
-            "--testcases",
-            "testcases/controls/lying-disk-xfs-4k.yaml",
-            "--results",
-        ])
-        .arg(results.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let r = suite_results(&summary_of(results.path()), "lying-disk-xfs-4k");
+    let lying = LabRun::new(
+        &["--testcases", "testcases/controls/lying-disk-xfs-4k.yaml"],
+        &[],
+    );
+    lying.expect_exit(1);
+    let r = suite_results(&lying.summary(), "lying-disk-xfs-4k");
     let lost: Vec<_> = r
         .iter()
         .filter(|(c, o, m)| {
@@ -671,38 +606,31 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
 #[test]
 fn a_stalled_boot_is_retried_once_then_reported_as_a_lab_error() {
     // On the crash disk, where both sightings of the boot hang were.
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args(["run", "powercut-raw-atomic-4k", "--results"])
-        .arg(results.path())
-        .env("LAB_INJECT_BOOT_STALLS", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("retried once with a fresh VM"), "{stdout}");
-    let summary = summary_of(results.path());
+    let run = LabRun::new(
+        &["powercut-raw-atomic-4k"],
+        &[("LAB_INJECT_BOOT_STALLS", "1")],
+    );
+    run.expect_exit(0);
+    assert!(
+        run.stdout.contains("retried once with a fresh VM"),
+        "{}",
+        run.stdout
+    );
+    let summary = run.summary();
     let suite = suite_of(&summary, "powercut-raw-atomic-4k");
     assert!(
         prop(suite, "boot.retried_after").contains("boot stalled in stage"),
         "{suite:?}"
     );
-    let case = results.path().join("latest/powercut-raw-atomic-4k");
+    let case = run.dir().join("powercut-raw-atomic-4k");
     let diagnosis = read(&case.join("boot-1.diagnosis.txt"));
     assert!(diagnosis.contains("nbd server:"), "{diagnosis}");
     assert!(case.join("boot-1.console.log").is_file());
     assert!(read(&case.join("console.log")).contains("LAB-READY"));
 
-    let results = tempfile::tempdir().unwrap();
-    let out = lab()
-        .args(["run", "limits-4k", "--results"])
-        .arg(results.path())
-        .env("LAB_INJECT_BOOT_STALLS", "2")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
-    let summary = summary_of(results.path());
+    let run = LabRun::new(&["limits-4k"], &[("LAB_INJECT_BOOT_STALLS", "2")]);
+    run.expect_exit(3);
+    let summary = run.summary();
     let suite = suite_of(&summary, "limits-4k");
     assert_eq!(outcome(suite, "boot"), "error", "{suite:?}");
     assert!(prop(suite, "boot.retried_after").contains("stalled"));

@@ -117,3 +117,57 @@ pub fn failure_details(dir: &Path) -> String {
     }
     out
 }
+
+/// One `lab run` into a fresh results directory, and what it printed.
+pub struct LabRun {
+    pub results: tempfile::TempDir,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl LabRun {
+    /// `lab run ARGS... --results <a fresh directory>`, with `env` set.
+    pub fn new(args: &[&str], env: &[(&str, &str)]) -> LabRun {
+        let results = tempfile::tempdir().unwrap();
+        let mut cmd = lab();
+        cmd.arg("run")
+            .args(args)
+            .arg("--results")
+            .arg(results.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (code, stdout, stderr) = output(&mut cmd);
+        LabRun {
+            results,
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Asserts the exit code; the message has stdout, stderr and every
+    /// failed check with its details (a hung guest's console tail).
+    pub fn expect_exit(&self, code: i32) -> &LabRun {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}\nfailed checks:\n{}",
+            self.stdout,
+            self.stderr,
+            failure_details(self.results.path())
+        );
+        self
+    }
+
+    /// The run's directory (`results/latest`, resolved).
+    pub fn dir(&self) -> PathBuf {
+        std::fs::canonicalize(self.results.path().join("latest"))
+            .expect("results/latest points at the run")
+    }
+
+    pub fn summary(&self) -> RunReport {
+        summary_of(self.results.path())
+    }
+}
