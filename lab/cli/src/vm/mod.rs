@@ -60,8 +60,8 @@ pub enum BootStage {
     /// included) is open.
     QemuStart,
     /// Firmware and kernel until init's first line (`LAB-T init`). The
-    /// kernel runs `quiet`, so before it the console shows only the
-    /// kernel's errors, if any.
+    /// kernel runs `quiet loglevel=5`, so before it the console shows only
+    /// the kernel's errors and warnings, if any.
     Kernel,
     /// init's first line until sshd listens (the ready marker).
     Init,
