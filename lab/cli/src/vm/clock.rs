@@ -119,7 +119,14 @@ impl GuestClock {
     /// Whether `bound` has passed in guest time, or [`WALL_CAP_FACTOR`]
     /// times it on the wall.
     pub fn passed(&self, bound: Duration) -> bool {
-        self.wall_elapsed() > bound * WALL_CAP_FACTOR || self.elapsed() > bound
+        let wall = self.wall_elapsed();
+        // Guest time never runs ahead of the wall: until the wall passes the
+        // bound there is nothing to read in /proc (SSH commands ask this
+        // every few milliseconds).
+        if wall <= bound {
+            return false;
+        }
+        wall > bound * WALL_CAP_FACTOR || wall.saturating_sub(self.starved()) > bound
     }
 
     /// "120 s of guest time (310 s on the wall, 190 s waiting for a host
