@@ -27,8 +27,7 @@ impl KernelArgs {
     /// The host for these flags: QEMU, the kernel, the guest image and
     /// the accelerator.
     pub fn host(&self) -> Result<LabHost, CmdError> {
-        exists("--kernel", self.kernel.as_deref())?;
-        exists("--modules", self.modules.as_deref())?;
+        self.check_paths()?;
         Ok(LabHost::resolve(
             self.kernel.as_deref(),
             self.modules.as_deref(),
@@ -37,8 +36,16 @@ impl KernelArgs {
     }
 }
 
+impl KernelArgs {
+    /// --kernel and --modules, if given, name something.
+    pub fn check_paths(&self) -> Result<(), CmdError> {
+        exists("--kernel", self.kernel.as_deref())?;
+        exists("--modules", self.modules.as_deref())
+    }
+}
+
 /// A path flag that names nothing is the user's mistake.
-pub fn exists(flag: &str, path: Option<&Path>) -> Result<(), CmdError> {
+fn exists(flag: &str, path: Option<&Path>) -> Result<(), CmdError> {
     match path {
         Some(p) if !p.exists() => Err(CmdError::bad_input(format!(
             "{flag} {}: no such file or directory",

@@ -171,10 +171,7 @@ pub fn run(args: BootArgs) -> Result<Exit, CmdError> {
         Ok(0) if !splats.is_empty() && !args.cmd.is_empty() => Exit::Failed,
         Ok(c) => Exit::Command(c),
         Err(e) => {
-            eprintln!("lab: error: {e}");
-            if let Some(t) = e.console_tail() {
-                eprintln!("--- console tail ---\n{t}");
-            }
+            eprintln!("lab: error: {}", e.report());
             // A crashed or hung guest is the kernel's failure, not the lab's.
             match e {
                 VmError::Crashed { .. } | VmError::Timeout { .. } => Exit::Failed,

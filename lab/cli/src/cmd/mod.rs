@@ -54,8 +54,7 @@ impl Cmd {
     pub fn run(self) -> Result<Exit, CmdError> {
         match self {
             Cmd::Doctor { k } => {
-                args::exists("--kernel", k.kernel.as_deref())?;
-                args::exists("--modules", k.modules.as_deref())?;
+                k.check_paths()?;
                 Ok(doctor::doctor(k.kernel.as_deref(), k.modules.as_deref()))
             }
             Cmd::Boot(a) => boot::run(a),

@@ -625,18 +625,16 @@ fn progress(label: &str, expected: Option<u64>) -> indicatif::ProgressBar {
 /// whether it succeeds or not.
 fn run_logged(cmd: &mut Command, log: &mut std::fs::File) -> Result<()> {
     use std::io::Write;
-    let out = match proc::run(cmd) {
-        Ok(out) => out,
-        Err(e) => {
-            if let proc::CommandError::Failed { output, .. } = &e {
-                let _ = log.write_all(&output.stdout);
-                let _ = log.write_all(&output.stderr);
-            }
-            return Err(e.into());
-        }
+    let result = proc::run(cmd);
+    let output = match &result {
+        Ok(out) | Err(proc::CommandError::Failed { output: out, .. }) => Some(out),
+        Err(proc::CommandError::Spawn { .. }) => None,
     };
-    let _ = log.write_all(&out.stdout);
-    let _ = log.write_all(&out.stderr);
+    if let Some(out) = output {
+        let _ = log.write_all(&out.stdout);
+        let _ = log.write_all(&out.stderr);
+    }
+    result?;
     Ok(())
 }
 
