@@ -50,6 +50,18 @@ pub fn repo_root() -> Result<PathBuf> {
     bail!("cannot find the lab's repository (vm-images/guest.yaml); run from the repo or set LAB_ROOT")
 }
 
+/// A path the user typed (`--series patches/x`, a testcase file): as typed
+/// when it exists from the current directory, else from the repository
+/// root when it exists there, so the repository's own inputs can be named
+/// from anywhere in the checkout; else as typed, for the error to name.
+pub fn user_path(root: &Path, typed: &Path) -> PathBuf {
+    if typed.is_relative() && !typed.exists() && root.join(typed).exists() {
+        root.join(typed)
+    } else {
+        typed.to_path_buf()
+    }
+}
+
 /// The cache the set-up script fills: $LAB_CACHE or ~/.cache/lab.
 pub fn cache_dir() -> PathBuf {
     if let Some(c) = std::env::var_os("LAB_CACHE") {
@@ -99,5 +111,29 @@ impl PrivateDir {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_path_is_taken_from_the_current_directory_first_then_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("patches/only-in-root")).unwrap();
+        // Exists from the current directory (the crate's): as typed.
+        assert_eq!(user_path(root.path(), Path::new("src")), Path::new("src"));
+        // Only under the root: from the root.
+        assert_eq!(
+            user_path(root.path(), Path::new("patches/only-in-root")),
+            root.path().join("patches/only-in-root")
+        );
+        // Nowhere, or absolute: as typed, for the error to name.
+        assert_eq!(user_path(root.path(), Path::new("nope")), Path::new("nope"));
+        assert_eq!(
+            user_path(root.path(), Path::new("/nope")),
+            Path::new("/nope")
+        );
     }
 }

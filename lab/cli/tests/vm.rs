@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use lab_cli::host::accel::AccelChoice;
-use lab_cli::host::{LabHost, ScratchDisk};
+use lab_cli::host::launch::{Backing, LabVm, LaunchError};
+use lab_cli::host::LabHost;
 use lab_cli::vm::{BootStage, Vm, VmError};
 use lab_core::device::DeviceParams;
-use lab_core::qemu::{Backend, NvmeDisk};
+use lab_core::qemu::Backend;
 use lab_core::splat::SplatKind;
 
 fn host() -> LabHost {
@@ -23,27 +24,31 @@ fn gone(pid: u32) -> bool {
 }
 
 struct Booted {
-    vm: Vm,
-    _disk: ScratchDisk,
+    vm: LabVm,
     _console: tempfile::TempDir,
 }
 
 fn boot_with(host: &LabHost, boot_timeout: Duration) -> Result<Booted, VmError> {
-    let disk = ScratchDisk::new(DeviceParams::default().size_bytes()).unwrap();
     let console = tempfile::tempdir().unwrap();
-    let nvme = NvmeDisk {
-        backend: Backend::File(disk.path.to_string_lossy().into_owned()),
-        extra_namespaces: vec![],
-        device: DeviceParams::default(),
-        write_cache: None,
-    };
-    let opts = host.vm_options(console.path().join("console.log"), Some(nvme), boot_timeout);
-    let vm = Vm::boot(&opts)?;
+    let vm = host
+        .plan(console.path().join("console.log"))
+        .disk(&DeviceParams::default(), Backing::Scratch)
+        .boot_timeout(boot_timeout)
+        .boot()
+        .map_err(boot_error)?;
     Ok(Booted {
         vm,
-        _disk: disk,
         _console: console,
     })
+}
+
+/// The VM's own error from a failed launch; the lab failing to set up the
+/// disks is a broken test host.
+fn boot_error(e: LaunchError) -> VmError {
+    match e {
+        LaunchError::Boot { error, .. } => error,
+        LaunchError::Setup { .. } => panic!("{e}"),
+    }
 }
 
 fn boot(host: &LabHost) -> Booted {
@@ -271,20 +276,20 @@ fn qemu_stuck_on_its_nbd_disk_stalls_in_qemu_start() {
             h.lock().unwrap().push(s);
         }
     });
-    let nvme = NvmeDisk {
-        backend: Backend::Nbd {
-            socket: sock.to_string_lossy().into_owned(),
-            export: "lab".into(),
-        },
-        extra_namespaces: vec![],
-        device: DeviceParams::default(),
-        write_cache: Some(false),
+    let mute = Backend::Nbd {
+        socket: sock.to_string_lossy().into_owned(),
+        export: "lab".into(),
     };
     let console = dir.path().join("console.log");
-    let opts = host.vm_options(console.clone(), Some(nvme), Duration::from_secs(6));
-    let err = match Vm::boot(&opts) {
+    let err = match host
+        .plan(console.clone())
+        .disk(&DeviceParams::default(), Backing::Attached(mute))
+        .write_cache(false)
+        .boot_timeout(Duration::from_secs(6))
+        .boot()
+    {
         Ok(_) => panic!("QEMU cannot boot on a disk that never answers"),
-        Err(e) => e,
+        Err(e) => boot_error(e),
     };
     let VmError::BootStalled { diagnosis, .. } = &err else {
         panic!("expected a stalled boot, got {err}");
@@ -306,28 +311,21 @@ fn qemu_stuck_on_its_nbd_disk_stalls_in_qemu_start() {
 /// arrives as one NBD write of the same offset and length, with FUA.
 #[test]
 fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
-    use lab_cli::powercut::crashdisk::CrashDisk;
     use lab_disk::WriteKind;
 
     let host = host();
-    let cd = CrashDisk::start(256 << 20, 4096).unwrap();
     let console = tempfile::tempdir().unwrap();
-    let nvme = NvmeDisk {
-        backend: cd.backend(),
-        extra_namespaces: vec![],
-        device: DeviceParams {
-            size_mib: 256,
-            ..DeviceParams::default()
-        },
-        write_cache: Some(false),
+    let device = DeviceParams {
+        size_mib: 256,
+        ..DeviceParams::default()
     };
-    let opts = host.vm_options(
-        console.path().join("console.log"),
-        Some(nvme),
-        Duration::from_secs(180),
-    );
-    let mut vm =
-        Vm::boot(&opts).unwrap_or_else(|e| panic!("boot on the crash disk: {}", e.report()));
+    let mut vm = host
+        .plan(console.path().join("console.log"))
+        .disk(&device, Backing::CrashDisk)
+        .boot_timeout(Duration::from_secs(180))
+        .boot()
+        .unwrap_or_else(|e| panic!("boot on the crash disk: {}", e.report()));
+    let cd = vm.crash.take().unwrap();
     direct_writes_on_nvme0n1(
         &mut vm,
         7,
@@ -359,7 +357,6 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
 #[test]
 fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
     use lab_cli::host::qemu::QemuSource;
-    use lab_cli::powercut::crashdisk::CrashDisk;
     use lab_core::limits::{expected_block_limits, LimitsReport};
     use lab_disk::WriteKind;
 
@@ -388,21 +385,14 @@ fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
         (device.atomic_unit_lbas(), device.atomic_boundary_lbas()),
         (16, Some(32))
     );
-    let cd = CrashDisk::start(device.size_bytes(), device.lba_size).unwrap();
     let console = tempfile::tempdir().unwrap();
-    let nvme = NvmeDisk {
-        backend: cd.backend(),
-        extra_namespaces: vec![],
-        device: device.clone(),
-        write_cache: Some(false),
-    };
-    let mut opts = host.vm_options(
-        console.path().join("console.log"),
-        Some(nvme),
-        Duration::from_secs(180),
-    );
-    opts.nbd_activity = Some(cd.activity());
-    let mut vm = Vm::boot(&opts).unwrap_or_else(|e| panic!("boot: {}", e.report()));
+    let mut vm = host
+        .plan(console.path().join("console.log"))
+        .disk(&device, Backing::CrashDisk)
+        .boot_timeout(Duration::from_secs(180))
+        .boot()
+        .unwrap_or_else(|e| panic!("boot: {}", e.report()));
+    let cd = vm.crash.take().unwrap();
     let sysfs = vm
         .exec(
             "cd /sys/block/nvme0n1/queue && cat atomic_write_unit_min_bytes \

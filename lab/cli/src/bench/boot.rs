@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use crate::bench::{median, rec, Measurement};
 use crate::host::LabHost;
 use crate::paths;
-use crate::vm::Vm;
 
 /// Guest-side timestamps the init script prints (`LAB-T <event> <uptime>`).
 fn guest_marks(console: &str) -> (Option<f64>, Option<f64>) {
@@ -34,26 +33,21 @@ pub fn bench_boot(host: &LabHost, runs: usize) -> Result<Vec<Measurement>> {
     for i in 0..runs {
         // Baseline: the same kernel and image, init powers off at once; QEMU
         // start to exit is firmware + kernel boot + teardown.
-        let mut opts = host.vm_options(
-            dir.path().join(format!("bare-{i}.log")),
-            None,
-            Duration::from_secs(120),
-        );
-        opts.extra_cmdline = "lab.mode=poweroff".into();
         let t = Instant::now();
-        let mut vm = Vm::start(&opts)?;
+        let mut vm = host
+            .plan(dir.path().join(format!("bare-{i}.log")))
+            .cmdline("lab.mode=poweroff")
+            .start()?;
         if !vm.wait_exit(Duration::from_secs(120)) {
             anyhow::bail!("baseline VM did not power off in 120 s");
         }
         bare.push(t.elapsed().as_secs_f64());
         drop(vm);
 
-        let opts = host.vm_options(
-            dir.path().join(format!("boot-{i}.log")),
-            None,
-            Duration::from_secs(120),
-        );
-        let vm = Vm::boot(&opts).context("boot for the benchmark")?;
+        let vm = host
+            .plan(dir.path().join(format!("boot-{i}.log")))
+            .boot()
+            .context("boot for the benchmark")?;
         let boot = vm.boot_time.unwrap_or_default().as_secs_f64();
         let console = std::fs::read_to_string(vm.console_log()).unwrap_or_default();
         let (init, ready) = guest_marks(&console);

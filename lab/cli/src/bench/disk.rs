@@ -16,9 +16,9 @@ use lab_core::powercut::{CutPolicy, HoldPolicy, StateLimits};
 use lab_disk::{AtomicRules, Planner, StateStore};
 
 use crate::bench::{median, rec, Measurement};
-use crate::host::{scratch_nvme, LabHost};
+use crate::host::launch::Backing;
+use crate::host::LabHost;
 use crate::paths;
-use crate::powercut::crashdisk::CrashDisk;
 use crate::vm::Vm;
 
 struct Workload {
@@ -61,46 +61,31 @@ pub fn bench_disk(host: &LabHost, runs: usize) -> Result<Vec<Measurement>> {
         size_mib: 512,
         ..DeviceParams::default()
     };
-    let image = host.image_with(&["fio".to_string()])?;
 
     // Baselines on a raw file: as ordinary testcases run it (QEMU's default
     // cache) and with the write cache off, the device setting power-cut
     // runs need (every write FUA, which QEMU turns into a host fdatasync).
     // The crash disk runs with the write cache off, holding nothing back.
-    let (_files, plain_nvme) = scratch_nvme(&device)?;
-    let mut plain_opts = host.vm_options(
-        dir.path().join("plain.log"),
-        Some(plain_nvme),
-        Duration::from_secs(120),
-    );
-    plain_opts.initrd = image.clone();
-    let mut plain = Vm::boot(&plain_opts).context("booting the raw-file VM")?;
-
-    let (_files_fua, mut fua_nvme) = scratch_nvme(&device)?;
-    fua_nvme.write_cache = Some(false);
-    let mut fua_opts = host.vm_options(
-        dir.path().join("plain-fua.log"),
-        Some(fua_nvme),
-        Duration::from_secs(120),
-    );
-    fua_opts.initrd = image.clone();
-    let mut fua = Vm::boot(&fua_opts).context("booting the raw-file write-cache-off VM")?;
-
-    let crash = CrashDisk::start(device.size_bytes(), device.lba_size)?;
-    let crash_nvme = lab_core::qemu::NvmeDisk {
-        backend: crash.backend(),
-        extra_namespaces: Vec::new(),
-        device: device.clone(),
-        write_cache: Some(false),
+    let tools = ["fio".to_string()];
+    let plan = |log: &str, backing| {
+        host.plan(dir.path().join(log))
+            .disk(&device, backing)
+            .tools(&tools)
     };
-    let mut crash_opts = host.vm_options(
-        dir.path().join("crash.log"),
-        Some(crash_nvme),
-        Duration::from_secs(120),
-    );
-    crash_opts.initrd = image;
-    crash_opts.nbd_activity = Some(crash.activity());
-    let mut crashvm = Vm::boot(&crash_opts).context("booting the crash-disk VM")?;
+    let mut plain = plan("plain.log", Backing::Scratch)
+        .boot()
+        .context("booting the raw-file VM")?;
+    let mut fua = plan("plain-fua.log", Backing::Scratch)
+        .write_cache(false)
+        .boot()
+        .context("booting the raw-file write-cache-off VM")?;
+    let mut crashvm = plan("crash.log", Backing::CrashDisk)
+        .boot()
+        .context("booting the crash-disk VM")?;
+    let crash = crashvm
+        .crash
+        .take()
+        .expect("a crash-disk VM has its crash disk");
     crate::suite::powercut::kill_on_cut(&crash, &crashvm);
 
     let mut out = vec![

@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lab_core::device::DeviceParams;
-use lab_core::qemu::NvmeDisk;
 
 use crate::bench::{median, rec, Measurement};
+use crate::host::launch::{Backing, LaunchError};
 use crate::host::LabHost;
-use crate::powercut::crashdisk::CrashDisk;
-use crate::vm::{BootStage, Vm, VmError};
+use crate::vm::{BootStage, VmError};
 
 /// How one boot ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,25 +89,15 @@ fn boot_once(host: &LabHost, plan: &StressPlan, scratch: &Path, keep: &Path, i: 
         size_mib: 256,
         ..DeviceParams::default()
     };
-    let crash = match CrashDisk::start(device.size_bytes(), device.lba_size) {
-        Ok(c) => c,
-        Err(e) => return BootEnd::Other(format!("crash disk: {e:#}")),
-    };
     let console = scratch.join(format!("boot-{i}.console.log"));
-    let mut opts = host.vm_options(
-        console.clone(),
-        Some(NvmeDisk {
-            backend: crash.backend(),
-            extra_namespaces: Vec::new(),
-            device,
-            write_cache: Some(false),
-        }),
-        Duration::from_secs(300),
-    );
-    opts.nbd_activity = Some(crash.activity());
-    opts.extra_cmdline = plan.extra_cmdline.clone();
-    opts.tcg_threads = plan.tcg_threads;
-    let end = match Vm::boot(&opts) {
+    let booted = host
+        .plan(console.clone())
+        .disk(&device, Backing::CrashDisk)
+        .boot_timeout(Duration::from_secs(300))
+        .cmdline(&plan.extra_cmdline)
+        .tcg_threads(plan.tcg_threads)
+        .boot();
+    let end = match booted {
         Ok(mut vm) => {
             let t = vm.boot_time.unwrap_or_default();
             match vm.exec("true", Duration::from_secs(60)) {
@@ -119,7 +108,10 @@ fn boot_once(host: &LabHost, plan: &StressPlan, scratch: &Path, keep: &Path, i: 
                 Err(e) => BootEnd::Other(format!("first command: {e}")),
             }
         }
-        Err(VmError::BootStalled { diagnosis, .. }) => BootEnd::Stalled(diagnosis.stage),
+        Err(LaunchError::Boot {
+            error: VmError::BootStalled { diagnosis, .. },
+            ..
+        }) => BootEnd::Stalled(diagnosis.stage),
         Err(e) => BootEnd::Other(e.to_string()),
     };
     if !matches!(end, BootEnd::Ready(_)) {

@@ -8,6 +8,7 @@ use crate::exit::CmdError;
 use crate::host::accel::AccelChoice;
 use crate::host::LabHost;
 use crate::kernel::pipeline::KernelRequest;
+use crate::paths;
 
 #[derive(clap::Args, Clone)]
 pub struct KernelArgs {
@@ -76,17 +77,10 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// Relative paths that do not exist from the current directory are
-    /// taken from the repository root (as `--testcases` is), so
-    /// `--series patches/x` works from anywhere in the checkout.
+    /// The kernel to build, its paths resolved as [`paths::user_path`]
+    /// does, so `--series patches/x` works from anywhere in the checkout.
     pub fn request(&self, root: &Path) -> KernelRequest {
-        let resolve = |p: &PathBuf| {
-            if p.is_relative() && !p.exists() && root.join(p).exists() {
-                root.join(p)
-            } else {
-                p.clone()
-            }
-        };
+        let resolve = |p: &PathBuf| paths::user_path(root, p);
         KernelRequest {
             tree: self.kernel_tree.as_ref().map(resolve),
             series: self.series.as_ref().map(resolve),

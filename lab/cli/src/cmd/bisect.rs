@@ -2,7 +2,7 @@
 //! testcase (both ends first, then binary search; levels that do not apply
 //! or build are skipped). Exit 0 when it names the patch (or the range).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cmd::args::BuildArgs;
 use crate::exit::{CmdError, Exit};
@@ -41,7 +41,7 @@ pub fn run(args: BisectArgs) -> Result<Exit, CmdError> {
         ));
     }
     // A testcase by name (in testcases/ and testcases/controls/) or a file.
-    let as_file = PathBuf::from(&args.testcase);
+    let as_file = paths::user_path(&root, Path::new(&args.testcase));
     let paths_to_load = if as_file.is_file() {
         vec![as_file]
     } else {

@@ -8,9 +8,9 @@ use lab_core::device::{AtomicField, DeviceParams, NAMESPACE_ATOMIC_FIELDS};
 
 use crate::cmd::args::KernelArgs;
 use crate::exit::{CmdError, Exit};
-use crate::host::scratch_nvme;
+use crate::host::launch::Backing;
 use crate::paths;
-use crate::vm::{Vm, VmError};
+use crate::vm::VmError;
 
 #[derive(clap::Args)]
 pub struct BootArgs {
@@ -127,7 +127,6 @@ pub fn run(args: BootArgs) -> Result<Exit, CmdError> {
     }
     let host = args.k.host()?;
     host.qemu.check_device(&device)?;
-    let (_disks, nvme) = scratch_nvme(&device)?;
     // The console outlives the VM (it is what you read when a boot goes
     // wrong): by default results/boot/console.log, overwritten by each boot.
     let console = args
@@ -141,12 +140,12 @@ pub fn run(args: BootArgs) -> Result<Exit, CmdError> {
         host.accel_reason,
         console.display()
     );
-    let opts = host.vm_options(
-        console.clone(),
-        Some(nvme),
-        Duration::from_secs(args.boot_timeout),
-    );
-    let mut vm = Vm::boot(&opts).map_err(|e| anyhow::anyhow!("{}", e.report()))?;
+    let mut vm = host
+        .plan(console.clone())
+        .disk(&device, Backing::Scratch)
+        .boot_timeout(Duration::from_secs(args.boot_timeout))
+        .boot()
+        .map_err(|e| anyhow::anyhow!("{}", e.report()))?;
     eprintln!(
         "lab: guest ready in {:.1} s (ssh on 127.0.0.1:{}, qmp {})",
         vm.boot_time.unwrap_or_default().as_secs_f64(),

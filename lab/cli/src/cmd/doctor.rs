@@ -12,7 +12,6 @@ use crate::host::qemu;
 use crate::host::LabHost;
 use crate::paths;
 use crate::vm::kernel::Kernel;
-use crate::vm::Vm;
 
 struct Report {
     problems: usize,
@@ -231,15 +230,13 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
             return Exit::LabError;
         }
     };
-    let opts = host.vm_options(
-        dir.path().join("console.log"),
-        None,
-        Duration::from_secs(120),
-    );
-    match Vm::boot(&opts).and_then(|mut vm| {
-        let out = vm.exec("uname -r", Duration::from_secs(30))?;
+    let booted = host.plan(dir.path().join("console.log")).boot();
+    match booted.map_err(|e| e.report()).and_then(|mut vm| {
+        let out = vm
+            .exec("uname -r", Duration::from_secs(30))
+            .map_err(|e| e.report())?;
         let t = vm.boot_time.unwrap_or_default();
-        vm.shutdown()?;
+        vm.shutdown().map_err(|e| e.report())?;
         Ok((out.stdout.trim().to_string(), t))
     }) {
         Ok((uname, t)) => r.ok(
@@ -250,9 +247,9 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
                 host.accel.as_str()
             ),
         ),
-        Err(e) => r.missing(
+        Err(report) => r.missing(
             "boot to SSH",
-            &format!("{e}\n{}", e.console_tail().unwrap_or("")),
+            &report,
             "see the console tail above; `lab boot -v` shows more",
         ),
     }

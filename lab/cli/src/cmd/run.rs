@@ -62,16 +62,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
             .chain(files.iter().map(PathBuf::from))
             .collect()
     };
-    let tc_paths: Vec<PathBuf> = sources
-        .iter()
-        .map(|p| {
-            if p.is_relative() && !p.exists() {
-                root.join(p)
-            } else {
-                p.clone()
-            }
-        })
-        .collect();
+    let tc_paths: Vec<PathBuf> = sources.iter().map(|p| paths::user_path(&root, p)).collect();
     let all = suite::load(&tc_paths).map_err(|errs| CmdError::BadInputs {
         summary: format!(
             "{} testcase file(s) are invalid; nothing was run",

@@ -1,20 +1,21 @@
 //! The host as a run sees it ([`LabHost`]): which QEMU and what it can do
 //! (`qemu`), which accelerator really runs a guest (`accel`), the kernel
-//! and the guest image (`image`), resolved once; and scratch disks.
+//! and the guest image (`image`), resolved once; the disks a VM runs on
+//! (`disks`), and the one way to start a VM on all of that (`launch`).
 
 pub mod accel;
+pub mod disks;
 pub mod image;
+pub mod launch;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use lab_core::qemu::Accel;
 
 use crate::paths;
 use crate::vm::kernel::Kernel;
-use crate::vm::VmOptions;
 use accel::{probe_kvm, AccelChoice};
 use image::GuestImage;
 use qemu::{find_qemu, QemuInfo};
@@ -86,29 +87,6 @@ impl LabHost {
         Ok(image::ensure_image_with(&self.root, &self.cache, &self.kernel, tools)?.path)
     }
 
-    /// VM options for this host with the given console log and disk.
-    pub fn vm_options(
-        &self,
-        console_log: PathBuf,
-        nvme: Option<lab_core::qemu::NvmeDisk>,
-        boot_timeout: Duration,
-    ) -> VmOptions {
-        VmOptions {
-            qemu: self.qemu.path.clone(),
-            accel: self.accel,
-            tcg_threads: Default::default(),
-            kernel: self.kernel.clone(),
-            initrd: self.image.path.clone(),
-            memory_mib: 1024,
-            cpus: 2,
-            nvme,
-            console_log,
-            boot_timeout,
-            extra_cmdline: String::new(),
-            nbd_activity: None,
-        }
-    }
-
     pub fn properties(&self) -> Vec<(String, String)> {
         vec![
             ("kernel.release".into(), self.kernel.release.clone()),
@@ -130,42 +108,5 @@ impl LabHost {
             ("accel.reason".into(), self.accel_reason.clone()),
             ("image.hash".into(), self.image.hash.clone()),
         ]
-    }
-}
-
-/// Sparse files for every namespace of `device` and the NVMe disk over them;
-/// the files live as long as the returned ScratchDisks.
-pub fn scratch_nvme(
-    device: &lab_core::device::DeviceParams,
-) -> Result<(Vec<ScratchDisk>, lab_core::qemu::NvmeDisk)> {
-    use lab_core::qemu::{Backend, NvmeDisk};
-    let disks = (0..device.namespaces.max(1))
-        .map(|_| ScratchDisk::new(device.size_bytes()))
-        .collect::<Result<Vec<_>>>()?;
-    let mut backends = disks
-        .iter()
-        .map(|d| Backend::File(d.path.to_string_lossy().into_owned()));
-    let nvme = NvmeDisk {
-        backend: backends.next().expect("at least one namespace"),
-        extra_namespaces: backends.collect(),
-        device: device.clone(),
-        write_cache: None,
-    };
-    Ok((disks, nvme))
-}
-
-/// A sparse raw disk image in a private directory, removed on drop.
-pub struct ScratchDisk {
-    _dir: paths::PrivateDir,
-    pub path: PathBuf,
-}
-
-impl ScratchDisk {
-    pub fn new(size_bytes: u64) -> Result<ScratchDisk> {
-        let dir = paths::PrivateDir::new("lab-disk")?;
-        let path = dir.path().join("nvme0n1.raw");
-        let f = std::fs::File::create(&path)?;
-        f.set_len(size_bytes)?;
-        Ok(ScratchDisk { _dir: dir, path })
     }
 }

@@ -20,9 +20,8 @@ use lab_disk::cow::Switch;
 use lab_disk::StateStore;
 use lab_model::FileScan;
 
+use crate::host::launch::{Backing, LabVm};
 use crate::host::LabHost;
-use crate::paths::PrivateDir;
-use crate::powercut::crashdisk::NbdServer;
 use crate::vm::{agent, Vm, VmError};
 
 const EXPORT: &str = "verify";
@@ -52,12 +51,10 @@ pub struct PhaseTimes {
 }
 
 pub struct Verifier {
-    vm: Vm,
+    /// The VM with the server of the switch export it runs on.
+    vm: LabVm,
     switch: Arc<Switch>,
     boot_s: f64,
-    // Dropped after the VM: stops serving once QEMU is gone.
-    _server: NbdServer,
-    _dir: PrivateDir,
 }
 
 impl Verifier {
@@ -68,48 +65,29 @@ impl Verifier {
         device: &DeviceParams,
         console: PathBuf,
     ) -> Result<Verifier> {
-        let dir = PrivateDir::new("lab-verify")?;
         let switch = Switch::new(store);
         let t = Instant::now();
-        // A verifier boot that stalls is the lab's hiccup, not a verdict
-        // (no workload runs in this VM): one retry on a fresh server.
-        let mut attempt = 0;
-        let (server, mut vm) = loop {
-            attempt += 1;
-            let server =
-                NbdServer::start(dir.path(), &format!("{EXPORT}{attempt}"), switch.clone())?;
-            let nvme = lab_core::qemu::NvmeDisk {
-                backend: server.backend(),
-                extra_namespaces: Vec::new(),
-                device: DeviceParams {
-                    namespaces: 1,
-                    ..device.clone()
-                },
-                write_cache: None,
-            };
-            let mut opts = host.vm_options(console.clone(), Some(nvme), Duration::from_secs(120));
-            opts.nbd_activity = Some(server.activity());
-            match Vm::boot(&opts) {
-                Ok(vm) => break (server, vm),
-                Err(e)
-                    if attempt == 1
-                        && e.is_infrastructure()
-                        && !crate::proc::reaper::interrupted() =>
-                {
-                    tracing::warn!("verifier VM: first boot failed ({e}); retrying once");
-                    crate::vm::set_aside_failed_boot(&console, "verifier-boot-1");
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context("booting the verifier VM")),
-            }
+        let device = DeviceParams {
+            namespaces: 1,
+            ..device.clone()
         };
+        let backing = Backing::Export {
+            name: EXPORT.into(),
+            export: switch.clone(),
+        };
+        // A verifier boot that stalls is the lab's hiccup, not a verdict (no
+        // workload runs in this VM): retried once, on a fresh server.
+        let mut vm = host
+            .plan(console)
+            .disk(&device, backing)
+            .boot_retrying("verifier-boot-1")
+            .map_err(|e| anyhow::Error::from(e).context("booting the verifier VM"))?;
         vm.wait_modules(Duration::from_secs(120))
             .context("the verifier VM's modules")?;
         Ok(Verifier {
             vm,
             switch,
             boot_s: t.elapsed().as_secs_f64(),
-            _server: server,
-            _dir: dir,
         })
     }
 

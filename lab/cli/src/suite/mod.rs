@@ -14,10 +14,10 @@ use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
 
+use crate::host::launch::{Backing, LaunchError, VmPlan};
 use crate::host::LabHost;
-use crate::powercut::crashdisk::CrashDisk;
 use crate::proc::reaper;
-use crate::vm::{agent, Vm, VmError};
+use crate::vm::{agent, Vm};
 use outcome::{judge_steps, lab_error, result, stamp_run_id, vm_error_result, StageError};
 use results::{new_run_dir, now_rfc3339, write_results};
 
@@ -235,60 +235,6 @@ fn print_suite(s: &SuiteReport) {
     }
 }
 
-/// A testcase's VM, booted, with the disks it runs on.
-struct CaseVm {
-    vm: Vm,
-    crash: Option<CrashDisk>,
-    disks: Vec<crate::host::ScratchDisk>,
-    /// Why the first boot failed, when it was retried.
-    retried_after: Option<String>,
-}
-
-enum BootFailure {
-    /// The lab could not prepare the VM (disk, image, QEMU features).
-    Lab {
-        stage: &'static str,
-        error: anyhow::Error,
-    },
-    /// The VM did not boot (after the one retry, where it applies).
-    Vm {
-        error: VmError,
-        retried_after: Option<String>,
-    },
-}
-
-/// Boots the testcase's VM on fresh disks. A boot that fails before the
-/// guest ran anything, with no sign that the kernel was at fault (a stalled
-/// stage, QEMU gone without a splat), is the lab's problem, not a verdict:
-/// it is retried once with a fresh VM and fresh disks, and the first
-/// attempt's console and diagnosis are kept as `boot-1.*`. A kernel splat
-/// during boot is the kernel's and is never retried.
-fn boot_case_vm(host: &LabHost, tc: &Testcase, dir: &Path) -> Result<CaseVm, BootFailure> {
-    let first = match boot_case_vm_once(host, tc, dir, 1)? {
-        Ok(b) => return Ok(b),
-        Err(e) if e.is_infrastructure() && !crate::proc::reaper::interrupted() => e,
-        Err(error) => {
-            return Err(BootFailure::Vm {
-                error,
-                retried_after: None,
-            })
-        }
-    };
-    crate::vm::set_aside_failed_boot(&dir.join("console.log"), "boot-1");
-    let why = first.to_string();
-    tracing::warn!("{}: first boot failed ({why}); retrying once", tc.name);
-    match boot_case_vm_once(host, tc, dir, 2)? {
-        Ok(mut b) => {
-            b.retried_after = Some(why);
-            Ok(b)
-        }
-        Err(error) => Err(BootFailure::Vm {
-            error,
-            retried_after: Some(why),
-        }),
-    }
-}
-
 /// Test hook (`LAB_INJECT_BOOT_STALLS=N`): the first N boot attempts of
 /// every testcase stall at once. Lets the tests prove the retry and the
 /// lab-error report on real VMs; never set in normal use.
@@ -299,46 +245,18 @@ fn injected_boot_stalls() -> u32 {
         .unwrap_or(0)
 }
 
-/// One attempt: fresh scratch disks (and crash disk), then the boot.
-fn boot_case_vm_once(
-    host: &LabHost,
-    tc: &Testcase,
-    dir: &Path,
-    attempt: u32,
-) -> Result<Result<CaseVm, VmError>, BootFailure> {
-    let lab = |stage: &'static str| move |error: anyhow::Error| BootFailure::Lab { stage, error };
-    let (disks, mut nvme) = crate::host::scratch_nvme(&tc.device).map_err(lab("setup"))?;
-    // A power-cut testcase's first namespace is the crash disk, with the
-    // write cache off so every write is FUA (durable when acknowledged).
-    let crash = match &tc.power_cut {
-        None => None,
-        Some(_) => Some(
-            CrashDisk::start(tc.device.size_bytes(), tc.device.lba_size)
-                .map_err(lab("crash-disk"))?,
-        ),
+/// The testcase's VM: its device on fresh scratch files, or, for a
+/// power-cut testcase, on the crash disk.
+fn case_vm_plan<'h>(host: &'h LabHost, tc: &Testcase, dir: &Path) -> VmPlan<'h> {
+    let backing = match tc.power_cut {
+        None => Backing::Scratch,
+        Some(_) => Backing::CrashDisk,
     };
-    if let Some(c) = &crash {
-        nvme.backend = c.backend();
-        nvme.write_cache = Some(false);
-    }
-    let mut opts = host.vm_options(
-        dir.join("console.log"),
-        Some(nvme),
-        Duration::from_secs(tc.timeouts.boot_s),
-    );
-    opts.nbd_activity = crash.as_ref().map(CrashDisk::activity);
-    if attempt <= injected_boot_stalls() {
-        // A real boot cut short: QEMU starts and is diagnosed and killed
-        // like any stalled boot, so the retry path runs end to end.
-        opts.boot_timeout = Duration::from_millis(1);
-    }
-    opts.initrd = host.image_with(&tc.guest_tools).map_err(lab("image"))?;
-    Ok(Vm::boot(&opts).map(|vm| CaseVm {
-        vm,
-        crash,
-        disks,
-        retried_after: None,
-    }))
+    host.plan(dir.join("console.log"))
+        .disk(&tc.device, backing)
+        .boot_timeout(Duration::from_secs(tc.timeouts.boot_s))
+        .tools(&tc.guest_tools)
+        .stall_first_boots(injected_boot_stalls())
 }
 
 pub(crate) fn run_case(
@@ -384,24 +302,15 @@ pub(crate) fn run_case(
             .push(lab_error(suite_name, "qemu", &e, start.elapsed()));
         return suite;
     }
-    let (mut vm, crash, _disks) = match boot_case_vm(host, tc, dir) {
-        Ok(b) => {
-            if let Some(first) = &b.retried_after {
-                // Said in the results (and by print_suite on the terminal):
-                // the verdicts come from the second VM.
-                suite
-                    .properties
-                    .push(("boot.retried_after".into(), first.clone()));
-            }
-            (b.vm, b.crash, b.disks)
-        }
-        Err(BootFailure::Lab { stage, error }) => {
+    let mut case_vm = match case_vm_plan(host, tc, dir).boot_retrying("boot-1") {
+        Ok(vm) => vm,
+        Err(LaunchError::Setup { stage, error }) => {
             suite
                 .results
                 .push(lab_error(suite_name, stage, &error, start.elapsed()));
             return suite;
         }
-        Err(BootFailure::Vm {
+        Err(LaunchError::Boot {
             error,
             retried_after,
         }) => {
@@ -414,6 +323,14 @@ pub(crate) fn run_case(
             return suite;
         }
     };
+    if let Some(first) = &case_vm.retried_after {
+        // Said in the results (and by print_suite on the terminal): the
+        // verdicts come from the second VM.
+        suite
+            .properties
+            .push(("boot.retried_after".into(), first.clone()));
+    }
+    let (vm, crash) = (&mut case_vm.vm, &case_vm.crash);
     for (stage, at) in &vm.stage_times {
         suite.properties.push((
             format!("boot.{stage}_done_s"),
@@ -441,12 +358,12 @@ pub(crate) fn run_case(
     };
     // The filesystem under test is made and mounted the same way for every
     // workload, and unmounted after it.
-    let body = make_fs(&mut vm, tc, cmd_timeout).and_then(|()| {
-        if let (Some(pc), Some(crash), Some(w)) = (&tc.power_cut, &crash, cut_workload) {
-            crate::suite::powercut::kill_on_cut(crash, &vm);
+    let body = make_fs(vm, tc, cmd_timeout).and_then(|()| {
+        if let (Some(pc), Some(crash), Some(w)) = (&tc.power_cut, crash, cut_workload) {
+            crate::suite::powercut::kill_on_cut(crash, vm);
             return crate::suite::powercut::workload_with_power_cut(
                 host,
-                &mut vm,
+                vm,
                 crash,
                 tc,
                 pc,
@@ -458,24 +375,14 @@ pub(crate) fn run_case(
             );
         }
         match &tc.workload {
-            Workload::Limits => limits_workload(
-                &mut vm,
-                tc,
-                suite_name,
-                dir,
-                cmd_timeout,
-                &mut suite.properties,
-            ),
-            Workload::Steps(steps) => steps_workload(&mut vm, steps, suite_name, dir, cmd_timeout),
-            Workload::Command(c) => command_workload(&mut vm, c, suite_name, dir, cmd_timeout),
-            Workload::Generate(g) => generate_workload(
-                &mut vm,
-                g,
-                suite_name,
-                dir,
-                cmd_timeout,
-                &mut suite.properties,
-            ),
+            Workload::Limits => {
+                limits_workload(vm, tc, suite_name, dir, cmd_timeout, &mut suite.properties)
+            }
+            Workload::Steps(steps) => steps_workload(vm, steps, suite_name, dir, cmd_timeout),
+            Workload::Command(c) => command_workload(vm, c, suite_name, dir, cmd_timeout),
+            Workload::Generate(g) => {
+                generate_workload(vm, g, suite_name, dir, cmd_timeout, &mut suite.properties)
+            }
         }
     });
     match body {
@@ -483,7 +390,7 @@ pub(crate) fn run_case(
             suite.results.extend(results);
             if tc.mkfs.is_some() && tc.power_cut.is_none() {
                 if let Err(StageError { stage, error: e }) =
-                    exec_ok(&mut vm, "umount", "umount /mnt", cmd_timeout)
+                    exec_ok(vm, "umount", "umount /mnt", cmd_timeout)
                 {
                     suite
                         .results
@@ -516,7 +423,7 @@ pub(crate) fn run_case(
             t,
         ));
     }
-    if let Err(e) = vm.shutdown() {
+    if let Err(e) = case_vm.shutdown() {
         suite
             .results
             .push(vm_error_result(suite_name, "shutdown", &e, start.elapsed()));

@@ -23,8 +23,8 @@ use lab_disk::states::{State, StatePlan};
 use lab_disk::{AtomicRules, Planner, Record, StateStore, WriteKind, WriteRecord};
 use serde::Serialize;
 
+use crate::host::disks::CrashDisk;
 use crate::host::LabHost;
-use crate::powercut::crashdisk::CrashDisk;
 use crate::powercut::verifier::Verifier;
 use crate::suite::outcome::{judge_steps, result, stamp_run_id, StageError};
 use crate::vm::{agent, Vm};

@@ -1,8 +1,10 @@
-//! The crash disk as a VM's NVMe backend: lab-disk's NBD server on a unix
-//! socket in a private directory, served from a background tokio runtime
-//! that lives as long as this value.
+//! The disks a VM's NVMe namespaces run on, each in its own private
+//! directory and gone when dropped: sparse files ([`ScratchDisk`]), an NBD
+//! export served from a background tokio runtime ([`NbdServer`]), and the
+//! crash disk, lab-disk's recording disk behind such a server
+//! ([`CrashDisk`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -108,5 +110,27 @@ impl CrashDisk {
     /// What the NBD server has seen of its clients.
     pub fn activity(&self) -> Arc<Activity> {
         self.server.activity()
+    }
+}
+
+/// A sparse raw disk image in a private directory, removed on drop.
+pub struct ScratchDisk {
+    _dir: PrivateDir,
+    pub path: PathBuf,
+}
+
+impl ScratchDisk {
+    pub fn new(size_bytes: u64) -> Result<ScratchDisk> {
+        let dir = PrivateDir::new("lab-disk")?;
+        let path = dir.path().join("nvme0n1.raw");
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        f.set_len(size_bytes)?;
+        Ok(ScratchDisk { _dir: dir, path })
+    }
+
+    /// The QEMU block backend that reaches this file.
+    pub fn backend(&self) -> Backend {
+        Backend::File(self.path.to_string_lossy().into_owned())
     }
 }
