@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lab_cli::host::accel::AccelChoice;
@@ -13,6 +14,7 @@ use lab_cli::vm::{BootStage, Vm, VmError};
 use lab_core::device::DeviceParams;
 use lab_core::qemu::Backend;
 use lab_core::splat::SplatKind;
+use lab_disk::Disk;
 
 fn host() -> LabHost {
     LabHost::resolve(None, None, AccelChoice::Auto)
@@ -49,6 +51,31 @@ fn boot_error(e: LaunchError) -> VmError {
         LaunchError::Boot { error, .. } => error,
         LaunchError::Setup { .. } => panic!("{e}"),
     }
+}
+
+/// A VM whose only namespace is a fresh crash disk, and that disk, to read
+/// what reached it (also once the VM is gone).
+fn boot_on_crash_disk(host: &LabHost, device: &DeviceParams) -> (Booted, Arc<Disk>) {
+    let console = tempfile::tempdir().unwrap();
+    let vm = host
+        .plan(console.path().join("console.log"))
+        .disk(device, Backing::CrashDisk)
+        .boot_timeout(Duration::from_secs(180))
+        .boot()
+        .unwrap_or_else(|e| panic!("boot on the crash disk: {}", e.report()));
+    let disk = vm
+        .crash
+        .as_ref()
+        .expect("booted on the crash disk")
+        .disk
+        .clone();
+    (
+        Booted {
+            vm,
+            _console: console,
+        },
+        disk,
+    )
 }
 
 fn boot(host: &LabHost) -> Booted {
@@ -314,26 +341,19 @@ fn guest_nvme_writes_reach_the_crash_disk_one_request_each_with_fua() {
     use lab_disk::WriteKind;
 
     let host = host();
-    let console = tempfile::tempdir().unwrap();
     let device = DeviceParams {
         size_mib: 256,
         ..DeviceParams::default()
     };
-    let mut vm = host
-        .plan(console.path().join("console.log"))
-        .disk(&device, Backing::CrashDisk)
-        .boot_timeout(Duration::from_secs(180))
-        .boot()
-        .unwrap_or_else(|e| panic!("boot on the crash disk: {}", e.report()));
-    let cd = vm.crash.take().unwrap();
+    let (mut b, disk) = boot_on_crash_disk(&host, &device);
     direct_writes_on_nvme0n1(
-        &mut vm,
+        &mut b.vm,
         7,
         &[(1 << 20, 16384, false), (2 << 20, 4096, true)],
     );
-    vm.shutdown().unwrap();
+    b.vm.shutdown().unwrap();
 
-    let rec = cd.disk.record().writes;
+    let rec = disk.record().writes;
     let at = |off: u64| {
         rec.iter()
             .filter(|w| w.kind == WriteKind::Data && w.offset == off)
@@ -385,16 +405,9 @@ fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
         (device.atomic_unit_lbas(), device.atomic_boundary_lbas()),
         (16, Some(32))
     );
-    let console = tempfile::tempdir().unwrap();
-    let mut vm = host
-        .plan(console.path().join("console.log"))
-        .disk(&device, Backing::CrashDisk)
-        .boot_timeout(Duration::from_secs(180))
-        .boot()
-        .unwrap_or_else(|e| panic!("boot: {}", e.report()));
-    let cd = vm.crash.take().unwrap();
-    let sysfs = vm
-        .exec(
+    let (mut b, disk) = boot_on_crash_disk(&host, &device);
+    let sysfs =
+        b.vm.exec(
             "cd /sys/block/nvme0n1/queue && cat atomic_write_unit_min_bytes \
              atomic_write_unit_max_bytes atomic_write_max_bytes atomic_write_boundary_bytes",
             Duration::from_secs(30),
@@ -403,7 +416,7 @@ fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
     let got: Vec<&str> = sysfs.stdout.split_whitespace().collect();
     assert_eq!(got, ["4096", "65536", "65536", "131072"], "{sysfs:?}");
     let report: LimitsReport = serde_json::from_str(
-        vm.exec("lab-guest limits /dev/nvme0n1", Duration::from_secs(30))
+        b.vm.exec("lab-guest limits /dev/nvme0n1", Duration::from_secs(30))
             .unwrap()
             .stdout
             .trim(),
@@ -419,12 +432,12 @@ fn guest_under_lab_qemu_sees_the_namespace_atomic_unit_and_boundary() {
     );
 
     direct_writes_on_nvme0n1(
-        &mut vm,
+        &mut b.vm,
         9,
         &[(1 << 20, 65536, true), (2 << 20, 65536, false)],
     );
-    vm.shutdown().unwrap();
-    let rec = cd.disk.record().writes;
+    b.vm.shutdown().unwrap();
+    let rec = disk.record().writes;
     for off in [1u64 << 20, 2 << 20] {
         let w: Vec<_> = rec
             .iter()
