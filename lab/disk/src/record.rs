@@ -126,6 +126,39 @@ impl Record {
         r
     }
 
+    /// How many writes had arrived by time `t` (arrival order is `seq`
+    /// order, so they are the first ones).
+    pub fn writes_received_by(&self, t: Duration) -> u64 {
+        self.writes.partition_point(|w| w.received <= t) as u64
+    }
+
+    /// The record a real power cut at `t` would have left: the writes and
+    /// flushes that had arrived, acknowledgements sent by then, the marks
+    /// set by then. The reference for virtual cuts (`sweep`).
+    pub fn cut_at(&self, t: Duration, reason: &str) -> Record {
+        let n = self.writes_received_by(t);
+        let writes = self.writes[..n as usize]
+            .iter()
+            .map(|w| WriteRecord {
+                acked: w.acked.filter(|&a| a <= t),
+                ..w.clone()
+            })
+            .collect();
+        Record {
+            lba: self.lba,
+            size: self.size,
+            writes,
+            flushes: self.flushes.iter().copied().filter(|&f| f <= t).collect(),
+            marks: self.marks.iter().filter(|m| m.at <= t).cloned().collect(),
+            cut: Some(Cut {
+                reason: reason.into(),
+                at: t,
+                writes_before: n,
+            }),
+            armed: self.armed.filter(|&a| a <= t),
+        }
+    }
+
     /// Total bytes of write data held.
     pub fn data_bytes(&self) -> u64 {
         self.writes.iter().map(|w| w.data.len() as u64).sum()

@@ -24,6 +24,7 @@ use lab_core::powercut::{splitmix, StateLimits};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Record, WriteRecord};
+use crate::sweep::{CutPoint, Judgement, SweepPlan};
 
 /// The device's atomicity, in LBAs, as Linux reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,29 +304,46 @@ impl<'a> Planner<'a> {
             }
         }
         let generated = candidates.len();
-        let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut states: Vec<State> = Vec::new();
+        let mut distinct = Distinct::default();
         for recipe in candidates {
-            let delta = self.delta(&recipe);
-            let h = self.content_hash(&delta);
-            let dup = seen.get(&h).is_some_and(|ids| {
-                ids.iter()
-                    .any(|&i| self.same_content(&states[i].delta, &delta))
-            });
-            if !dup {
-                seen.entry(h).or_default().push(states.len());
-                let torn = self.torn_writes(&recipe);
-                states.push(State {
-                    recipe,
-                    delta,
-                    torn,
-                });
-            }
+            distinct.add(self, recipe);
         }
         StatePlan {
             generated,
             in_flight_at_cut,
-            states,
+            states: distinct.states,
+        }
+    }
+
+    /// The states of a power cut at each of `points` (virtual cuts of one
+    /// recorded run), one state per distinct content across all points,
+    /// and one judgement per (point, state) pair: the expensive part of a
+    /// state (mount, scan) runs once per content, the model's verdict once
+    /// per point it occurs at.
+    pub fn plan_sweep(&self, points: &[CutPoint], limits: &StateLimits) -> SweepPlan {
+        let mut distinct = Distinct::default();
+        let mut judgements = Vec::new();
+        let mut generated = 0;
+        for (i, p) in points.iter().enumerate() {
+            let pending = self.record.in_flight(p.writes_before, p.at);
+            let mut seen_here = BTreeSet::new();
+            for recipe in self.point_states(&p.recipe_point(), p.writes_before, &pending, limits) {
+                generated += 1;
+                let state = distinct.add(self, recipe.clone());
+                if seen_here.insert(state) {
+                    judgements.push(Judgement {
+                        point: i,
+                        state,
+                        recipe,
+                    });
+                }
+            }
+        }
+        SweepPlan {
+            points: points.to_vec(),
+            generated,
+            states: distinct.states,
+            judgements,
         }
     }
 
@@ -422,6 +440,36 @@ pub fn tear_points(n: u32, max: u32) -> Vec<u32> {
 fn lbas(w: &WriteRecord, lba: u32) -> impl Iterator<Item = u64> {
     let lba = u64::from(lba);
     (w.offset / lba)..w.end().div_ceil(lba)
+}
+
+/// States kept once per content, in the order first seen.
+#[derive(Default)]
+struct Distinct {
+    by_hash: HashMap<u64, Vec<usize>>,
+    states: Vec<State>,
+}
+
+impl Distinct {
+    /// The index of the state with this recipe's content, added if new.
+    fn add(&mut self, planner: &Planner, recipe: Recipe) -> usize {
+        let delta = planner.delta(&recipe);
+        let h = planner.content_hash(&delta);
+        let ids = self.by_hash.entry(h).or_default();
+        if let Some(&i) = ids
+            .iter()
+            .find(|&&i| planner.same_content(&self.states[i].delta, &delta))
+        {
+            return i;
+        }
+        ids.push(self.states.len());
+        let torn = planner.torn_writes(&recipe);
+        self.states.push(State {
+            recipe,
+            delta,
+            torn,
+        });
+        self.states.len() - 1
+    }
 }
 
 /// One crash state, planned.

@@ -1,0 +1,225 @@
+//! Virtual cuts against real ones: the states of a cut at T planned from
+//! the whole record equal those planned from the record a real cut at T
+//! would have left; one state per content, never two contents merged.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use lab_core::powercut::StateLimits;
+use lab_disk::sweep::{after_each, every_event, point_after, sample};
+use lab_disk::{AtomicRules, Cut, NextEvent, Planner, Record, WriteKind, WriteRecord};
+use proptest::prelude::*;
+
+const LBA: u32 = 512;
+const DISK_LBAS: u64 = 8;
+
+/// A write for the tests: (first LBA, LBAs, gap before it arrives in ms,
+/// time to its acknowledgement in ms or never, FUA).
+type Spec = (u64, u32, u64, Option<u64>, bool);
+
+fn record(specs: &[Spec], flushes: &[u64]) -> Record {
+    let ms = Duration::from_millis;
+    let mut t = 0;
+    let writes: Vec<WriteRecord> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, &(first, n, gap, ack, fua))| {
+            t += gap + 1;
+            let data: Vec<u8> = (0..n * LBA)
+                .map(|b| (i as u32 * 31 + b / LBA * 7 + 1) as u8)
+                .collect();
+            WriteRecord {
+                seq: i as u64,
+                kind: WriteKind::Data,
+                offset: first * u64::from(LBA),
+                len: n * LBA,
+                fua,
+                data: std::sync::Arc::new(data),
+                received: ms(t),
+                acked: ack.map(|a| ms(t + a)),
+            }
+        })
+        .collect();
+    let end = ms(t + 50);
+    Record {
+        lba: LBA,
+        size: DISK_LBAS * u64::from(LBA),
+        cut: Some(Cut {
+            reason: "end".into(),
+            at: end,
+            writes_before: writes.len() as u64,
+        }),
+        writes,
+        flushes: flushes.iter().map(|&f| ms(f)).collect(),
+        marks: vec![],
+        armed: Some(Duration::ZERO),
+    }
+}
+
+fn rules(unit: u32) -> AtomicRules {
+    AtomicRules {
+        lba: LBA,
+        unit_lbas: unit,
+        boundary_lbas: None,
+    }
+}
+
+fn specs() -> impl Strategy<Value = Vec<Spec>> {
+    prop::collection::vec(
+        (
+            0u64..6,
+            1u32..=3,
+            0u64..10,
+            prop::option::of(0u64..30),
+            any::<bool>(),
+        ),
+        1..=5,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(f, n, g, a, fua)| (f.min(DISK_LBAS - u64::from(n)), n, g, a, fua))
+            .collect()
+    })
+}
+
+fn images(p: &Planner, recipes: impl Iterator<Item = lab_disk::Recipe>) -> HashSet<Vec<u8>> {
+    recipes.map(|r| p.image(Some(&r))).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A virtual cut at T leaves exactly the contents a real cut at T
+    /// would: planned from the whole record, or from the record truncated
+    /// at T as the disk would have kept it.
+    #[test]
+    fn a_virtual_cut_equals_a_real_cut(specs in specs(), flushes in prop::collection::vec(0u64..120, 0..3),
+                                       t in 0u64..150, unit in 1u32..=2) {
+        let r = record(&specs, &flushes);
+        let t = Duration::from_micros(t * 1000 + 500).min(r.cut.as_ref().unwrap().at);
+        let limits = StateLimits::default();
+        let whole = Planner::new(&r, rules(unit));
+        let p = lab_disk::CutPoint { at: t, writes_before: r.writes_received_by(t), next: NextEvent::End };
+        let virt = whole.plan_sweep(std::slice::from_ref(&p), &limits);
+
+        let truncated = r.cut_at(t, "real");
+        let real = Planner::new(&truncated, rules(unit));
+        let plan = real.plan(&limits);
+        prop_assert_eq!(
+            images(&whole, virt.states.iter().map(|s| s.recipe.clone())),
+            images(&real, plan.states.iter().filter(|s| s.recipe.point == "cut").map(|s| s.recipe.clone()))
+        );
+    }
+
+    /// Over many points, every distinct content is one state, and every
+    /// judgement's own recipe rebuilds its state's bytes (dedupe never
+    /// merges two contents).
+    #[test]
+    fn dedupe_across_points_keeps_contents_apart(specs in specs(), flushes in prop::collection::vec(0u64..120, 0..3),
+                                                unit in 1u32..=2) {
+        let r = record(&specs, &flushes);
+        let planner = Planner::new(&r, rules(unit));
+        let points = every_event(&r, Duration::ZERO);
+        let plan = planner.plan_sweep(&points, &StateLimits::default());
+        let imgs: Vec<Vec<u8>> = plan.states.iter().map(|s| planner.image(Some(&s.recipe))).collect();
+        prop_assert_eq!(imgs.iter().collect::<HashSet<_>>().len(), imgs.len());
+        let mut pairs = HashSet::new();
+        for j in &plan.judgements {
+            prop_assert_eq!(&planner.image(Some(&j.recipe)), &imgs[j.state], "{}", j.recipe);
+            prop_assert!(pairs.insert((j.point, j.state)), "pair judged twice");
+            prop_assert_eq!(lab_disk::CutPoint::time_of(&j.recipe), Some(plan.points[j.point].at));
+        }
+        // Every point is judged at least once (the disk as it was then is a state).
+        let judged: HashSet<usize> = plan.judgements.iter().map(|j| j.point).collect();
+        prop_assert_eq!(judged.len(), plan.points.len());
+    }
+
+    /// Every-event points cut each interval at its end: strictly in time
+    /// order, each just before a disk event (nothing the disk saw lies in
+    /// (previous point, this point]) but the last, which is the end; and a
+    /// moment's point is the first one at or after it.
+    #[test]
+    fn points_fall_just_before_each_event(specs in specs(), flushes in prop::collection::vec(0u64..120, 0..3),
+                                          t in 0u64..150) {
+        let r = record(&specs, &flushes);
+        let points = every_event(&r, Duration::ZERO);
+        prop_assert!(points.windows(2).all(|w| w[0].at < w[1].at));
+        let last = points.last().unwrap();
+        prop_assert_eq!(last.next, NextEvent::End);
+        prop_assert_eq!(last.at, r.cut.as_ref().unwrap().at);
+        for p in &points[..points.len() - 1] {
+            let next = p.at + Duration::from_nanos(1);
+            let hit = match p.next {
+                NextEvent::Arrival(s) => r.writes[s as usize].received == next,
+                NextEvent::Ack(s) => r.writes[s as usize].acked == Some(next),
+                NextEvent::Flush(i) => r.flushes[i] == next,
+                NextEvent::End => false,
+            };
+            prop_assert!(hit, "{p:?}");
+            prop_assert_eq!(p.writes_before, r.writes_received_by(p.at));
+        }
+        let moment = Duration::from_millis(t).min(last.at);
+        let after = point_after(&r, moment);
+        let first = points.iter().find(|p| p.at >= moment).unwrap();
+        prop_assert_eq!(&after, first);
+        prop_assert_eq!(after_each(&r, &[moment, moment]), vec![after]);
+    }
+
+    /// Sampling keeps the end, keeps time order, says what it left out,
+    /// and the same seed picks the same points.
+    #[test]
+    fn sampling_is_seeded_and_keeps_the_end(specs in specs(), max in 1usize..6, seed in any::<u64>()) {
+        let r = record(&specs, &[]);
+        let all = every_event(&r, Duration::ZERO);
+        let mut a = all.clone();
+        let left = sample(&mut a, max, seed);
+        prop_assert_eq!(a.len() + left, all.len());
+        prop_assert!(a.len() <= max);
+        prop_assert_eq!(a.last(), all.last());
+        prop_assert!(a.windows(2).all(|w| w[0].at < w[1].at));
+        let mut b = all.clone();
+        sample(&mut b, max, seed);
+        prop_assert_eq!(a, b);
+    }
+}
+
+/// Write 0 arrives at 1 ms and is acknowledged at 5 ms; write 1, over the
+/// same LBA, arrives at 10 ms and is never acknowledged. Cuts just before
+/// each of those and at the end leave, in turn: zeroes; zeroes or write 0;
+/// write 0 only; write 0 or write 1.
+#[test]
+fn the_intervals_of_a_small_run() {
+    let r = record(&[(0, 1, 0, Some(4), true), (0, 1, 8, None, true)], &[]);
+    let planner = Planner::new(&r, rules(1));
+    let points = every_event(&r, Duration::ZERO);
+    let nexts: Vec<NextEvent> = points.iter().map(|p| p.next).collect();
+    assert_eq!(
+        nexts,
+        [
+            NextEvent::Arrival(0),
+            NextEvent::Ack(0),
+            NextEvent::Arrival(1),
+            NextEvent::End
+        ]
+    );
+    let plan = planner.plan_sweep(&points, &StateLimits::default());
+    let per_point = |i: usize| -> HashSet<Vec<u8>> {
+        plan.judgements
+            .iter()
+            .filter(|j| j.point == i)
+            .map(|j| planner.image(Some(&j.recipe)))
+            .collect()
+    };
+    let zero = vec![0u8; (DISK_LBAS * u64::from(LBA)) as usize];
+    let mut w0 = zero.clone();
+    w0[..LBA as usize].copy_from_slice(r.writes[0].lba_bytes(0, LBA).unwrap());
+    let mut w1 = zero.clone();
+    w1[..LBA as usize].copy_from_slice(r.writes[1].lba_bytes(0, LBA).unwrap());
+    assert_eq!(per_point(0), HashSet::from([zero.clone()]));
+    assert_eq!(per_point(1), HashSet::from([zero.clone(), w0.clone()]));
+    assert_eq!(per_point(2), HashSet::from([w0.clone()]));
+    assert_eq!(per_point(3), HashSet::from([w0.clone(), w1.clone()]));
+    // Three contents scanned once each, six judgements.
+    assert_eq!(plan.states.len(), 3);
+    assert_eq!(plan.judgements.len(), 6);
+}
