@@ -498,23 +498,29 @@ impl StatePlan {
         if n <= max {
             return 0;
         }
-        let mut rng = seed;
-        let mut keys: Vec<(u64, usize)> = (0..n).map(|i| (splitmix(&mut rng), i)).collect();
-        keys.sort_unstable();
-        let mut keep: Vec<usize> = keys[..max].iter().map(|&(_, i)| i).collect();
-        keep.sort_unstable();
-        let mut it = keep.into_iter().peekable();
+        let mut keep = seeded_sample(n, max, seed).into_iter().peekable();
         let mut i = 0;
         self.states.retain(|_| {
-            let k = it.peek() == Some(&i);
+            let k = keep.peek() == Some(&i);
             if k {
-                it.next();
+                keep.next();
             }
             i += 1;
             k
         });
         n - max
     }
+}
+
+/// `max` of the indices `0..n` (all when `n <= max`), chosen by the seed,
+/// in ascending order: the same seed picks the same ones.
+pub(crate) fn seeded_sample(n: usize, max: usize, seed: u64) -> Vec<usize> {
+    let mut rng = seed;
+    let mut keys: Vec<(u64, usize)> = (0..n).map(|i| (splitmix(&mut rng), i)).collect();
+    keys.sort_unstable();
+    let mut keep: Vec<usize> = keys.iter().take(max).map(|&(_, i)| i).collect();
+    keep.sort_unstable();
+    keep
 }
 
 /// When `t` falls, for printing.

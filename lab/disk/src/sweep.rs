@@ -16,10 +16,8 @@
 
 use std::time::Duration;
 
-use lab_core::powercut::splitmix;
-
 use crate::record::Record;
-use crate::states::{Recipe, State};
+use crate::states::{seeded_sample, Recipe, State};
 
 /// One virtual cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,12 +156,8 @@ pub fn sample(points: &mut Vec<CutPoint>, max: usize, seed: u64) -> usize {
     if n <= max {
         return 0;
     }
-    let mut rng = seed;
-    let mut keys: Vec<(u64, usize)> = (0..n - 1).map(|i| (splitmix(&mut rng), i)).collect();
-    keys.sort_unstable();
-    let mut keep: Vec<usize> = keys[..max - 1].iter().map(|&(_, i)| i).collect();
+    let mut keep = seeded_sample(n - 1, max - 1, seed);
     keep.push(n - 1);
-    keep.sort_unstable();
     let kept = keep.iter().map(|&i| points[i].clone()).collect();
     *points = kept;
     n - max

@@ -4,10 +4,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lab_core::powercut::StateLimits;
-use lab_disk::{AtomicRules, Cut, Mark, Planner, Recipe, Record, WriteKind, WriteRecord};
+use lab_disk::{AtomicRules, Cut, Mark, Planner, Recipe, Record};
 use proptest::prelude::*;
 
-const LBA: u32 = 512;
+mod common;
+use common::{data_write, LBA};
+
 const DISK_LBAS: u64 = 8;
 
 /// A write for the tests: (first LBA, LBAs, durable at the cut).
@@ -19,20 +21,8 @@ fn record(specs: &[Spec], marks: &[u64]) -> Record {
         .iter()
         .enumerate()
         .map(|(i, &(first, n, durable))| {
-            // Distinct, non-zero bytes per write and LBA.
-            let data: Vec<u8> = (0..n * LBA)
-                .map(|b| (i as u32 * 31 + b / LBA * 7 + 1) as u8)
-                .collect();
-            WriteRecord {
-                seq: i as u64,
-                kind: WriteKind::Data,
-                offset: first * u64::from(LBA),
-                len: n * LBA,
-                fua: true,
-                data: std::sync::Arc::new(data),
-                received: ms(i as u64),
-                acked: durable.then(|| ms(i as u64)),
-            }
+            let at = ms(i as u64);
+            data_write(i as u64, first, n, true, at, durable.then_some(at))
         })
         .collect::<Vec<_>>();
     Record {

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use lab_core::powercut::StateLimits;
 use lab_disk::sweep::{after_each, every_event, point_after, sample};
-use lab_disk::{AtomicRules, Cut, NextEvent, Planner, Record, WriteKind, WriteRecord};
+use lab_disk::{AtomicRules, Cut, NextEvent, Planner, Record, WriteRecord};
 use proptest::prelude::*;
 
-const LBA: u32 = 512;
+mod common;
+use common::{data_write, LBA};
+
 const DISK_LBAS: u64 = 8;
 
 /// A write for the tests: (first LBA, LBAs, gap before it arrives in ms,
@@ -25,19 +27,7 @@ fn record(specs: &[Spec], flushes: &[u64]) -> Record {
         .enumerate()
         .map(|(i, &(first, n, gap, ack, fua))| {
             t += gap + 1;
-            let data: Vec<u8> = (0..n * LBA)
-                .map(|b| (i as u32 * 31 + b / LBA * 7 + 1) as u8)
-                .collect();
-            WriteRecord {
-                seq: i as u64,
-                kind: WriteKind::Data,
-                offset: first * u64::from(LBA),
-                len: n * LBA,
-                fua,
-                data: std::sync::Arc::new(data),
-                received: ms(t),
-                acked: ack.map(|a| ms(t + a)),
-            }
+            data_write(i as u64, first, n, fua, ms(t), ack.map(|a| ms(t + a)))
         })
         .collect();
     let end = ms(t + 50);
