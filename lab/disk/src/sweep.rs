@@ -78,8 +78,8 @@ pub struct SweepPlan {
     pub judgements: Vec<Judgement>,
 }
 
-/// The things the disk saw from `from` on, in time order.
-fn events(record: &Record, from: Duration) -> Vec<(Duration, NextEvent)> {
+/// Everything the disk saw up to the record's end, in time order.
+fn events(record: &Record) -> Vec<(Duration, NextEvent)> {
     let mut ev: Vec<(Duration, NextEvent)> = Vec::new();
     for w in &record.writes {
         ev.push((w.received, NextEvent::Arrival(w.seq)));
@@ -94,18 +94,16 @@ fn events(record: &Record, from: Duration) -> Vec<(Duration, NextEvent)> {
             .enumerate()
             .map(|(i, &f)| (f, NextEvent::Flush(i))),
     );
-    ev.retain(|(t, _)| *t > from && record.cut.as_ref().is_none_or(|c| *t <= c.at));
+    ev.retain(|(t, _)| record.cut.as_ref().is_none_or(|c| *t <= c.at));
     ev.sort_by_key(|&(t, _)| t);
     ev
 }
 
 /// When the record ends: the cut, or the last thing the disk saw.
-fn end(record: &Record) -> Duration {
+fn end(record: &Record, events: &[(Duration, NextEvent)]) -> Duration {
     match &record.cut {
         Some(c) => c.at,
-        None => events(record, Duration::ZERO)
-            .last()
-            .map_or(Duration::ZERO, |e| e.0),
+        None => events.last().map_or(Duration::ZERO, |e| e.0),
     }
 }
 
@@ -117,24 +115,31 @@ fn point(record: &Record, at: Duration, next: NextEvent) -> CutPoint {
     }
 }
 
+/// The cut just before the first of `events` after `t`, or at the end.
+fn point_in(record: &Record, events: &[(Duration, NextEvent)], t: Duration) -> CutPoint {
+    match events.get(events.partition_point(|&(e, _)| e <= t)) {
+        Some(&(e, next)) => point(record, e - Duration::from_nanos(1), next),
+        None => point(record, end(record, events).max(t), NextEvent::End),
+    }
+}
+
 /// The cut at the end of the interval that holds `t`: just before the
 /// first disk event after `t`, or at the record's end.
 pub fn point_after(record: &Record, t: Duration) -> CutPoint {
-    match events(record, t).first() {
-        Some(&(e, next)) => point(record, e - Duration::from_nanos(1), next),
-        None => point(record, end(record).max(t), NextEvent::End),
-    }
+    point_in(record, &events(record), t)
 }
 
 /// `every: write`: a cut just before each disk event after `armed`, and
 /// one at the end; so every interval of the run is cut at its most
 /// demanding instant.
 pub fn every_event(record: &Record, armed: Duration) -> Vec<CutPoint> {
-    let mut points: Vec<CutPoint> = events(record, armed)
-        .into_iter()
-        .map(|(e, next)| point(record, e - Duration::from_nanos(1), next))
+    let events = events(record);
+    let mut points: Vec<CutPoint> = events
+        .iter()
+        .filter(|&&(e, _)| e > armed)
+        .map(|&(e, next)| point(record, e - Duration::from_nanos(1), next))
         .collect();
-    points.push(point(record, end(record), NextEvent::End));
+    points.push(point(record, end(record, &events), NextEvent::End));
     points.dedup_by_key(|p| p.at);
     points
 }
@@ -142,7 +147,11 @@ pub fn every_event(record: &Record, armed: Duration) -> Vec<CutPoint> {
 /// The cuts for moments the lab chose (each completed sync the host saw,
 /// each mark): each moment's interval cut at its end, once per interval.
 pub fn after_each(record: &Record, moments: &[Duration]) -> Vec<CutPoint> {
-    let mut points: Vec<CutPoint> = moments.iter().map(|&t| point_after(record, t)).collect();
+    let events = events(record);
+    let mut points: Vec<CutPoint> = moments
+        .iter()
+        .map(|&t| point_in(record, &events, t))
+        .collect();
     points.sort_by_key(|p| p.at);
     points.dedup_by_key(|p| p.at);
     points
