@@ -100,3 +100,40 @@ fn bisect_names_the_broken_patch_of_the_buffered_series() {
     assert_eq!(bad["verdict"], "bad");
     assert!(bad["reason"].as_str().unwrap().contains("torn"), "{bad}");
 }
+
+/// The broken variant's two-halves patch is caught by a sweep with no
+/// hand-placed cut: among the cut points before each write arrives and each
+/// completion is sent, some fall between the two halves of a buffered
+/// atomic write, and a state there shows it torn.
+#[test]
+fn a_sweep_catches_the_broken_buffered_series_with_no_hand_placed_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args([
+                "run",
+                "--series",
+                "patches/xfs-buffered-atomic-broken",
+                "--upto",
+                "4",
+                "--results",
+            ])
+            .arg(&results)
+            .arg("powercut-sweep-buffered-atomic-xfs-4k"),
+    );
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = summary_of(&results);
+    let s = suite_of(&v, "powercut-sweep-buffered-atomic-xfs-4k");
+    assert_eq!(prop(s, "power_cut.policy"), "none");
+    let torn: Vec<String> = s
+        .results
+        .iter()
+        .filter(|r| r.check.starts_with("sweep.cut-") && r.outcome.label() == "failed")
+        .map(|r| format!("{:?}", r.outcome))
+        .collect();
+    assert!(
+        torn.iter().any(|m| m.contains("an atomic write was torn")),
+        "{stdout}"
+    );
+}

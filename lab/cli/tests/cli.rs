@@ -599,6 +599,87 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Power-cut sweeps on real QEMU: with no hand-placed cut, the workload
+/// runs to its end and a virtual cut just before every disk event (or
+/// after every sync the host saw end) is judged; each distinct content is
+/// verified once and judged at every point that leaves it. On the default
+/// kernel every judgement passes; the lying disk fails at a cut point named
+/// by the sync it followed, with the same rule as its single cut, and the
+/// kept judgement is reproduced by `lab verify`.
+#[test]
+fn a_sweep_judges_every_cut_point_and_catches_the_lying_disk() {
+    let run = LabRun::new(
+        &[
+            "--testcases",
+            "testcases",
+            "--testcases",
+            "testcases/controls/lying-disk-sweep-xfs-4k.yaml",
+            "powercut-sweep-direct-xfs-4k",
+            "lying-disk-sweep-xfs-4k",
+        ],
+        &[],
+    );
+    run.expect_exit(1);
+    let summary = run.summary();
+    let num = |suite: &lab_core::report::SuiteReport, key: &str| -> usize {
+        prop(suite, key).parse().unwrap_or_else(|_| panic!("{key}"))
+    };
+
+    let direct = suite_of(&summary, "powercut-sweep-direct-xfs-4k");
+    let r = suite_results(&summary, "powercut-sweep-direct-xfs-4k");
+    assert!(r.iter().all(|(_, o, _)| o == "passed"), "{r:?}");
+    assert_eq!(outcome(direct, "sweep.verdicts"), "passed");
+    assert_eq!(prop(direct, "power_cut.policy"), "none");
+    // Arrivals and acknowledgements of the workload's writes: many points,
+    // every one judged, each content verified once.
+    let (points, contents, judgements) = (
+        num(direct, "sweep.cut_points"),
+        num(direct, "sweep.contents"),
+        num(direct, "sweep.judgements"),
+    );
+    assert!(points >= 10, "{points} cut points");
+    assert!(
+        judgements > contents,
+        "{judgements} judgements of {contents} contents: dedupe"
+    );
+    assert_eq!(num(direct, "sweep.judged"), judgements);
+    assert_eq!(num(direct, "verify.states"), contents);
+    let sweep = read(
+        &run.dir()
+            .join("powercut-sweep-direct-xfs-4k/crash/sweep.jsonl"),
+    );
+    assert_eq!(sweep.lines().count(), points, "{sweep}");
+    assert!(sweep.contains("just before device write"), "{sweep}");
+
+    let lying = suite_of(&summary, "lying-disk-sweep-xfs-4k");
+    let failed: Vec<_> = suite_results(&summary, "lying-disk-sweep-xfs-4k")
+        .into_iter()
+        .filter(|(c, o, _)| c.starts_with("sweep.cut-") && o == "failed")
+        .collect();
+    assert!(!failed.is_empty(), "{lying:?}");
+    assert_eq!(num(lying, "sweep.cut_points_failed"), failed.len());
+    let (_, _, msg) = &failed[0];
+    assert!(
+        msg.starts_with("a file made durable by a completed sync is missing")
+            || msg.starts_with("data made durable by a completed sync was lost"),
+        "the single cut's rule: {msg}"
+    );
+    assert!(
+        msg.contains("after `step 3 fsync()` ended"),
+        "the point in words: {msg}"
+    );
+    let kept = msg
+        .split("reproduce: lab verify ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no reproduce command in {msg:?}"));
+    let out = lab().args(["verify", kept]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let first_rule = msg.split(':').next().unwrap();
+    assert!(stdout.contains(&format!("FAIL  {first_rule}")), "{stdout}");
+}
+
 /// A boot that stalls before any workload is the lab's problem: retried once
 /// with a fresh VM (said in a property and on the terminal, the first
 /// attempt's console and diagnosis kept), and when the retry stalls too the

@@ -245,3 +245,77 @@ fn run_compare_base_reports_only_regressions() {
         assert!(run.join(sub).is_file(), "{sub}");
     }
 }
+
+/// A durability bug only a sweep sees (issue 15's acceptance): our planted
+/// patch makes fdatasync skip the XFS log force, so an allocating write's
+/// data is lost if the power goes after the fdatasync returned and before
+/// a later fsync forced the log. On that kernel, single cuts placed before
+/// the fdatasync and after the fsync both pass; the sweep, with no cut
+/// placed by hand, fails at the cut point after the fdatasync and names
+/// it.
+#[test]
+fn a_sweep_finds_the_planted_fdatasync_bug_that_single_cuts_miss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = read(&root().join("testcases/powercut-sweep-fdatasync-xfs-4k.yaml"));
+    assert!(sweep.contains("sweep: { every: sync }"));
+    let cases = tmp.path().join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::write(cases.join("sweep.yaml"), &sweep).unwrap();
+    for (name, at) in [("before-fdatasync", "written"), ("after-fsync", "end")] {
+        let text = sweep
+            .replace(
+                "name: powercut-sweep-fdatasync-xfs-4k",
+                &format!("name: single-cut-{name}"),
+            )
+            .replace("sweep: { every: sync }", &format!("at: {{ mark: {at} }}"));
+        std::fs::write(cases.join(format!("{name}.yaml")), text).unwrap();
+    }
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--series"])
+            .arg(root().join("patches/xfs-fdatasync-planted"))
+            .arg("--testcases")
+            .arg(&cases)
+            .arg("--results")
+            .arg(&results),
+    );
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = summary_of(&results);
+    let suite = |name: &str| {
+        v.suites
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} missing: {stdout}"))
+    };
+    for single in ["single-cut-before-fdatasync", "single-cut-after-fsync"] {
+        let s = suite(single);
+        let failed: Vec<_> = s
+            .results
+            .iter()
+            .filter(|r| r.outcome.label() != "passed")
+            .collect();
+        assert!(failed.is_empty(), "{single} misses the bug: {failed:?}");
+    }
+    let s = suite("powercut-sweep-fdatasync-xfs-4k");
+    let caught: Vec<String> = s
+        .results
+        .iter()
+        .filter(|r| r.check.starts_with("sweep.cut-") && r.outcome.label() == "failed")
+        .map(|r| format!("{:?}", r.outcome))
+        .collect();
+    assert!(!caught.is_empty(), "the sweep missed it: {stdout}");
+    assert!(
+        caught.iter().any(
+            |m| m.contains("data made durable by a completed sync was lost")
+                || m.contains("is missing")
+        ),
+        "{caught:#?}"
+    );
+    assert!(
+        caught
+            .iter()
+            .all(|m| m.contains("after `step 4 fdatasync()` ended")),
+        "only the moment between the fdatasync and the fsync: {caught:#?}"
+    );
+}

@@ -11,9 +11,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerCut {
-    /// When to cut.
-    #[serde(with = "serde_yaml::with::singleton_map")]
-    pub at: CutPolicy,
+    /// When to cut the power for real. Optional with a sweep: the workload
+    /// then runs to its end and the power goes after it.
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    pub at: Option<CutPolicy>,
+    /// Virtual cuts across the recorded run, judged from one VM run.
+    #[serde(default)]
+    pub sweep: Option<Sweep>,
     #[serde(default)]
     pub hold: HoldPolicy,
     #[serde(default)]
@@ -139,6 +143,51 @@ impl FromStr for CutPolicy {
 
 pub const CUT_FORMS: &str =
     "one of write:K, mark:NAME, lba:FIRST-LAST, after-ms:T, random:SEED/MEAN";
+
+/// Virtual power cuts swept across one recorded run (`power_cut.sweep`):
+/// the states a real cut at each chosen moment could leave, judged against
+/// the op log as the host had it at that moment (docs/powercut.md, "Sweeps").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Which moments.
+    pub every: SweepEvery,
+    /// At most this many cut points (a seeded sample when there are more;
+    /// the summary says how many were left out).
+    #[serde(default = "default_max_points")]
+    pub max_points: u32,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_max_points() -> u32 {
+    256
+}
+
+/// Where a sweep cuts: each cut falls at the last instant before the next
+/// thing the disk sees, the most demanding moment of its interval (the
+/// disk's possible contents are fixed there and the host has seen the most
+/// operations end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepEvery {
+    /// Before every write arrives and before every acknowledgement.
+    Write,
+    /// After every fsync, fdatasync or synchronous write the host saw end.
+    Sync,
+    /// At every mark the workload set.
+    Mark,
+}
+
+impl fmt::Display for SweepEvery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SweepEvery::Write => "write",
+            SweepEvery::Sync => "sync",
+            SweepEvery::Mark => "mark",
+        })
+    }
+}
 
 /// Bounds on the crash states made from one cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,12 +372,24 @@ mod tests {
     #[test]
     fn yaml_forms() {
         let p: PowerCut = serde_yaml::from_str("at: { write: 4 }").unwrap();
-        assert_eq!(p.at, CutPolicy::Write(4));
+        assert_eq!(p.at, Some(CutPolicy::Write(4)));
         assert_eq!(p.hold, HoldPolicy::default());
+        assert_eq!(p.sweep, None);
+        let p: PowerCut = serde_yaml::from_str("sweep: { every: sync }").unwrap();
+        assert_eq!(p.at, None);
+        assert_eq!(
+            p.sweep,
+            Some(Sweep {
+                every: SweepEvery::Sync,
+                max_points: 256,
+                seed: 0
+            })
+        );
+        assert!(serde_yaml::from_str::<PowerCut>("sweep: { every: fsync }").is_err());
         let p: PowerCut =
             serde_yaml::from_str("at: { lba: { first: 1, last: 2 } }\nhold: { window: 2 }")
                 .unwrap();
-        assert_eq!(p.at, CutPolicy::Lba { first: 1, last: 2 });
+        assert_eq!(p.at, Some(CutPolicy::Lba { first: 1, last: 2 }));
         assert_eq!(p.hold.window, 2);
         assert!(serde_yaml::from_str::<PowerCut>("at: { wirte: 4 }").is_err());
     }

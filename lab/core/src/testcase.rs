@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceParams;
 use crate::generate::GenParams;
-use crate::powercut::{CutPolicy, PowerCut};
+use crate::powercut::{CutPolicy, PowerCut, SweepEvery};
 use crate::steps::{Expect, Step, ERRNOS};
 
 /// One testcase, as written in YAML.
@@ -331,7 +331,13 @@ fn validate_power_cut(tc: &Testcase, pc: &PowerCut) -> Result<(), Invalid> {
         );
     }
     match &pc.at {
-        CutPolicy::Mark(name) => {
+        None if pc.sweep.is_none() => return bad(
+            vec!["power_cut"],
+            "a power cut needs `at` (where to cut), `sweep` (cut everywhere, virtually) or both"
+                .into(),
+            Some("e.g. `at: { write: 20 }` or `sweep: { every: write }`"),
+        ),
+        Some(CutPolicy::Mark(name)) => {
             let known = steps
                 .iter()
                 .any(|s| matches!(s, Step::Mark(m) if &m.name == name));
@@ -343,7 +349,7 @@ fn validate_power_cut(tc: &Testcase, pc: &PowerCut) -> Result<(), Invalid> {
                 );
             }
         }
-        CutPolicy::Lba { first, last } => {
+        Some(CutPolicy::Lba { first, last }) => {
             let lbas = tc.device.size_bytes() / u64::from(tc.device.lba_size);
             if first > last || *last >= lbas {
                 return bad(
@@ -353,14 +359,14 @@ fn validate_power_cut(tc: &Testcase, pc: &PowerCut) -> Result<(), Invalid> {
                 );
             }
         }
-        CutPolicy::Write(0) => {
+        Some(CutPolicy::Write(0)) => {
             return bad(
                 vec!["power_cut", "at", "write"],
                 "writes count from 1".into(),
                 None,
             )
         }
-        CutPolicy::Random { mean: 0, .. } => {
+        Some(CutPolicy::Random { mean: 0, .. }) => {
             return bad(
                 vec!["power_cut", "at", "random", "mean"],
                 "mean must be at least 1".into(),
@@ -368,6 +374,23 @@ fn validate_power_cut(tc: &Testcase, pc: &PowerCut) -> Result<(), Invalid> {
             )
         }
         _ => {}
+    }
+    if let Some(sw) = &pc.sweep {
+        if sw.max_points == 0 {
+            return bad(
+                vec!["power_cut", "sweep", "max_points"],
+                "a sweep needs at least one cut point".into(),
+                None,
+            );
+        }
+        let has_marks = steps.iter().any(|s| matches!(s, Step::Mark(_)));
+        if sw.every == SweepEvery::Mark && !has_marks {
+            return bad(
+                vec!["power_cut", "sweep", "every"],
+                "`every: mark` sweeps the marks, and the steps set none".into(),
+                Some("add `- mark: { name: ... }` steps, or sweep `every: write` or `every: sync`"),
+            );
+        }
     }
     if pc.hold.window > 0 && pc.hold.ms == 0 {
         return bad(
@@ -696,8 +719,35 @@ workload:
     fn power_cut_testcases_parse_and_their_mistakes_are_named() {
         let tc = parse("c.yaml", CUT).unwrap();
         let pc = tc.power_cut.unwrap();
-        assert_eq!(pc.at, CutPolicy::Mark("synced".into()));
+        assert_eq!(pc.at, Some(CutPolicy::Mark("synced".into())));
         assert_eq!(pc.hold, crate::powercut::HoldPolicy::default());
+
+        // A sweep alone is a power cut; neither is a mistake named at the section.
+        let sweep = CUT.replace("at: { mark: synced }", "sweep: { every: mark }");
+        let tc = parse("c.yaml", &sweep).unwrap();
+        assert_eq!(tc.power_cut.unwrap().at, None);
+        let e = parse(
+            "c.yaml",
+            &CUT.replace("at: { mark: synced }", "hold: { window: 0 }"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("power_cut"), "{e}");
+        assert!(e.message.contains("`at`"), "{e}");
+        let e = parse(
+            "c.yaml",
+            &sweep.replace("    - mark: { name: synced }\n", ""),
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("power_cut.sweep.every"), "{e}");
+        let e = parse(
+            "c.yaml",
+            &CUT.replace(
+                "at: { mark: synced }",
+                "sweep: { every: write, max_pionts: 3 }",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(e.hint.as_deref(), Some("did you mean `max_points`?"), "{e}");
 
         let e = parse(
             "c.yaml",

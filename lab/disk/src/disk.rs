@@ -96,6 +96,13 @@ impl Disk {
         }
     }
 
+    /// The disk's clock: the time base of every `received`, `acked`, flush,
+    /// mark and cut in the record. Sweeps stamp the agent's lines with it,
+    /// so a virtual cut knows which operation ends the host had seen.
+    pub fn clock(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// The workload set a mark; the disk records where it fell in the
     /// write sequence and cuts if the policy says so.
     pub fn mark(&self, name: &str) {

@@ -323,25 +323,36 @@ impl<'a> Planner<'a> {
     pub fn plan_sweep(&self, points: &[CutPoint], limits: &StateLimits) -> SweepPlan {
         let mut distinct = Distinct::default();
         let mut judgements = Vec::new();
-        let mut generated = 0;
+        let (mut generated, mut left_out) = (0, 0);
         for (i, p) in points.iter().enumerate() {
             let pending = self.record.in_flight(p.writes_before, p.at);
-            let mut seen_here = BTreeSet::new();
+            // The point's own distinct contents, sampled to `limits.max`
+            // like a single cut's, then merged with every other point's.
+            let mut here = Distinct::default();
             for recipe in self.point_states(&p.recipe_point(), p.writes_before, &pending, limits) {
                 generated += 1;
-                let state = distinct.add(self, recipe.clone());
-                if seen_here.insert(state) {
-                    judgements.push(Judgement {
-                        point: i,
-                        state,
-                        recipe,
-                    });
-                }
+                here.add(self, recipe);
+            }
+            let keep = seeded_sample(
+                here.states.len(),
+                limits.max as usize,
+                limits.seed ^ i as u64,
+            );
+            left_out += here.states.len() - keep.len();
+            for k in keep {
+                let st = &here.states[k];
+                let state = distinct.add_made(self, st.recipe.clone(), st.delta.clone());
+                judgements.push(Judgement {
+                    point: i,
+                    state,
+                    recipe: st.recipe.clone(),
+                });
             }
         }
         SweepPlan {
             points: points.to_vec(),
             generated,
+            left_out,
             states: distinct.states,
             judgements,
         }
@@ -453,6 +464,11 @@ impl Distinct {
     /// The index of the state with this recipe's content, added if new.
     fn add(&mut self, planner: &Planner, recipe: Recipe) -> usize {
         let delta = planner.delta(&recipe);
+        self.add_made(planner, recipe, delta)
+    }
+
+    /// The same, for a recipe whose delta is already made.
+    fn add_made(&mut self, planner: &Planner, recipe: Recipe, delta: Delta) -> usize {
         let h = planner.content_hash(&delta);
         let ids = self.by_hash.entry(h).or_default();
         if let Some(&i) = ids

@@ -73,6 +73,9 @@ pub struct SweepPlan {
     pub points: Vec<CutPoint>,
     /// Recipes made over all points, before duplicates were removed.
     pub generated: usize,
+    /// Distinct states of a point beyond `StateLimits::max`, left out of
+    /// its judgements (summed over the points).
+    pub left_out: usize,
     /// One per distinct content.
     pub states: Vec<State>,
     pub judgements: Vec<Judgement>,

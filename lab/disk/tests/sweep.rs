@@ -87,7 +87,8 @@ proptest! {
                                        t in 0u64..150, unit in 1u32..=2) {
         let r = record(&specs, &flushes);
         let t = Duration::from_micros(t * 1000 + 500).min(r.cut.as_ref().unwrap().at);
-        let limits = StateLimits::default();
+        // Unsampled on both sides: the sets compared are whole.
+        let limits = StateLimits { max: u32::MAX, ..StateLimits::default() };
         let whole = Planner::new(&r, rules(unit));
         let p = lab_disk::CutPoint { at: t, writes_before: r.writes_received_by(t), next: NextEvent::End };
         let virt = whole.plan_sweep(std::slice::from_ref(&p), &limits);
@@ -122,6 +123,18 @@ proptest! {
         // Every point is judged at least once (the disk as it was then is a state).
         let judged: HashSet<usize> = plan.judgements.iter().map(|j| j.point).collect();
         prop_assert_eq!(judged.len(), plan.points.len());
+
+        // Sampled to `max` per point: never more, and what was left out is
+        // counted exactly.
+        let whole = planner.plan_sweep(&points, &StateLimits { max: u32::MAX, ..StateLimits::default() });
+        prop_assert_eq!(whole.left_out, 0);
+        let max = 2;
+        let small = planner.plan_sweep(&points, &StateLimits { max, ..StateLimits::default() });
+        for i in 0..points.len() {
+            let n = small.judgements.iter().filter(|j| j.point == i).count();
+            prop_assert!(n >= 1 && n <= max as usize, "point {i}: {n}");
+        }
+        prop_assert_eq!(small.judgements.len() + small.left_out, whole.judgements.len());
     }
 
     /// Every-event points cut each interval at its end: strictly in time

@@ -22,6 +22,10 @@ pub struct KernelArgs {
     /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
+    /// Verifier VMs checking crash states at once (default: one per core,
+    /// at most 4).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub verify_jobs: Option<u16>,
 }
 
 impl KernelArgs {
@@ -29,11 +33,20 @@ impl KernelArgs {
     /// the accelerator.
     pub fn host(&self) -> Result<LabHost, CmdError> {
         self.check_paths()?;
-        Ok(LabHost::resolve(
-            self.kernel.as_deref(),
-            self.modules.as_deref(),
-            self.accel,
-        )?)
+        let host = LabHost::resolve(self.kernel.as_deref(), self.modules.as_deref(), self.accel)?;
+        Ok(self.tuned(host))
+    }
+
+    /// The host for a kernel the lab built, with these flags.
+    pub fn host_for(&self, kernel: crate::vm::kernel::Kernel) -> anyhow::Result<LabHost> {
+        Ok(self.tuned(LabHost::with_kernel(kernel, self.accel)?))
+    }
+
+    fn tuned(&self, mut host: LabHost) -> LabHost {
+        if let Some(j) = self.verify_jobs {
+            host.verify_jobs = usize::from(j);
+        }
+        host
     }
 }
 

@@ -9,7 +9,6 @@ use lab_core::testcase::Testcase;
 
 use crate::cmd::args::{BuildArgs, KernelArgs};
 use crate::exit::{CmdError, Exit};
-use crate::host::accel::AccelChoice;
 use crate::host::LabHost;
 use crate::kernel::build::{BuildError, Built};
 use crate::kernel::pipeline::{self, KernelRequest, Pipeline, PipelineError};
@@ -130,7 +129,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
     built_run(
         &root,
         &req,
-        args.k.accel,
+        &args.k,
         args.compare_base,
         &cases,
         &reproduce,
@@ -239,7 +238,7 @@ fn build_level(pipe: &Pipeline, level: usize) -> Result<Built, LevelFailure> {
 fn built_run(
     root: &Path,
     req: &KernelRequest,
-    accel: AccelChoice,
+    k: &KernelArgs,
     compare_base: bool,
     cases: &[(PathBuf, Testcase)],
     reproduce: &Reproduce,
@@ -303,7 +302,7 @@ fn built_run(
         }
     };
     pipeline::keep_build_files(&built, &dir.join("kernel"));
-    let host = LabHost::with_kernel(built.kernel.clone(), accel)?;
+    let host = k.host_for(built.kernel.clone())?;
     print_host(&host);
     let opts = reproduce.options(&host, cases, results, pipe.properties(level, &built));
     let Some(base) = base else {
@@ -317,7 +316,7 @@ fn built_run(
     );
     let patched = suite::run_into(&host, cases, &opts, &id, &dir.join("patched"))?;
     pipeline::keep_build_files(&base, &dir.join("base/kernel"));
-    let base_host = LabHost::with_kernel(base.kernel.clone(), accel)?;
+    let base_host = k.host_for(base.kernel.clone())?;
     eprintln!("lab: running on the base kernel");
     let base_opts = reproduce.options(&base_host, cases, results, pipe.properties(0, &base));
     let base_report = suite::run_into(&base_host, cases, &base_opts, &id, &dir.join("base"))?;

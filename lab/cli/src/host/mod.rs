@@ -30,6 +30,17 @@ pub struct LabHost {
     pub accel: Accel,
     /// Why this accelerator (probe result or the user's choice).
     pub accel_reason: String,
+    /// Verifier VMs that check crash states at once (`--verify-jobs`).
+    pub verify_jobs: usize,
+}
+
+/// One verifier VM per core, at most 4: each guest has one vCPU (one TCG
+/// thread), the lab's NBD serving is light, and memory is not the limit
+/// (a verifier guest takes 1 GiB).
+pub fn default_verify_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
 }
 
 impl LabHost {
@@ -76,6 +87,7 @@ impl LabHost {
             image,
             accel,
             accel_reason,
+            verify_jobs: default_verify_jobs(),
         })
     }
 

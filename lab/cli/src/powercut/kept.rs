@@ -40,14 +40,17 @@ fn zstd(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// Keeps state `i` of `store` under `crash_dir`; `base` is the crash disk's
-/// backing file. Returns the state's directory.
+/// Keeps state `i` of `store` under `crash_dir/name` (a sweep judges one
+/// content at several points, each with its own op log, so the name is the
+/// judgement's, not the state's); `base` is the crash disk's backing file.
+/// Returns the kept directory.
 pub fn keep_state(
     crash_dir: &Path,
     base: &Path,
     store: &StateStore,
     i: usize,
     st: &State,
+    name: &str,
     case: &KeptCase,
 ) -> Result<PathBuf> {
     let base_zst = crash_dir.join("base.raw.zst");
@@ -64,7 +67,7 @@ pub fn keep_state(
             None,
         )?;
     }
-    let dir = crash_dir.join(lab_disk::cow::state_name(i));
+    let dir = crash_dir.join(name);
     std::fs::create_dir_all(&dir)?;
     let lba = store.record().lba as usize;
     let mut raw = Vec::with_capacity(st.delta.len() * (8 + lba));
@@ -75,7 +78,7 @@ pub fn keep_state(
         raw.extend_from_slice(&buf);
     }
     std::fs::write(dir.join("delta.bin.zst"), zstd(&["-q", "-c"], Some(&raw))?)?;
-    std::fs::write(dir.join("recipe.txt"), format!("{}\n", st.recipe))?;
+    std::fs::write(dir.join("recipe.txt"), format!("{}\n", case.recipe))?;
     std::fs::write(dir.join("case.json"), serde_json::to_string_pretty(case)?)?;
     Ok(dir)
 }

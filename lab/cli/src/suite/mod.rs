@@ -1,8 +1,10 @@
 //! `lab run`: load testcases, run each in a fresh VM, judge, report.
 
+pub mod contents;
 pub mod outcome;
 pub mod powercut;
 pub mod results;
+pub mod sweep;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -25,7 +25,8 @@ use serde::Serialize;
 
 use crate::host::disks::CrashDisk;
 use crate::host::LabHost;
-use crate::powercut::verifier::Verifier;
+use crate::powercut::kept::KeptCase;
+use crate::suite::contents;
 use crate::suite::outcome::{judge_steps, result, stamp_run_id, StageError};
 use crate::vm::{agent, Vm};
 
@@ -89,15 +90,16 @@ pub fn workload_with_power_cut(
         }),
     };
     let t = Instant::now();
-    crash.arm(Some(pc.at.clone()), pc.hold);
+    crash.arm(pc.at.clone(), pc.hold);
     let disk = crash.disk.clone();
     let mut marks = 0;
-    // Lines are kept as they come: the command's output is lost with the
-    // guest when the cut kills QEMU under it.
-    let mut lines = String::new();
+    // Lines are kept as they come, each with the disk's clock when it
+    // arrived: the command's output is lost with the guest when the cut
+    // kills QEMU under it, and a sweep judges each cut point against the
+    // lines the host had by then.
+    let mut stream = AgentStream::default();
     let out = vm.exec_streaming(&command, timeout, &mut |line| {
-        lines.push_str(line);
-        lines.push('\n');
+        stream.push(disk.clock(), line);
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         let name = v.get("mark")?.as_str()?;
         marks += 1;
@@ -110,13 +112,21 @@ pub fn workload_with_power_cut(
     if let (Err(e), None) = (out, &fired) {
         return Err(StageError::new("power-cut workload", e));
     }
-    let stdout = lines;
-    let cut = match fired {
-        Some(c) => {
+    let stdout = stream.text();
+    let cut = match (fired, &pc.at) {
+        (Some(c), _) => {
             results.push(result(case, "power_cut.cut", Outcome::Passed, elapsed));
             c
         }
-        None => {
+        // A sweep alone: the workload ran to its end and the power goes
+        // now; the sweep's last point is this cut.
+        (None, None) => {
+            crash
+                .disk
+                .cut_now("the workload ended (sweep: no real cut asked)");
+            crash.disk.cut_info().expect("just cut")
+        }
+        (None, Some(at)) => {
             crash
                 .disk
                 .cut_now("the workload ended before the cut policy fired");
@@ -141,15 +151,13 @@ pub fn workload_with_power_cut(
             let outcome = if may_skip && stdout.contains("\"EOPNOTSUPP\"") {
                 Outcome::Skipped {
                     reason: format!(
-                        "cut policy {} never fired: the kernel refused the workload's atomic writes (EOPNOTSUPP), so it made only {writes} writes",
-                        pc.at
+                        "cut policy {at} never fired: the kernel refused the workload's atomic writes (EOPNOTSUPP), so it made only {writes} writes"
                     ),
                 }
             } else {
                 Outcome::Failed {
                     message: format!(
-                        "cut policy {} never fired: the workload made {writes} writes and ended",
-                        pc.at
+                        "cut policy {at} never fired: the workload made {writes} writes and ended"
                     ),
                     detail: "the power was cut after the workload instead".into(),
                 }
@@ -160,7 +168,12 @@ pub fn workload_with_power_cut(
     };
     // The agent's own lines are lost with the guest when QEMU dies under
     // the command; steps that did not report were cut short.
-    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    let log = OpLog {
+        run: run_id,
+        plan: &plan,
+        workload,
+        lines: &stream.lines,
+    };
     let ops = match workload {
         CutWorkload::Steps(steps) => {
             let _ = std::fs::write(dir.join("steps.jsonl"), &stdout);
@@ -173,22 +186,57 @@ pub fn workload_with_power_cut(
                 .count();
             judged.truncate(finished);
             results.extend(judged);
-            lab_model::steps_log::from_steps(&plan, &lines)
+            log.ops(stream.lines.len())
         }
-        CutWorkload::Generate(g) => {
+        CutWorkload::Generate(_) => {
             let _ = std::fs::write(dir.join("oplog.jsonl"), &stdout);
-            generator_ops(run_id, g, &lines)
-                .map_err(|e| StageError::lab("power-cut workload", anyhow::anyhow!(e)))?
+            log.ops(stream.lines.len())
         }
-    };
+    }
+    .map_err(|e| StageError::lab("power-cut workload", anyhow::anyhow!(e)))?;
     vm_gone(vm);
 
-    let t = Instant::now();
     let record = if pc.device_lies {
         crash.disk.record().as_if_acks_lied()
     } else {
         crash.disk.record()
     };
+    props.extend([
+        (
+            "power_cut.policy".into(),
+            pc.at.as_ref().map_or("none".into(), ToString::to_string),
+        ),
+        ("power_cut.cut".into(), cut.reason.clone()),
+        ("power_cut.writes".into(), record.writes.len().to_string()),
+        ("power_cut.marks".into(), marks.to_string()),
+        ("power_cut.device_lies".into(), pc.device_lies.to_string()),
+        (
+            "power_cut.atomic_unit_bytes".into(),
+            (u64::from(rules(tc).unit_lbas) * u64::from(rules(tc).lba)).to_string(),
+        ),
+    ]);
+    let guest = guest_writes(&record, &ops);
+    if let Some(sweep) = &pc.sweep {
+        let input = crate::suite::sweep::SweepInput {
+            host,
+            tc,
+            pc,
+            sweep,
+            case,
+            dir,
+            base: &crash.dir().join("disk.raw"),
+            disk_file: crash.disk.file(),
+            record: &record,
+            ops: &ops,
+            log: &log,
+            stamps: &stream.stamps,
+            guest: &guest,
+        };
+        results.extend(crate::suite::sweep::judge_sweep(&input, props)?);
+        return Ok(results);
+    }
+
+    let t = Instant::now();
     let rules = rules(tc);
     let planner = Planner::new(&record, rules);
     let mut state_plan = planner.plan(&pc.states);
@@ -196,7 +244,6 @@ pub fn workload_with_power_cut(
     let store = StateStore::new(crash.disk.file(), record.clone(), &state_plan.states)
         .map(Arc::new)
         .map_err(|e| StageError::lab("crash-states", e))?;
-    let guest = guest_writes(&record, &ops);
     // Where the cut fell, from the write that triggered it: the agent's
     // result lines lag behind the guest (some die with it).
     let during = match cut.writes_before.checked_sub(1).and_then(|s| guest.get(&s)) {
@@ -211,14 +258,20 @@ pub fn workload_with_power_cut(
         }
     };
     props.push(("power_cut.during".into(), during));
-    let scans = scan_states(&store, &record, &state_plan, rules)
+    let all: Vec<usize> = (0..state_plan.states.len()).collect();
+    let scans = scan_states(&store, &record, &all, rules)
         .map_err(|e| StageError::lab("crash-states", e))?;
+    let rows: Vec<StateRow> = state_plan
+        .states
+        .iter()
+        .enumerate()
+        .map(|(i, st)| StateRow {
+            name: format!("crash state {}", lab_disk::cow::state_name(i)),
+            recipe: st.recipe.to_string(),
+        })
+        .collect();
     write_artifacts(dir, &record, &state_plan, &scans, &guest);
     props.extend([
-        ("power_cut.policy".into(), pc.at.to_string()),
-        ("power_cut.cut".into(), cut.reason.clone()),
-        ("power_cut.writes".into(), record.writes.len().to_string()),
-        ("power_cut.marks".into(), marks.to_string()),
         (
             "power_cut.in_flight".into(),
             state_plan.in_flight_at_cut.to_string(),
@@ -232,24 +285,11 @@ pub fn workload_with_power_cut(
             state_plan.states.len().to_string(),
         ),
         ("power_cut.states_left_out".into(), left_out.to_string()),
-        ("power_cut.device_lies".into(), pc.device_lies.to_string()),
-        (
-            "power_cut.atomic_unit_bytes".into(),
-            (u64::from(rules.unit_lbas) * u64::from(rules.lba)).to_string(),
-        ),
     ]);
     // Checks that cannot apply to this cut (nothing of the kind was in
     // flight) are not results: the reason goes into the properties, so a
     // case that passed reads PASS.
-    for r in judge_states(
-        case,
-        &record,
-        &state_plan,
-        &scans,
-        &guest,
-        rules,
-        t.elapsed(),
-    ) {
+    for r in judge_states(case, &record, &rows, &scans, &guest, rules, t.elapsed()) {
         match r.outcome {
             Outcome::Skipped { reason } => {
                 props.push((r.check.clone(), format!("not applicable: {reason}")))
@@ -287,20 +327,11 @@ fn verify_states(
     ops: &[lab_model::Op],
     props: &mut Vec<(String, String)>,
 ) -> Vec<CaseResult> {
-    let mut results = Vec::new();
     let _ = std::fs::write(
         dir.join("crash/oplog.json"),
         serde_json::to_string_pretty(ops).unwrap_or_default(),
     );
-    let mut files: Vec<String> = ops
-        .iter()
-        .filter_map(|o| match &o.kind {
-            lab_model::OpKind::Write(w) => Some(w.file.clone()),
-            _ => None,
-        })
-        .collect();
-    files.sort();
-    files.dedup();
+    let files = contents::written_files(ops);
     let model = lab_model::Model::new(ops);
     let in_flight = ops
         .iter()
@@ -308,189 +339,48 @@ fn verify_states(
         .count();
     props.push(("verify.ops_in_flight_at_cut".into(), in_flight.to_string()));
     let t = Instant::now();
-    let mut verifier: Option<Verifier> = None;
-    let mut restarts = 0;
-    let mut times = Vec::new();
-    let mut verified = 0;
-    for (i, st) in plan.states.iter().enumerate() {
-        let name = format!("state.{}", lab_disk::cow::state_name(i));
-        if verifier.is_none() {
-            match Verifier::start(
-                host,
-                store.clone(),
-                &tc.device,
-                dir.join(format!("verifier-{restarts}.console.log")),
-            ) {
-                Ok(v) => {
-                    props.push((
-                        format!("verify.boot_{restarts}_s"),
-                        format!("{:.2}", v.boot_seconds()),
-                    ));
-                    verifier = Some(v)
-                }
-                Err(e) => {
-                    results.push(result(
-                        case,
-                        &name,
-                        Outcome::Error {
-                            message: format!("the verifier VM did not start: {e:#}"),
-                            detail: String::new(),
-                        },
-                        Duration::ZERO,
-                    ));
-                    break;
-                }
-            }
-        }
-        let v = verifier.as_mut().expect("started");
-        let ts = Instant::now();
+    let checked = contents::check_contents(
+        &contents::Site {
+            host,
+            tc,
+            case,
+            dir,
+            store,
+        },
+        plan.states.len(),
+        &files,
+        props,
+    );
+    let per_state = t.elapsed() / plan.states.len().max(1) as u32;
+    let mut results = Vec::new();
+    for (i, (st, content)) in plan.states.iter().zip(&checked.contents).enumerate() {
+        let Some(outcome) = contents::judge(content, &model) else {
+            continue;
+        };
+        let name = lab_disk::cow::state_name(i);
         let reproduce = format!(
             "recipe `{}`; rerun the cut: lab run {} (deterministic for write/mark/LBA cuts)",
             st.recipe, tc.name
         );
-        let outcome = match v.check(i, &files, Duration::from_secs(tc.timeouts.command_s)) {
-            Ok(c) => {
-                verified += 1;
-                times.push(c.times);
-                if let Some(m) = c.mount_error {
-                    Outcome::Failed {
-                        message: format!("XFS: mount (log recovery) failed on crash state {i}"),
-                        detail: format!(
-                            "{m}
-{reproduce}"
-                        ),
-                    }
-                } else if let Some(r) = c.repair_error {
-                    Outcome::Failed {
-                        message: format!("XFS: xfs_repair -n found corruption in crash state {i}"),
-                        detail: format!(
-                            "{r}
-{reproduce}"
-                        ),
-                    }
-                } else {
-                    let verdict = model.judge(&c.files);
-                    if verdict.passed() {
-                        Outcome::Passed
-                    } else {
-                        let first = &verdict.violations[0];
-                        Outcome::Failed {
-                            message: format!("{}: {}", first.rule, first.message),
-                            detail: format!(
-                                "{}
-{reproduce}",
-                                verdict
-                                    .violations
-                                    .iter()
-                                    .map(|v| format!("- {} ({}): {}", v.rule, v.file, v.message))
-                                    .collect::<Vec<_>>()
-                                    .join("\n")
-                            ),
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                // A hung or crashed verifier: this state fails with the
-                // console; a fresh VM takes the rest.
-                let o = Outcome::Failed {
-                    message: format!("verifier guest failed on crash state {i}: {e}"),
-                    detail: format!(
-                        "{}
-{reproduce}",
-                        e.console_tail().unwrap_or_default()
-                    ),
-                };
-                if let Some(v) = verifier.take() {
-                    v.shutdown();
-                }
-                restarts += 1;
-                if restarts > 2 {
-                    results.push(result(case, &name, o, ts.elapsed()));
-                    break;
-                }
-                o
-            }
-        };
-        // A failing state is kept (recipe + compressed delta) so it can be
-        // judged again without the run: `lab verify DIR`.
         let outcome = match outcome {
-            Outcome::Failed { message, detail } => {
-                let kept = crate::powercut::kept::KeptCase {
-                    testcase: tc.name.clone(),
-                    device: tc.device.clone(),
-                    files: files.clone(),
-                    ops: ops.to_vec(),
-                    recipe: st.recipe.to_string(),
-                    timeout_s: tc.timeouts.command_s,
-                };
-                match crate::powercut::kept::keep_state(
-                    &dir.join("crash"),
-                    base,
-                    store,
-                    i,
-                    st,
-                    &kept,
-                ) {
-                    Ok(d) => Outcome::Failed {
-                        message: format!("{message} (reproduce: lab verify {})", d.display()),
-                        detail,
-                    },
-                    Err(e) => Outcome::Failed {
-                        message,
-                        detail: format!(
-                            "{detail}
-(could not keep the state: {e:#})"
-                        ),
-                    },
-                }
-            }
+            Outcome::Failed { message, detail } => Outcome::Failed {
+                message: format!("{message} (crash state {name})"),
+                detail: format!("{detail}\n{reproduce}"),
+            },
             o => o,
         };
-        results.push(result(case, &name, outcome, ts.elapsed()));
+        let kept = KeptCase {
+            testcase: tc.name.clone(),
+            device: tc.device.clone(),
+            files: files.clone(),
+            ops: ops.to_vec(),
+            recipe: st.recipe.to_string(),
+            timeout_s: tc.timeouts.command_s,
+        };
+        let outcome = contents::keep_failure(outcome, dir, base, store, i, st, &name, &kept);
+        results.push(result(case, &format!("state.{name}"), outcome, per_state));
     }
-    if let Some(v) = verifier.take() {
-        for s in v.vm().splats() {
-            results.push(result(
-                case,
-                "verify.console",
-                Outcome::Failed {
-                    message: format!("{} (verifier guest)", s.title),
-                    detail: s.excerpt.clone(),
-                },
-                Duration::ZERO,
-            ));
-        }
-        v.shutdown();
-    }
-    let total = t.elapsed().as_secs_f64();
-    let n = times.len().max(1) as f64;
-    let sum =
-        |f: fn(&crate::powercut::verifier::PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
-    props.extend([
-        ("verify.states".into(), verified.to_string()),
-        ("verify.total_s".into(), format!("{total:.2}")),
-        (
-            "verify.per_state_attach_s".into(),
-            format!("{:.3}", sum(|t| t.attach)),
-        ),
-        (
-            "verify.per_state_mount_s".into(),
-            format!("{:.3}", sum(|t| t.mount)),
-        ),
-        (
-            "verify.per_state_scan_s".into(),
-            format!("{:.3}", sum(|t| t.scan)),
-        ),
-        (
-            "verify.per_state_repair_s".into(),
-            format!("{:.3}", sum(|t| t.repair)),
-        ),
-        (
-            "verify.per_state_overhead_s".into(),
-            format!("{:.3}", sum(|t| t.overhead)),
-        ),
-    ]);
+    results.extend(checked.results);
     results
 }
 
@@ -501,41 +391,85 @@ fn vm_gone(vm: &mut Vm) {
     }
 }
 
-/// The model's log of a generator run: its limits line, the operations
-/// the seed gives every thread (the host derives the same ones), and the
-/// start and end lines that reached the host.
-fn generator_ops(run: u64, g: &GenParams, lines: &[String]) -> Result<Vec<lab_model::Op>, String> {
-    let limits = lines
-        .iter()
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            serde_json::from_value::<lab_core::generate::GenLimits>(v.get("limits")?.clone()).ok()
-        })
-        .ok_or("the generator's limits line never reached the lab before the cut: its operations are unknown")?;
-    let per_thread = lab_core::generate::generate(g, &limits);
-    let open = Step::Open(lab_core::steps::Open {
-        file: GEN_FILE.into(),
-        direct: g.direct,
-        sync: false,
-        dsync: false,
-        expect: Default::default(),
-    });
-    Ok(lab_model::steps_log::from_threads(
-        run,
-        "/mnt",
-        &open,
-        &per_thread,
-        lines,
-    ))
+/// The agent's lines as they reached the host, each with the disk's clock
+/// at its arrival (the time base of the crash disk's record).
+#[derive(Default)]
+pub(crate) struct AgentStream {
+    pub lines: Vec<String>,
+    pub stamps: Vec<Duration>,
+}
+
+impl AgentStream {
+    fn push(&mut self, at: Duration, line: &str) {
+        self.lines.push(line.to_string());
+        self.stamps.push(at);
+    }
+
+    fn text(&self) -> String {
+        self.lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// How many lines had arrived by disk time `t`.
+    pub fn arrived_by(stamps: &[Duration], t: Duration) -> usize {
+        stamps.partition_point(|&s| s <= t)
+    }
+}
+
+/// The model's op log of a power-cut workload, as the host had it after
+/// any number of the agent's lines.
+pub(crate) struct OpLog<'a> {
+    pub run: u64,
+    pub plan: &'a Plan,
+    pub workload: CutWorkload<'a>,
+    /// Every line the host received, in order.
+    pub lines: &'a [String],
+}
+
+impl OpLog<'_> {
+    /// The log after the first `k` lines. A generator's operations come
+    /// from its seed and the guest's limits line (a fact about the device,
+    /// not a promise, so it is read from all the lines); starts and ends
+    /// from the first `k`.
+    pub fn ops(&self, k: usize) -> Result<Vec<lab_model::Op>, String> {
+        let seen = &self.lines[..k];
+        let g = match self.workload {
+            CutWorkload::Steps(_) => return Ok(lab_model::steps_log::from_steps(self.plan, seen)),
+            CutWorkload::Generate(g) => g,
+        };
+        let limits = self
+            .lines
+            .iter()
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                serde_json::from_value::<lab_core::generate::GenLimits>(v.get("limits")?.clone())
+                    .ok()
+            })
+            .ok_or("the generator's limits line never reached the lab before the cut: its operations are unknown")?;
+        let per_thread = lab_core::generate::generate(g, &limits);
+        let open = Step::Open(lab_core::steps::Open {
+            file: GEN_FILE.into(),
+            direct: g.direct,
+            sync: false,
+            dsync: false,
+            expect: Default::default(),
+        });
+        Ok(lab_model::steps_log::from_threads(
+            self.run,
+            "/mnt",
+            &open,
+            &per_thread,
+            seen,
+        ))
+    }
 }
 
 /// A guest pwrite, identified by the stamp its sectors carry.
 #[derive(Debug, Clone, Serialize)]
-struct GuestWrite {
+pub(crate) struct GuestWrite {
     /// The agent's write id.
     write: u32,
     /// `step 4 pwritev2(...)` / `thread 1 op 7 pwritev2(...)`.
-    describe: String,
+    pub describe: String,
     atomic: bool,
 }
 
@@ -574,7 +508,7 @@ fn guest_writes(record: &Record, ops: &[lab_model::Op]) -> HashMap<u64, GuestWri
 
 /// How much of one in-flight write one state holds.
 #[derive(Debug, Clone, Serialize)]
-struct WriteScan {
+pub(crate) struct WriteScan {
     seq: u64,
     /// LBAs of the write holding its data / LBAs it has that no later write
     /// overwrote (the ones that can tell).
@@ -590,10 +524,12 @@ impl WriteScan {
 
 /// Reads every state back through its export and, for each write in
 /// flight at the cut, counts the LBAs holding its bytes.
-fn scan_states(
+/// Reads `states` of `store` back; `record` is cut where they were made
+/// (the real cut, or a sweep's virtual one). One row per state.
+pub(crate) fn scan_states(
     store: &StateStore,
     record: &Record,
-    plan: &StatePlan,
+    states: &[usize],
     rules: AtomicRules,
 ) -> std::io::Result<Vec<Vec<WriteScan>>> {
     let cut = record.cut.as_ref().expect("scanned after the cut");
@@ -619,8 +555,8 @@ fn scan_states(
             (w, tells)
         })
         .collect();
-    let mut out = Vec::with_capacity(plan.states.len());
-    for i in 0..plan.states.len() {
+    let mut out = Vec::with_capacity(states.len());
+    for &i in states {
         let mut scans = Vec::new();
         for (w, tells) in &telling_lbas {
             let mut buf = vec![0u8; w.len as usize];
@@ -646,10 +582,19 @@ fn scan_states(
     Ok(out)
 }
 
-fn judge_states(
+/// What the device-level checks call one scanned row: a crash state of a
+/// cut, or a (cut point, state) pair of a sweep.
+pub(crate) struct StateRow {
+    pub name: String,
+    pub recipe: String,
+}
+
+/// The device-level checks over scanned rows: every write that must be
+/// whole is, and some write that could tear is seen torn.
+pub(crate) fn judge_states(
     case: &str,
     record: &Record,
-    plan: &StatePlan,
+    rows: &[StateRow],
     scans: &[Vec<WriteScan>],
     guest: &HashMap<u64, GuestWrite>,
     rules: AtomicRules,
@@ -696,15 +641,15 @@ fn judge_states(
     let whole = if let Some((i, s)) = torn_bad.first() {
         Outcome::Failed {
             message: format!(
-                "{} is torn in crash state {} ({} of {} LBAs landed) although it must be all or nothing",
+                "{} is torn in {} ({} of {} LBAs landed) although it must be all or nothing",
                 label(s.seq),
-                lab_disk::cow::state_name(*i),
+                rows[*i].name,
                 s.landed,
                 s.telling
             ),
             detail: format!(
                 "recipe: {}\n{} torn atomic writes in all",
-                plan.states[*i].recipe,
+                rows[*i].recipe,
                 torn_bad.len()
             ),
         }
@@ -716,15 +661,16 @@ fn judge_states(
         Outcome::Passed
     };
     results.push(result(case, "power_cut.atomic_writes_whole", whole, d));
+    // Every row's in-flight writes (one set for one cut; a sweep's points
+    // each have their own).
     let tearable: Vec<u64> = scans
-        .first()
-        .map(|st| {
-            st.iter()
-                .filter(|s| !must_be_whole(s.seq) && s.telling > 1)
-                .map(|s| s.seq)
-                .collect()
-        })
-        .unwrap_or_default();
+        .iter()
+        .flatten()
+        .filter(|s| !must_be_whole(s.seq) && s.telling > 1)
+        .map(|s| s.seq)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let control = if tearable.is_empty() {
         Outcome::Skipped {
             reason: format!(

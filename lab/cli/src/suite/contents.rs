@@ -1,0 +1,318 @@
+//! Crash states through the verifier VM: each distinct content is mounted
+//! (log recovery), scanned and checked with `xfs_repair -n` once; the
+//! model then judges the scan against any op log (one cut's, or each point
+//! of a sweep that leaves the same content). Failing judgements are kept so
+//! `lab verify` can judge them again without the run.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lab_core::report::{CaseResult, Outcome};
+use lab_core::testcase::Testcase;
+use lab_disk::states::State;
+use lab_disk::StateStore;
+use lab_model::FileScan;
+
+use crate::host::LabHost;
+use crate::powercut::kept::{keep_state, KeptCase};
+use crate::powercut::verifier::{PhaseTimes, Verifier};
+use crate::suite::outcome::result;
+
+/// What the verifier VM made of one content.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// Mounted, scanned and clean by `xfs_repair -n`: the model decides.
+    Scanned(Vec<FileScan>),
+    /// A finding whatever the op log: the mount failed, `xfs_repair -n`
+    /// found corruption, or the state took the verifier guest down.
+    Broken { message: String, detail: String },
+    /// Not checked: the verifier could not be (re)started.
+    Unchecked,
+}
+
+/// Every content checked, plus the results that belong to no one state
+/// (a verifier that did not start, splats on a verifier's console).
+pub struct Checked {
+    pub contents: Vec<Content>,
+    pub results: Vec<CaseResult>,
+    pub times: Vec<PhaseTimes>,
+}
+
+/// Where crash states are checked: the testcase, its results directory
+/// and the store the states are served from.
+pub struct Site<'a> {
+    pub host: &'a LabHost,
+    pub tc: &'a Testcase,
+    pub case: &'a str,
+    pub dir: &'a Path,
+    pub store: &'a Arc<StateStore>,
+}
+
+/// The files the workload wrote, as the verifier scans them.
+pub fn written_files(ops: &[lab_model::Op]) -> Vec<String> {
+    let mut files: Vec<String> = ops
+        .iter()
+        .filter_map(|o| match &o.kind {
+            lab_model::OpKind::Write(w) => Some(w.file.clone()),
+            _ => None,
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// What one verifier VM did with its share of the states.
+struct Share {
+    contents: Vec<(usize, Content)>,
+    results: Vec<CaseResult>,
+    times: Vec<PhaseTimes>,
+    boots: Vec<f64>,
+}
+
+/// Runs `states` states of the store through `host.verify_jobs` verifier
+/// VMs at once (each its own VM and switch export over the same store,
+/// taking every n-th state), each state once.
+pub fn check_contents(
+    site: &Site,
+    states: usize,
+    files: &[String],
+    props: &mut Vec<(String, String)>,
+) -> Checked {
+    let t = Instant::now();
+    let jobs = site.host.verify_jobs.clamp(1, states.max(1));
+    let shares: Vec<Share> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|w| {
+                let mine: Vec<usize> = (w..states).step_by(jobs).collect();
+                scope.spawn(move || check_share(site, w, &mine, files))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a verifier worker panicked"))
+            .collect()
+    });
+    let mut checked = Checked {
+        contents: vec![Content::Unchecked; states],
+        results: Vec::new(),
+        times: Vec::new(),
+    };
+    for (w, share) in shares.into_iter().enumerate() {
+        for (i, c) in share.contents {
+            checked.contents[i] = c;
+        }
+        checked.results.extend(share.results);
+        checked.times.extend(share.times);
+        for (k, b) in share.boots.iter().enumerate() {
+            // verify.boot_0_s is the first verifier's first boot, as before.
+            let key = if jobs == 1 {
+                format!("verify.boot_{k}_s")
+            } else {
+                format!("verify.job{w}.boot_{k}_s")
+            };
+            props.push((key, format!("{b:.2}")));
+        }
+        if jobs > 1 && w == 0 {
+            if let Some(b) = share.boots.first() {
+                props.push(("verify.boot_0_s".into(), format!("{b:.2}")));
+            }
+        }
+    }
+    let times = &checked.times;
+    let n = times.len().max(1) as f64;
+    let mean = |f: fn(&PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
+    props.extend([
+        ("verify.jobs".into(), jobs.to_string()),
+        ("verify.states".into(), times.len().to_string()),
+        (
+            "verify.total_s".into(),
+            format!("{:.2}", t.elapsed().as_secs_f64()),
+        ),
+        (
+            "verify.per_state_attach_s".into(),
+            format!("{:.3}", mean(|t| t.attach)),
+        ),
+        (
+            "verify.per_state_mount_s".into(),
+            format!("{:.3}", mean(|t| t.mount)),
+        ),
+        (
+            "verify.per_state_scan_s".into(),
+            format!("{:.3}", mean(|t| t.scan)),
+        ),
+        (
+            "verify.per_state_repair_s".into(),
+            format!("{:.3}", mean(|t| t.repair)),
+        ),
+        (
+            "verify.per_state_overhead_s".into(),
+            format!("{:.3}", mean(|t| t.overhead)),
+        ),
+    ]);
+    checked
+}
+
+/// One verifier VM's share. A hung or crashed verifier makes its state a
+/// finding (with the console) and a fresh VM takes the rest; after three,
+/// the rest stay unchecked.
+fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -> Share {
+    let Site {
+        host,
+        tc,
+        case,
+        dir,
+        store,
+    } = *site;
+    let mut share = Share {
+        contents: Vec::new(),
+        results: Vec::new(),
+        times: Vec::new(),
+        boots: Vec::new(),
+    };
+    let mut verifier: Option<Verifier> = None;
+    let mut restarts = 0;
+    for (k, &i) in states.iter().enumerate() {
+        if verifier.is_none() {
+            let console = if worker == 0 {
+                format!("verifier-{restarts}.console.log")
+            } else {
+                format!("verifier-{restarts}.job{worker}.console.log")
+            };
+            match Verifier::start(host, store.clone(), &tc.device, dir.join(console)) {
+                Ok(v) => {
+                    share.boots.push(v.boot_seconds());
+                    verifier = Some(v)
+                }
+                Err(e) => {
+                    share.results.push(result(
+                        case,
+                        "verify.start",
+                        Outcome::Error {
+                            message: format!("the verifier VM did not start: {e:#}"),
+                            detail: format!("{} crash states left unchecked", states.len() - k),
+                        },
+                        Duration::ZERO,
+                    ));
+                    break;
+                }
+            }
+        }
+        let v = verifier.as_mut().expect("started");
+        match v.check(i, files, Duration::from_secs(tc.timeouts.command_s)) {
+            Ok(c) => {
+                share.times.push(c.times);
+                let content = if let Some(m) = c.mount_error {
+                    Content::Broken {
+                        message: "XFS: mount (log recovery) failed".into(),
+                        detail: m,
+                    }
+                } else if let Some(r) = c.repair_error {
+                    Content::Broken {
+                        message: "XFS: xfs_repair -n found corruption".into(),
+                        detail: r,
+                    }
+                } else {
+                    Content::Scanned(c.files)
+                };
+                share.contents.push((i, content));
+            }
+            Err(e) => {
+                share.contents.push((
+                    i,
+                    Content::Broken {
+                        message: format!("the verifier guest failed: {e}"),
+                        detail: e.console_tail().unwrap_or_default().to_string(),
+                    },
+                ));
+                if let Some(v) = verifier.take() {
+                    v.shutdown();
+                }
+                restarts += 1;
+                if restarts > 2 {
+                    share.results.push(result(
+                        case,
+                        "verify.start",
+                        Outcome::Error {
+                            message: "the verifier guest failed three times".into(),
+                            detail: format!("{} crash states left unchecked", states.len() - k - 1),
+                        },
+                        Duration::ZERO,
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(v) = verifier.take() {
+        for s in v.vm().splats() {
+            share.results.push(result(
+                case,
+                "verify.console",
+                Outcome::Failed {
+                    message: format!("{} (verifier guest)", s.title),
+                    detail: s.excerpt.clone(),
+                },
+                Duration::ZERO,
+            ));
+        }
+        v.shutdown();
+    }
+    share
+}
+
+/// The verdict on one content against one op log; None when unchecked.
+pub fn judge(content: &Content, model: &lab_model::Model) -> Option<Outcome> {
+    match content {
+        Content::Unchecked => None,
+        Content::Broken { message, detail } => Some(Outcome::Failed {
+            message: message.clone(),
+            detail: detail.clone(),
+        }),
+        Content::Scanned(files) => {
+            let verdict = model.judge(files);
+            Some(match verdict.violations.first() {
+                None => Outcome::Passed,
+                Some(first) => Outcome::Failed {
+                    message: format!("{}: {}", first.rule, first.message),
+                    detail: verdict
+                        .violations
+                        .iter()
+                        .map(|v| format!("- {} ({}): {}", v.rule, v.file, v.message))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                },
+            })
+        }
+    }
+}
+
+/// Keeps a failing judgement (state `i`'s delta, the recipe that made it
+/// and the op log that judged it) as `crash/<name>/`, and says in the
+/// outcome how to judge it again; a state that could not be kept says why.
+#[allow(clippy::too_many_arguments)]
+pub fn keep_failure(
+    outcome: Outcome,
+    dir: &Path,
+    base: &Path,
+    store: &StateStore,
+    i: usize,
+    st: &State,
+    name: &str,
+    kept: &KeptCase,
+) -> Outcome {
+    let Outcome::Failed { message, detail } = outcome else {
+        return outcome;
+    };
+    match keep_state(&dir.join("crash"), base, store, i, st, name, kept) {
+        Ok(d) => Outcome::Failed {
+            message: format!("{message} (reproduce: lab verify {})", d.display()),
+            detail,
+        },
+        Err(e) => Outcome::Failed {
+            message,
+            detail: format!("{detail}\n(could not keep the state: {e:#})"),
+        },
+    }
+}
