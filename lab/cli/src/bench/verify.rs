@@ -1,11 +1,16 @@
 //! `lab bench verify`: how fast crash states are verified, and that the
 //! default kernel gives no false positives over many of them.
 //!
-//! Cuts a seeded 8-thread O_DIRECT generator on XFS (half RWF_ATOMIC, with
-//! fsyncs) at successive points until enough states were verified. Every
-//! cut is a real `lab run` testcase: workload VM, crash disk, states,
-//! verifier VM, model.
+//! First the baseline: single cuts of a seeded 8-thread O_DIRECT generator
+//! on XFS (half RWF_ATOMIC, with fsyncs) at successive points until enough
+//! states were verified. Then sweeps (`power_cut.sweep`), measured in the
+//! same run: the seeded generator (O_DIRECT) and a buffered one, swept at
+//! every disk event, until enough (cut point, state) pairs were judged; one
+//! sweep again with a single verifier VM, for the `--verify-jobs` ratio.
+//! Every cut and sweep is a real `lab run` testcase: workload VM, crash
+//! disk, states, verifier VMs, model.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -44,7 +49,243 @@ fn cut_case(i: usize) -> Result<Testcase> {
     Ok(testcase::parse("bench-verify", &text)?)
 }
 
-pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
+pub fn bench_verify(host: &LabHost, want: usize, judgements: usize) -> Result<Vec<Measurement>> {
+    let (mut records, single_per_min) = single_cuts(host, want)?;
+    let sweep = sweeps(host, judgements)?;
+    let sweep_per_min = sweep
+        .iter()
+        .find(|r| r.metric == "sweep_judgements_per_minute")
+        .map_or(0.0, |r| r.value);
+    records.extend(sweep);
+    records.push(rec(
+        "ratio_sweep_judgements_vs_single_cut_states_per_minute",
+        sweep_per_min / single_per_min.max(1e-9),
+        "ratio",
+    ));
+    Ok(records)
+}
+
+/// Sweeps of the seeded generator: O_DIRECT (half RWF_ATOMIC) or buffered
+/// (plain writes: mainline refuses buffered RWF_ATOMIC), cut before every
+/// disk event.
+const SWEEP_TEMPLATE: &str = "\
+name: bench-sweep
+device: { lba_size: 4096 }
+mkfs: { block_size: 4096 }
+power_cut:
+  sweep: { every: write, max_points: 96, seed: 1 }
+  hold: { window: 8, ms: 40 }
+  states: { max: 12, seed: 1 }
+workload:
+  generate:
+    seed: 1
+    threads: 4
+    ops: 24
+    atomic_ratio: 0.5
+    sync_ratio: 0.15
+    direct: true
+    region_bytes: 1048576
+";
+
+fn sweep_case(i: usize, buffered: bool) -> Result<Testcase> {
+    let mut text = SWEEP_TEMPLATE
+        .replace("    seed: 1\n", &format!("    seed: {}\n", i + 1))
+        .replace("seed: 1 }", &format!("seed: {} }}", i + 1));
+    let kind = if buffered { "buffered" } else { "direct" };
+    text = text.replace(
+        "name: bench-sweep",
+        &format!("name: bench-sweep-{kind}-{i}"),
+    );
+    if buffered {
+        text = text
+            .replace("atomic_ratio: 0.5", "atomic_ratio: 0.0")
+            .replace("direct: true", "direct: false");
+    }
+    Ok(testcase::parse("bench-sweep", &text)?)
+}
+
+/// What one sweep testcase measured.
+#[derive(Default, Clone, Copy)]
+struct SweepFigures {
+    points: f64,
+    contents: f64,
+    judged: f64,
+    generated: f64,
+    verify_s: f64,
+    wall_s: f64,
+    failed: f64,
+}
+
+impl std::ops::AddAssign for SweepFigures {
+    fn add_assign(&mut self, o: SweepFigures) {
+        self.points += o.points;
+        self.contents += o.contents;
+        self.judged += o.judged;
+        self.generated += o.generated;
+        self.verify_s += o.verify_s;
+        self.wall_s += o.wall_s;
+        self.failed += o.failed;
+    }
+}
+
+fn run_sweep(
+    host: &LabHost,
+    dir: &Path,
+    tc: &Testcase,
+    failures: &mut Vec<String>,
+) -> SweepFigures {
+    let case_dir = dir.join(&tc.name);
+    let _ = std::fs::create_dir_all(&case_dir);
+    let t = Instant::now();
+    let suite = crate::suite::run_case(
+        host,
+        tc,
+        &tc.name,
+        &case_dir,
+        &indicatif::ProgressBar::hidden(),
+    );
+    let num = |k: &str| {
+        suite
+            .properties
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for r in &suite.results {
+        if let Outcome::Failed { message, .. } | Outcome::Error { message, .. } = &r.outcome {
+            failures.push(format!("{}: {}: {message}", tc.name, r.check));
+        }
+    }
+    let f = SweepFigures {
+        points: num("sweep.cut_points"),
+        contents: num("verify.states"),
+        judged: num("sweep.judged"),
+        generated: num("sweep.states_generated"),
+        verify_s: num("verify.total_s"),
+        wall_s: t.elapsed().as_secs_f64(),
+        failed: num("sweep.judgements_failed"),
+    };
+    eprintln!(
+        "{} (verify jobs {}): {} points, {} contents, {} judged, {} failed, verify {:.0} s",
+        tc.name, host.verify_jobs, f.points, f.contents, f.judged, f.failed, f.verify_s
+    );
+    f
+}
+
+fn sweeps(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
+    let dir = paths::PrivateDir::new("lab-bench-sweep")?;
+    let mut failures = Vec::new();
+    let (mut direct, mut buffered) = (SweepFigures::default(), SweepFigures::default());
+    let mut i = 0;
+    while ((direct.judged + buffered.judged) as usize) < want {
+        if i >= 60 {
+            bail!(
+                "only {} judgements after {i} sweeps",
+                direct.judged + buffered.judged
+            );
+        }
+        let is_buffered = i % 2 == 1;
+        let f = run_sweep(
+            host,
+            dir.path(),
+            &sweep_case(i, is_buffered)?,
+            &mut failures,
+        );
+        if is_buffered {
+            buffered += f;
+        } else {
+            direct += f;
+        }
+        i += 1;
+    }
+    // The same first sweep with one verifier VM: what `--verify-jobs` buys.
+    let mut one = host.clone();
+    one.verify_jobs = 1;
+    let single_job = run_sweep(&one, dir.path(), &sweep_case(0, false)?, &mut failures);
+    for f in &failures {
+        eprintln!("FAILED {f}");
+    }
+    let mut all = direct;
+    all += buffered;
+    let per_min = |n: f64, s: f64| 60.0 * n / s.max(1e-9);
+    let mut out = vec![
+        rec("sweeps", i as f64, "count"),
+        rec("sweep_verify_jobs", host.verify_jobs as f64, "count"),
+        rec("sweep_cut_points", all.points, "count"),
+        rec("sweep_states_generated", all.generated, "count"),
+        rec("sweep_contents_scanned", all.contents, "count"),
+        rec("sweep_judgements", all.judged, "count"),
+        rec(
+            "sweep_judgements_failed_false_positives",
+            all.failed,
+            "count",
+        ),
+        rec(
+            "sweep_other_failures",
+            failures.len() as f64 - all.failed.min(failures.len() as f64),
+            "count",
+        ),
+        rec(
+            "sweep_dedupe_ratio",
+            all.judged / all.contents.max(1.0),
+            "ratio",
+        ),
+        rec(
+            "sweep_contents_per_minute",
+            per_min(all.contents, all.verify_s),
+            "contents/min",
+        ),
+        rec(
+            "sweep_judgements_per_minute",
+            per_min(all.judged, all.verify_s),
+            "judgements/min",
+        ),
+        rec(
+            "sweep_judgements_per_minute_end_to_end",
+            per_min(all.judged, all.wall_s),
+            "judgements/min",
+        ),
+    ];
+    for (name, f) in [("direct", direct), ("buffered", buffered)] {
+        out.extend([
+            rec(&format!("sweep_{name}_judgements"), f.judged, "count"),
+            rec(
+                &format!("sweep_{name}_contents_per_minute"),
+                per_min(f.contents, f.verify_s),
+                "contents/min",
+            ),
+            rec(
+                &format!("sweep_{name}_judgements_per_minute"),
+                per_min(f.judged, f.verify_s),
+                "judgements/min",
+            ),
+            rec(
+                &format!("sweep_{name}_dedupe_ratio"),
+                f.judged / f.contents.max(1.0),
+                "ratio",
+            ),
+        ]);
+    }
+    out.extend([
+        rec(
+            "sweep_one_verifier_contents_per_minute",
+            per_min(single_job.contents, single_job.verify_s),
+            "contents/min",
+        ),
+        rec(
+            "ratio_verify_jobs_vs_one_contents_per_minute",
+            per_min(direct.contents, direct.verify_s)
+                / per_min(single_job.contents, single_job.verify_s).max(1e-9),
+            "ratio",
+        ),
+    ]);
+    Ok(out)
+}
+
+/// The single-cut baseline, and its states per minute with the verifier's
+/// boots counted (as the sweeps' figures count them).
+fn single_cuts(host: &LabHost, want: usize) -> Result<(Vec<Measurement>, f64)> {
     let dir = paths::PrivateDir::new("lab-bench-verify")?;
     let pb = indicatif::ProgressBar::hidden();
     let t = Instant::now();
@@ -52,6 +293,7 @@ pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
     let (mut control_possible, mut control_seen) = (0usize, 0usize);
     let mut split = [0.0f64; 5];
     let mut verify_s = 0.0;
+    let mut verify_with_boot_s = 0.0;
     let mut boots = Vec::new();
     let mut failures = Vec::new();
     while states < want {
@@ -86,6 +328,7 @@ pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
             split[i] += num(k) * n as f64;
         }
         verify_s += num("verify.total_s") - num("verify.boot_0_s");
+        verify_with_boot_s += num("verify.total_s");
         boots.push(num("verify.boot_0_s"));
         for r in &suite.results {
             if let Outcome::Failed { message, .. } | Outcome::Error { message, .. } = &r.outcome {
@@ -114,7 +357,8 @@ pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
     let s = states.max(1) as f64;
     let boot = crate::bench::median(&mut boots.clone());
     let per_state = verify_s / s;
-    Ok(vec![
+    let with_boot = 60.0 * s / f64::max(verify_with_boot_s, 1e-9);
+    let records = vec![
         crate::bench::accel_record(host),
         rec("cuts", cuts as f64, "count"),
         rec("states_verified", states as f64, "count"),
@@ -149,5 +393,11 @@ pub fn bench_verify(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
             (boot + per_state) / per_state.max(1e-9),
             "ratio",
         ),
-    ])
+        rec(
+            "single_cut_states_per_minute_with_boot",
+            with_boot,
+            "states/min",
+        ),
+    ];
+    Ok((records, with_boot))
 }

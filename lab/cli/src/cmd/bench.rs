@@ -36,10 +36,17 @@ pub enum BenchWhat {
     /// Power cuts of a seeded 8-thread O_DIRECT generator on XFS (half
     /// RWF_ATOMIC) until at least N crash states were verified: states per
     /// minute, the time split, false positives, positive controls.
+    /// Then sweeps (the generator O_DIRECT and buffered, a virtual cut
+    /// before every disk event) until at least J (cut point, state) pairs
+    /// were judged: contents scanned and judgements per minute, the dedupe
+    /// ratio, false positives, one verifier VM against --verify-jobs.
     Verify {
-        /// Crash states to verify at least.
+        /// Crash states to verify at least (single cuts).
         #[arg(short = 'n', long, default_value_t = 500)]
         states: usize,
+        /// Judgements to make at least (sweeps).
+        #[arg(short = 'j', long, default_value_t = 5000)]
+        judgements: usize,
     },
     /// Kernel builds: a full build of the lab config with a cold ccache,
     /// then the demo series bisected (incremental build per step, total
@@ -123,7 +130,9 @@ fn measure(host: &LabHost, what: BenchWhat) -> anyhow::Result<Vec<Measurement>> 
     match what {
         BenchWhat::Boot { runs } => bench::boot::bench_boot(host, runs.max(1)),
         BenchWhat::Disk { runs } => bench::disk::bench_disk(host, runs.max(1)),
-        BenchWhat::Verify { states } => bench::verify::bench_verify(host, states.max(1)),
+        BenchWhat::Verify { states, judgements } => {
+            bench::verify::bench_verify(host, states.max(1), judgements.max(1))
+        }
         BenchWhat::Kernel => bench::kernel::bench_kernel(host),
         BenchWhat::Stress {
             boots,

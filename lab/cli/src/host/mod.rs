@@ -21,6 +21,7 @@ use image::GuestImage;
 use qemu::{find_qemu, QemuInfo};
 
 /// Everything a run needs from the host, resolved once.
+#[derive(Clone)]
 pub struct LabHost {
     pub root: PathBuf,
     pub cache: PathBuf,

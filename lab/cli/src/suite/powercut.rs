@@ -701,22 +701,7 @@ fn write_artifacts(
     guest: &HashMap<u64, GuestWrite>,
 ) {
     let crash = dir.join("crash");
-    if std::fs::create_dir_all(&crash).is_err() {
-        return;
-    }
-    let _ = std::fs::write(
-        crash.join("record.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "lba": record.lba,
-            "size": record.size,
-            "writes": record.writes,
-            "flushes": record.flushes.len(),
-            "marks": record.marks,
-            "cut": record.cut,
-            "guest_writes": guest.iter().map(|(k, v)| (k.to_string(), v)).collect::<HashMap<_, _>>(),
-        }))
-        .unwrap_or_default(),
-    );
+    write_record(&crash, record, guest);
     let lines: Vec<String> = plan
         .states
         .iter()
@@ -734,4 +719,25 @@ fn write_artifacts(
         })
         .collect();
     let _ = std::fs::write(crash.join("states.jsonl"), lines.join("\n") + "\n");
+}
+
+/// `crash/record.json`: every write the crash disk received, the marks,
+/// the cut, and which guest write each device write carries.
+pub(crate) fn write_record(crash: &Path, record: &Record, guest: &HashMap<u64, GuestWrite>) {
+    if std::fs::create_dir_all(crash).is_err() {
+        return;
+    }
+    let _ = std::fs::write(
+        crash.join("record.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "lba": record.lba,
+            "size": record.size,
+            "writes": record.writes,
+            "flushes": record.flushes.len(),
+            "marks": record.marks,
+            "cut": record.cut,
+            "guest_writes": guest.iter().map(|(k, v)| (k.to_string(), v)).collect::<HashMap<_, _>>(),
+        }))
+        .unwrap_or_default(),
+    );
 }

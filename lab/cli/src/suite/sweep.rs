@@ -198,6 +198,7 @@ pub(crate) fn judge_sweep(
             _ => results.push(r),
         }
     }
+    crate::suite::powercut::write_record(&dir.join("crash"), record, guest);
     write_sweep_artifacts(dir, &plan, &described);
     props.extend([
         ("sweep.every".into(), sw.every.to_string()),
@@ -478,9 +479,7 @@ mod tests {
     fn sync_moments_are_the_ends_of_completed_syncs() {
         let (plan, lines) = (plan(), lines());
         let ops = lab_model::steps_log::from_steps(&plan, &lines);
-        let stamps: Vec<Duration> = (0..lines.len() as u64)
-            .map(Duration::from_secs)
-            .collect();
+        let stamps: Vec<Duration> = (0..lines.len() as u64).map(Duration::from_secs).collect();
         assert_eq!(
             sync_moments(&ops, &stamps),
             vec![Duration::from_secs(5), Duration::from_secs(9)]
