@@ -326,18 +326,30 @@ impl<'a> Planner<'a> {
         let (mut generated, mut left_out) = (0, 0);
         for (i, p) in points.iter().enumerate() {
             let pending = self.record.in_flight(p.writes_before, p.at);
-            // The point's own distinct contents, sampled to `limits.max`
-            // like a single cut's, then merged with every other point's.
+            // The point's own distinct contents, sampled to `limits.max`,
+            // then merged with every other point's. The sample is chosen
+            // by content (the seeded hash of the bytes, smallest first), not
+            // by position: a content two points can both leave is kept at
+            // both or at neither, so neighbouring points share their
+            // contents and each one verified is judged at many points.
             let mut here = Distinct::default();
             for recipe in self.point_states(&p.recipe_point(), p.writes_before, &pending, limits) {
                 generated += 1;
                 here.add(self, recipe);
             }
-            let keep = seeded_sample(
-                here.states.len(),
-                limits.max as usize,
-                limits.seed ^ i as u64,
-            );
+            let mut keyed: Vec<(u64, usize)> = here
+                .states
+                .iter()
+                .enumerate()
+                .map(|(k, st)| {
+                    let mut h = self.content_hash(&st.delta) ^ limits.seed;
+                    (splitmix(&mut h), k)
+                })
+                .collect();
+            keyed.sort_unstable();
+            keyed.truncate(limits.max as usize);
+            let mut keep: Vec<usize> = keyed.into_iter().map(|(_, k)| k).collect();
+            keep.sort_unstable();
             left_out += here.states.len() - keep.len();
             for k in keep {
                 let st = &here.states[k];

@@ -267,19 +267,22 @@ fn sweeps(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
             ),
         ]);
     }
-    out.extend([
-        rec(
-            "sweep_one_verifier_contents_per_minute",
-            per_min(single_job.contents, single_job.verify_s),
-            "contents/min",
-        ),
-        rec(
-            "ratio_verify_jobs_vs_one_contents_per_minute",
-            per_min(direct.contents, direct.verify_s)
-                / per_min(single_job.contents, single_job.verify_s).max(1e-9),
-            "ratio",
-        ),
-    ]);
+    // Absent when the single-verifier sweep did not run (interrupted).
+    if single_job.contents > 0.0 {
+        out.extend([
+            rec(
+                "sweep_one_verifier_contents_per_minute",
+                per_min(single_job.contents, single_job.verify_s),
+                "contents/min",
+            ),
+            rec(
+                "ratio_verify_jobs_vs_one_contents_per_minute",
+                per_min(direct.contents, direct.verify_s)
+                    / per_min(single_job.contents, single_job.verify_s),
+                "ratio",
+            ),
+        ]);
+    }
     Ok(out)
 }
 

@@ -201,6 +201,7 @@ pub fn workload_with_power_cut(
     } else {
         crash.disk.record()
     };
+    let rules = rules(tc);
     props.extend([
         (
             "power_cut.policy".into(),
@@ -212,7 +213,7 @@ pub fn workload_with_power_cut(
         ("power_cut.device_lies".into(), pc.device_lies.to_string()),
         (
             "power_cut.atomic_unit_bytes".into(),
-            (u64::from(rules(tc).unit_lbas) * u64::from(rules(tc).lba)).to_string(),
+            (u64::from(rules.unit_lbas) * u64::from(rules.lba)).to_string(),
         ),
     ]);
     let guest = guest_writes(&record, &ops);
@@ -237,7 +238,6 @@ pub fn workload_with_power_cut(
     }
 
     let t = Instant::now();
-    let rules = rules(tc);
     let planner = Planner::new(&record, rules);
     let mut state_plan = planner.plan(&pc.states);
     let left_out = state_plan.sample(pc.states.max as usize, pc.states.seed);

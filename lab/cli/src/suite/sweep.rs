@@ -199,7 +199,6 @@ pub(crate) fn judge_sweep(
         }
     }
     crate::suite::powercut::write_record(&dir.join("crash"), record, guest);
-    write_sweep_artifacts(dir, &plan, &described);
     props.extend([
         ("sweep.every".into(), sw.every.to_string()),
         ("sweep.cut_points".into(), points.len().to_string()),
@@ -221,6 +220,7 @@ pub(crate) fn judge_sweep(
         ),
     ]);
     if tc.mkfs.is_none() {
+        write_sweep_artifacts(dir, &plan, &described, &[]);
         return Ok(results);
     }
 
@@ -244,11 +244,16 @@ pub(crate) fn judge_sweep(
         point_ops.iter().map(|o| lab_model::Model::new(o)).collect();
     let mut failures: Vec<Failure> = Vec::new();
     let mut judged = 0usize;
+    let mut verdicts = vec!["unchecked".to_string(); plan.judgements.len()];
     for (k, j) in plan.judgements.iter().enumerate() {
         let Some(outcome) = contents::judge(&checked.contents[j.state], &models[j.point]) else {
             continue;
         };
         judged += 1;
+        verdicts[k] = match &outcome {
+            Outcome::Failed { message, .. } => format!("failed: {message}"),
+            o => o.label().to_string(),
+        };
         if matches!(outcome, Outcome::Failed { .. }) {
             failures.push(Failure {
                 point: j.point,
@@ -258,6 +263,7 @@ pub(crate) fn judge_sweep(
         }
     }
     let judge_s = tj.elapsed().as_secs_f64();
+    write_sweep_artifacts(dir, &plan, &described, &verdicts);
     let mut failed_points: Vec<usize> = failures.iter().map(|f| f.point).collect();
     failed_points.dedup();
     props.extend([
@@ -356,8 +362,9 @@ fn point_name(i: usize) -> String {
     format!("cut-{i:03}")
 }
 
-/// `crash/sweep.jsonl`: one line per cut point, with its judgements.
-fn write_sweep_artifacts(dir: &Path, plan: &SweepPlan, described: &[String]) {
+/// `crash/sweep.jsonl`: one line per cut point, with its judgements and,
+/// with a filesystem, the model's verdict on each.
+fn write_sweep_artifacts(dir: &Path, plan: &SweepPlan, described: &[String], verdicts: &[String]) {
     let crash = dir.join("crash");
     if std::fs::create_dir_all(&crash).is_err() {
         return;
@@ -370,11 +377,13 @@ fn write_sweep_artifacts(dir: &Path, plan: &SweepPlan, described: &[String]) {
             let states: Vec<serde_json::Value> = plan
                 .judgements
                 .iter()
-                .filter(|j| j.point == i)
-                .map(|j| {
+                .enumerate()
+                .filter(|(_, j)| j.point == i)
+                .map(|(k, j)| {
                     serde_json::json!({
                         "state": lab_disk::cow::state_name(j.state),
                         "recipe": j.recipe.to_string(),
+                        "verdict": verdicts.get(k),
                     })
                 })
                 .collect();
