@@ -102,9 +102,9 @@ fn bisect_names_the_broken_patch_of_the_buffered_series() {
 }
 
 /// The broken variant's two-halves patch is caught by a sweep with no
-/// hand-placed cut: among the cut points before each write arrives and each
-/// completion is sent, some fall between the two halves of a buffered
-/// atomic write, and a state there shows it torn.
+/// hand-placed cut: the cut points before each write arrives and each
+/// completion is sent (all of them) include one between the two halves of
+/// each buffered atomic write, and a state there shows it torn.
 #[test]
 fn a_sweep_catches_the_broken_buffered_series_with_no_hand_placed_cut() {
     let tmp = tempfile::tempdir().unwrap();
