@@ -298,6 +298,26 @@ pub fn workload_with_power_cut(
         }
     }
     if tc.mkfs.is_some() {
+        // A state made at a mark (the disk as it was there) is what a cut
+        // at the mark leaves, so it is judged against the op log the host
+        // had at the mark, not at the cut: a sync that completed between
+        // the two promised nothing to it.
+        let mut mark_ops = HashMap::new();
+        for st in &state_plan.states {
+            let Some(name) = st.recipe.point.strip_prefix("mark:") else {
+                continue;
+            };
+            if let Some(m) = record
+                .marks
+                .iter()
+                .find(|m| m.name == name && m.writes_before == st.recipe.writes_before)
+            {
+                let at_mark = log
+                    .ops(AgentStream::arrived_by(&stream.stamps, m.at))
+                    .map_err(|e| StageError::lab("power-cut workload", anyhow::anyhow!(e)))?;
+                mark_ops.insert(st.recipe.point.clone(), at_mark);
+            }
+        }
         results.extend(verify_states(
             host,
             &crash.dir().join("disk.raw"),
@@ -306,7 +326,7 @@ pub fn workload_with_power_cut(
             dir,
             &store,
             &state_plan,
-            &ops,
+            (&ops, &mark_ops),
             props,
         ));
     }
@@ -324,7 +344,7 @@ fn verify_states(
     dir: &Path,
     store: &Arc<StateStore>,
     plan: &StatePlan,
-    ops: &[lab_model::Op],
+    (ops, mark_ops): (&[lab_model::Op], &HashMap<String, Vec<lab_model::Op>>),
     props: &mut Vec<(String, String)>,
 ) -> Vec<CaseResult> {
     let _ = std::fs::write(
@@ -333,6 +353,10 @@ fn verify_states(
     );
     let files = contents::written_files(ops);
     let model = lab_model::Model::new(ops);
+    let mark_models: HashMap<&str, lab_model::Model> = mark_ops
+        .iter()
+        .map(|(point, o)| (point.as_str(), lab_model::Model::new(o)))
+        .collect();
     let in_flight = ops
         .iter()
         .filter(|o| o.started.is_some() && o.ended.is_none())
@@ -354,7 +378,9 @@ fn verify_states(
     let per_state = t.elapsed() / plan.states.len().max(1) as u32;
     let mut results = Vec::new();
     for (i, (st, content)) in plan.states.iter().zip(&checked.contents).enumerate() {
-        let Some(outcome) = contents::judge(content, &model) else {
+        let point = st.recipe.point.as_str();
+        let Some(outcome) = contents::judge(content, mark_models.get(point).unwrap_or(&model))
+        else {
             continue;
         };
         let name = lab_disk::cow::state_name(i);
@@ -373,7 +399,9 @@ fn verify_states(
             testcase: tc.name.clone(),
             device: tc.device.clone(),
             files: files.clone(),
-            ops: ops.to_vec(),
+            ops: mark_ops
+                .get(point)
+                .map_or_else(|| ops.to_vec(), Clone::clone),
             recipe: st.recipe.to_string(),
             timeout_s: tc.timeouts.command_s,
         };
