@@ -576,22 +576,7 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
 
     // The failing state was kept; `lab verify` rebuilds it from the base
     // and its delta and judges it the same way.
-    let (_, _, msg) = lost[0];
-    let kept = msg
-        .split("reproduce: lab verify ")
-        .nth(1)
-        .and_then(|r| r.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("no reproduce command in {msg:?}"));
-    let out = lab().args(["verify", kept]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first_rule = msg.split(':').next().unwrap();
-    assert!(stdout.contains(&format!("FAIL  {first_rule}")), "{stdout}");
+    lab_verify_fails_the_same_way(&lost[0].2);
     let out = lab()
         .args(["verify", "/nonexistent/state-0"])
         .output()
@@ -668,6 +653,12 @@ fn a_sweep_judges_every_cut_point_and_catches_the_lying_disk() {
         msg.contains("after `step 3 fsync()` ended"),
         "the point in words: {msg}"
     );
+    lab_verify_fails_the_same_way(msg);
+}
+
+/// A failure message ends `(reproduce: lab verify DIR)`: `lab verify DIR`
+/// rebuilds the kept state and fails it with the same first rule.
+fn lab_verify_fails_the_same_way(msg: &str) {
     let kept = msg
         .split("reproduce: lab verify ")
         .nth(1)
@@ -675,7 +666,12 @@ fn a_sweep_judges_every_cut_point_and_catches_the_lying_disk() {
         .unwrap_or_else(|| panic!("no reproduce command in {msg:?}"));
     let out = lab().args(["verify", kept]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first_rule = msg.split(':').next().unwrap();
     assert!(stdout.contains(&format!("FAIL  {first_rule}")), "{stdout}");
 }

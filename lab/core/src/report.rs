@@ -77,6 +77,16 @@ pub struct SuiteReport {
     pub reproduce: String,
 }
 
+impl SuiteReport {
+    /// The value of property `key`, if the suite has it.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub passed: usize,

@@ -146,10 +146,8 @@ fn run_sweep(
     );
     let num = |k: &str| {
         suite
-            .properties
-            .iter()
-            .find(|(n, _)| n == k)
-            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .property(k)
+            .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
     for r in &suite.results {
@@ -308,14 +306,13 @@ fn single_cuts(host: &LabHost, want: usize) -> Result<(Vec<Measurement>, f64)> {
         std::fs::create_dir_all(&case_dir)?;
         let suite = crate::suite::run_case(host, &tc, &tc.name, &case_dir, &pb);
         cuts += 1;
-        let prop = |k: &str| {
+        let prop = |k: &str| suite.property(k).map(str::to_string);
+        let num = |k: &str| {
             suite
-                .properties
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
+                .property(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
         };
-        let num = |k: &str| prop(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let n = num("verify.states") as usize;
         states += n;
         for (i, k) in [

@@ -219,7 +219,7 @@ fn print_suite(s: &SuiteReport) {
         s.name,
         s.results.len()
     );
-    if let Some((_, first)) = s.properties.iter().find(|(k, _)| k == "boot.retried_after") {
+    if let Some(first) = s.property("boot.retried_after") {
         println!(
             "      NOTE  first boot failed before any workload ({first}); retried once with a fresh VM"
         );
