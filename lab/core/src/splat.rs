@@ -27,11 +27,15 @@ pub enum SplatKind {
     RcuStall,
     XfsCorruption,
     XfsLogRecovery,
+    /// `irq N: nobody cared ... Disabling IRQ #N`: the kernel turned off an
+    /// interrupt line a device needs; its I/O then completes only through
+    /// timeout polls (30 s each for NVMe), so the guest crawls.
+    IrqDisabled,
 }
 
 impl SplatKind {
     /// Every kind, so a test can check each one is covered.
-    pub const ALL: [SplatKind; 12] = [
+    pub const ALL: [SplatKind; 13] = [
         SplatKind::Panic,
         SplatKind::Kasan,
         SplatKind::Ubsan,
@@ -44,6 +48,7 @@ impl SplatKind {
         SplatKind::RcuStall,
         SplatKind::XfsCorruption,
         SplatKind::XfsLogRecovery,
+        SplatKind::IrqDisabled,
     ];
 }
 
@@ -60,12 +65,13 @@ pub struct Splat {
 }
 
 impl Splat {
-    /// The kernel stopped: a panic. An Oops, BUG or KASAN report alone
+    /// The guest is gone or will not get anywhere: a panic, or an interrupt
+    /// line disabled (every I/O on it then waits for a timeout poll, a
+    /// crawl no check would notice). An Oops, BUG or KASAN report alone
     /// kills at most the task (unless panic_on_oops / panic_on_warn, and
-    /// then the panic that follows is a splat of its own), so only a panic
-    /// says the guest is gone.
+    /// then the panic that follows is a splat of its own).
     pub fn is_fatal(&self) -> bool {
-        self.kind == SplatKind::Panic
+        matches!(self.kind, SplatKind::Panic | SplatKind::IrqDisabled)
     }
 }
 
@@ -214,6 +220,11 @@ fn patterns() -> &'static [Pattern] {
                 r"XFS \(([^)]+)\): (?:Metadata corruption detected|Metadata CRC error detected|Corruption detected|Corruption warning)",
                 |c, _| format!("XFS: corruption on {}", &c[1]),
             ),
+            // The handlers that did not claim the interrupt are listed after
+            // the call trace; the title names the first (nvme_irq).
+            p(SplatKind::IrqDisabled, r"irq (\d+): nobody cared", |c, f| {
+                in_func(&format!("irq {}: nobody cared", &c[1]), f)
+            }),
             p(SplatKind::Panic, r"Kernel panic - not syncing: (.*)", |c, _| {
                 format!("kernel panic: {}", c[1].trim())
             }),
@@ -261,6 +272,16 @@ fn report_function(kind: SplatKind, lines: &[String]) -> Option<String> {
     let rip = RIP.get_or_init(|| Regex::new(r"RIP: \d+:([\w.]+)\+0x").unwrap());
     let frame = FRAME.get_or_init(|| Regex::new(r"^\s*([\w.]+)\+0x[0-9a-f]+/0x").unwrap());
     let at = AT.get_or_init(|| Regex::new(r", at: ([\w.]+)\+0x").unwrap());
+    if kind == SplatKind::IrqDisabled {
+        // "handlers:" then "[<00000000c2d8f6a1>] nvme_irq".
+        static HANDLER: OnceLock<Regex> = OnceLock::new();
+        let handler = HANDLER.get_or_init(|| Regex::new(r"^\[<[0-9a-f]+>\] ([\w.]+)").unwrap());
+        let i = lines.iter().position(|l| l.trim() == "handlers:")?;
+        return lines[i + 1..]
+            .iter()
+            .find_map(|l| handler.captures(l.trim()))
+            .map(|c| clean_func(&c[1]).to_string());
+    }
     if kind == SplatKind::Lockdep {
         // "is trying to acquire lock:" then the lock, ", at: f+0x..": the
         // call trace is often past the excerpt, and syzbot names this f.
@@ -376,6 +397,8 @@ pub struct ConsoleScan {
     lines: usize,
     open: Option<OpenReport>,
     panicked: bool,
+    /// An interrupt line was disabled (see [`SplatKind::IrqDisabled`]).
+    irq_disabled: bool,
 }
 
 impl ConsoleScan {
@@ -430,6 +453,14 @@ impl ConsoleScan {
         self.panicked
     }
 
+    /// Whether a line has been read that makes a splat [`Splat::is_fatal`]:
+    /// a panic, or an interrupt line disabled. Said at once, before the
+    /// report ends, so a command can stop waiting on a guest that will not
+    /// get anywhere.
+    pub fn saw_fatal(&self) -> bool {
+        self.panicked || self.irq_disabled
+    }
+
     /// Complete console lines read so far (the next line's number is one
     /// more).
     pub fn lines(&self) -> usize {
@@ -441,6 +472,7 @@ impl ConsoleScan {
         let line = strip_timestamp(raw);
         let panic = is_panic(line);
         self.panicked |= panic;
+        self.irq_disabled |= line.contains(": nobody cared");
         if let Some(r) = &mut self.open {
             if panic {
                 // The panic is a splat of its own: the report ends before it.
@@ -692,6 +724,25 @@ Call Trace:
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].title, "kernel panic: Fatal exception");
         assert_eq!(rest[0].line, 6);
+    }
+
+    /// A disabled interrupt line is fatal as soon as it is read: the guest
+    /// keeps running, but its I/O now crawls through timeout polls.
+    #[test]
+    fn a_disabled_irq_line_is_fatal_at_once() {
+        let mut s = ConsoleScan::new();
+        s.feed(b"[   1.0] XFS (nvme0n1): Ending clean mount\n");
+        assert!(!s.saw_fatal());
+        s.feed(b"[  52.8] irq 11: nobody cared (try booting with the \"irqpoll\" option)\n");
+        assert!(s.saw_fatal() && !s.saw_panic());
+        let p = s.pending().unwrap();
+        assert!(p.is_fatal());
+        assert_eq!(p.kind, SplatKind::IrqDisabled);
+        s.feed(b"[  52.9] handlers:\n[  52.9] [<00000000c2d8f6a1>] nvme_irq\n");
+        assert_eq!(
+            s.pending().unwrap().title,
+            "irq 11: nobody cared in nvme_irq"
+        );
     }
 
     /// Lines that start, continue and end reports, and noise.

@@ -349,9 +349,9 @@ impl ConsoleWatch {
         all
     }
 
-    fn saw_panic(&mut self) -> bool {
+    fn saw_fatal(&mut self) -> bool {
         self.poll();
-        self.scan.saw_panic()
+        self.scan.saw_fatal()
     }
 }
 
@@ -762,7 +762,7 @@ impl Vm {
             let exited = child
                 .as_mut()
                 .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            exited || console.borrow_mut().saw_panic()
+            exited || console.borrow_mut().saw_fatal()
         };
         let r = ssh.exec_streaming(cmd, timeout, &clock, &mut dead, on_line);
         match r {
