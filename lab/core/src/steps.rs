@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::folio::FolioCensus;
+
 /// What a step is expected to return.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +104,26 @@ pub enum Step {
     /// before going on (and waits for the lab under a power cut), so the
     /// crash disk knows exactly where it fell in the write sequence.
     Mark(MarkStep),
+    /// Count the page-cache folios behind a range of the file (read-only:
+    /// nothing is read in that is not cached already). Passes when a folio
+    /// of several pages is there; `expect: supported_or_skip` skips the
+    /// testcase instead on a kernel whose page cache uses none.
+    Folios(Folios),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folios {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Page aligned.
+    #[serde(default)]
+    pub offset: u64,
+    /// Page aligned; default: to the end of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+    #[serde(default)]
+    pub expect: Expect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +248,7 @@ impl Step {
             Step::Clone(_) => "clone",
             Step::Close(_) => "close",
             Step::Mark(_) => "mark",
+            Step::Folios(_) => "folios",
         }
     }
 
@@ -238,6 +261,7 @@ impl Step {
             Step::Clone(c) => &c.expect,
             Step::Fallocate(r) | Step::SyncFileRange(r) => &r.expect,
             Step::Mark(m) => &m.expect,
+            Step::Folios(f) => &f.expect,
         }
     }
 
@@ -284,6 +308,10 @@ impl Step {
             Step::Fallocate(r) => format!("fallocate(off={} len={})", r.offset, r.len),
             Step::SyncFileRange(r) => format!("sync_file_range(off={} len={})", r.offset, r.len),
             Step::Mark(m) => format!("mark({})", m.name),
+            Step::Folios(f) => match f.len {
+                Some(len) => format!("folios(off={} len={len})", f.offset),
+                None => format!("folios(off={})", f.offset),
+            },
             other => format!("{}()", other.name()),
         }
     }
@@ -311,6 +339,9 @@ pub struct StepResult {
     /// Extra facts (a short write, verify mismatches).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// A `folios` step's census of the page cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folios: Option<FolioCensus>,
 }
 
 /// The verdict on one step.
@@ -335,6 +366,9 @@ pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
         _ => false,
     };
     let ok = r.errno.is_none() && !short && r.detail.is_empty();
+    if let (Step::Folios(_), true) = (step, ok) {
+        return judge_folios(step, r.folios.as_ref());
+    }
     match step.expect() {
         Expect::Ok | Expect::SupportedOrSkip if ok => StepVerdict::Pass,
         Expect::SupportedOrSkip if r.errno.as_deref() == Some("EOPNOTSUPP") => {
@@ -379,6 +413,33 @@ pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
     }
 }
 
+/// A `folios` step the agent carried out: large folios pass; none fail, or
+/// skip under `supported_or_skip` (the kernel's page cache does not use
+/// them: the feature is absent, not broken).
+fn judge_folios(step: &Step, census: Option<&FolioCensus>) -> StepVerdict {
+    let Some(c) = census else {
+        return StepVerdict::Fail(format!("{}: the agent sent no census", step.describe()));
+    };
+    if c.cached == 0 {
+        return StepVerdict::Fail(format!(
+            "{}: no page of the range is in the page cache ({})",
+            step.describe(),
+            c.describe()
+        ));
+    }
+    if c.has_large_folios() {
+        return StepVerdict::Pass;
+    }
+    let why = format!(
+        "the page cache holds the range in single-page folios only ({})",
+        c.describe()
+    );
+    match step.expect() {
+        Expect::SupportedOrSkip => StepVerdict::Skip(format!("no large folios: {why}")),
+        _ => StepVerdict::Fail(format!("{}: {why}", step.describe())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +458,51 @@ mod tests {
             ret,
             errno: errno.map(str::to_string),
             detail: String::new(),
+            folios: None,
         }
+    }
+
+    #[test]
+    fn folios_pass_when_large_and_skip_or_fail_when_not() {
+        let step = |expect| {
+            Step::Folios(Folios {
+                file: None,
+                offset: 0,
+                len: None,
+                expect,
+            })
+        };
+        let with = |largest: u64, folios: u64| StepResult {
+            folios: Some(FolioCensus {
+                pages: 512,
+                cached: 512,
+                folios,
+                large: u64::from(largest > 1),
+                largest,
+            }),
+            ..res(Some(0), None)
+        };
+        assert_eq!(judge(&step(Expect::Ok), &with(512, 1)), StepVerdict::Pass);
+        match judge(&step(Expect::SupportedOrSkip), &with(1, 512)) {
+            StepVerdict::Skip(m) => assert!(m.contains("single-page folios"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        match judge(&step(Expect::Ok), &with(1, 512)) {
+            StepVerdict::Fail(m) => assert!(m.contains("single-page folios"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+        // Nothing cached is never a pass or a skip.
+        let none = StepResult {
+            folios: Some(FolioCensus {
+                pages: 4,
+                ..FolioCensus::default()
+            }),
+            ..res(Some(0), None)
+        };
+        assert!(matches!(
+            judge(&step(Expect::SupportedOrSkip), &none),
+            StepVerdict::Fail(_)
+        ));
     }
 
     #[test]

@@ -494,6 +494,20 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                     );
                 }
             }
+            Step::Folios(f) => {
+                let page = crate::folio::PAGE;
+                if f.offset % page != 0 || f.len.is_some_and(|l| l == 0 || l % page != 0) {
+                    return bad_at(
+                        Some(i),
+                        format!(
+                            "step {n}: folios counts whole pages: offset {} and len {} must be multiples of {page}",
+                            f.offset,
+                            f.len.map_or("(to the end)".to_string(), |l| l.to_string())
+                        ),
+                        Some("for example `folios: { offset: 0, len: 2097152 }`"),
+                    );
+                }
+            }
             _ => {}
         }
     }
@@ -820,6 +834,22 @@ workload:
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn a_folios_step_counts_whole_pages() {
+        let text = "name: f\nmkfs: { block_size: 4096 }\nworkload:\n  steps:\n    - open: { file: f }\n    - pwrite: { offset: 0, len: 2097152 }\n    - folios: { offset: 512, expect: supported_or_skip }\n";
+        let e = parse("t.yaml", text).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("multiples of 4096"), "{}", e.message);
+        assert!(e.hint.is_some());
+        let ok = text.replace("offset: 512", "offset: 4096, len: 8192");
+        let tc = parse("t.yaml", &ok).unwrap();
+        let Workload::Steps(steps) = &tc.workload else {
+            panic!("steps")
+        };
+        assert_eq!(steps[2].describe(), "folios(off=4096 len=8192)");
+        assert!(parse("t.yaml", &text.replace("offset: 512", "len: 0")).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!                    what every 512-byte sector holds (zeroes, a stamp, or
 //!                    garbage), as runs: one JSON object per run.
 
+mod folios;
 mod plan;
 mod statx;
 

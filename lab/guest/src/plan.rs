@@ -29,6 +29,8 @@ struct State {
     generation: HashMap<String, u32>,
     /// Per file: sector offset -> the stamp this plan wrote there last.
     written: HashMap<String, BTreeMap<u64, Stamp>>,
+    /// The census the last `folios` step took, for its result.
+    census: Option<lab_core::folio::FolioCensus>,
 }
 
 fn errno() -> i32 {
@@ -344,6 +346,12 @@ fn one_step(st: &mut State, plan: &Plan, step: &Step) -> Outcome {
         Step::Clone(c) => st.clone_from(root, c),
         // Reported by `run` itself, which talks to the lab.
         Step::Mark(_) => Ok(0),
+        Step::Folios(f) => {
+            let (fd, _) = st.fd(root, &f.file)?;
+            let c = crate::folios::of_range(fd, f.offset, f.len)?;
+            st.census = Some(c);
+            Ok(c.cached as i64)
+        }
         Step::Close(f) => {
             let (fd, path) = st.fd(root, &f.file)?;
             st.files.remove(&path);
@@ -495,6 +503,7 @@ fn to_result(index: usize, step: &Step, outcome: Outcome) -> StepResult {
         ret,
         errno,
         detail,
+        folios: None,
     }
 }
 
@@ -538,7 +547,8 @@ pub fn run(plan_file: Option<&str>, sync_marks: bool) -> Result<(), String> {
                     .map_err(|e| format!("waiting for the lab after mark {}: {e}", m.name))?;
             }
         }
-        let r = to_result(index, step, one_step(&mut st, &plan, step));
+        let mut r = to_result(index, step, one_step(&mut st, &plan, step));
+        r.folios = st.census.take();
         let mut out = stdout.lock();
         writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))
             .map_err(|e| e.to_string())?;

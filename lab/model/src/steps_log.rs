@@ -176,10 +176,13 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                     open.remove(&path);
                     OpKind::Other
                 }
-                // Reads, allocations (they read back as zeroes), marks.
-                Step::Verify(_) | Step::Fallocate(_) | Step::Mark(_) | Step::Clone(_) => {
-                    OpKind::Other
-                }
+                // Reads, allocations (they read back as zeroes), marks,
+                // page-cache censuses.
+                Step::Verify(_)
+                | Step::Fallocate(_)
+                | Step::Mark(_)
+                | Step::Clone(_)
+                | Step::Folios(_) => OpKind::Other,
             };
             let who = if threads.len() > 1 {
                 format!("thread {t} op {}", i + 1)

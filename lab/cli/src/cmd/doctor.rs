@@ -5,12 +5,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use lab_core::device::DeviceParams;
+use lab_core::folio::FolioCensus;
+use lab_core::steps::{Expect, Folios, Open, Plan, Pwrite, Step, StepResult};
+
 use crate::exit::Exit;
 use crate::host::accel::AccelChoice;
 use crate::host::image;
+use crate::host::launch::Backing;
 use crate::host::qemu;
 use crate::host::LabHost;
 use crate::paths;
+use crate::suite::NS1;
+use crate::vm::agent;
 use crate::vm::kernel::Kernel;
 
 struct Report {
@@ -230,23 +237,47 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
             return Exit::LabError;
         }
     };
-    let booted = host.plan(dir.path().join("console.log")).boot();
+    // The boot carries an NVMe namespace so the same VM can show how the
+    // kernel's page cache holds an XFS file.
+    let booted = host
+        .plan(dir.path().join("console.log"))
+        .disk(&DeviceParams::default(), Backing::Scratch)
+        .boot();
     match booted.map_err(|e| e.report()).and_then(|mut vm| {
         let out = vm
             .exec("uname -r", Duration::from_secs(30))
             .map_err(|e| e.report())?;
         let t = vm.boot_time.unwrap_or_default();
+        let folios = large_folio_probe(&mut vm);
         vm.shutdown().map_err(|e| e.report())?;
-        Ok((out.stdout.trim().to_string(), t))
+        Ok((out.stdout.trim().to_string(), t, folios))
     }) {
-        Ok((uname, t)) => r.ok(
-            "boot to SSH",
-            &format!(
-                "guest runs {uname}, SSH ready in {:.1} s ({})",
-                t.as_secs_f64(),
-                host.accel.as_str()
-            ),
-        ),
+        Ok((uname, t, folios)) => {
+            r.ok(
+                "boot to SSH",
+                &format!(
+                    "guest runs {uname}, SSH ready in {:.1} s ({})",
+                    t.as_secs_f64(),
+                    host.accel.as_str()
+                ),
+            );
+            // Not a problem either way: testcases that need large folios
+            // skip on a kernel without them, saying so.
+            match folios {
+                Ok(c) if c.has_large_folios() => r.ok(
+                    "large folios",
+                    &format!("yes: a 2 MiB buffered write to XFS is cached as {}", c.describe()),
+                ),
+                Ok(c) => r.note(
+                    "large folios",
+                    &format!(
+                        "no: a 2 MiB buffered write to XFS is cached as {} (CONFIG_TRANSPARENT_HUGEPAGE off?); testcases with a `folios` step skip",
+                        c.describe()
+                    ),
+                ),
+                Err(e) => r.note("large folios", &format!("could not tell: {e}")),
+            }
+        }
         Err(report) => r.missing(
             "boot to SSH",
             &report,
@@ -259,4 +290,57 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
     }
     println!("\nall good: `lab run` can work.");
     Exit::Passed
+}
+
+/// Writes 2 MiB at offset 0 of a file on a fresh XFS (4 KiB blocks) with
+/// one buffered write and counts the page-cache folios that hold it, the
+/// way a testcase's `folios` step does.
+fn large_folio_probe(vm: &mut crate::vm::Vm) -> Result<FolioCensus, String> {
+    let t = Duration::from_secs(60);
+    let mkfs = vm
+        .exec(
+            &format!("mkfs.xfs -f -q -b size=4096 {NS1} && mount -t xfs {NS1} /mnt"),
+            t,
+        )
+        .map_err(|e| e.report())?;
+    if mkfs.status != 0 {
+        return Err(format!("mkfs.xfs: {}", mkfs.stderr.trim()));
+    }
+    let plan = Plan {
+        run: 1,
+        root: "/mnt".into(),
+        steps: vec![
+            Step::Open(Open {
+                file: "folio-probe".into(),
+                direct: false,
+                sync: false,
+                dsync: false,
+                expect: Expect::Ok,
+            }),
+            Step::Pwrite(Pwrite::new(0, 2 << 20, false)),
+            Step::Folios(Folios {
+                file: None,
+                offset: 0,
+                len: None,
+                expect: Expect::Ok,
+            }),
+        ],
+    };
+    let out = vm.exec(&agent::run(&plan), t).map_err(|e| e.report())?;
+    let results: Vec<StepResult> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    match results.iter().find(|r| r.index == 2) {
+        Some(StepResult {
+            folios: Some(c), ..
+        }) => Ok(*c),
+        Some(r) => Err(format!(
+            "{}{}",
+            r.errno.clone().unwrap_or_default(),
+            r.detail
+        )),
+        None => Err(format!("the agent said: {}", out.stderr.trim())),
+    }
 }

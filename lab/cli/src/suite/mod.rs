@@ -380,7 +380,14 @@ pub(crate) fn run_case(
             Workload::Limits => {
                 limits_workload(vm, tc, suite_name, dir, cmd_timeout, &mut suite.properties)
             }
-            Workload::Steps(steps) => steps_workload(vm, steps, suite_name, dir, cmd_timeout),
+            Workload::Steps(steps) => steps_workload(
+                vm,
+                steps,
+                suite_name,
+                dir,
+                cmd_timeout,
+                &mut suite.properties,
+            ),
             Workload::Command(c) => command_workload(vm, c, suite_name, dir, cmd_timeout),
             Workload::Generate(g) => {
                 generate_workload(vm, g, suite_name, dir, cmd_timeout, &mut suite.properties)
@@ -540,7 +547,7 @@ fn limits_workload(
 }
 
 /// The first namespace: the device workloads use.
-const NS1: &str = "/dev/nvme0n1";
+pub(crate) const NS1: &str = "/dev/nvme0n1";
 
 /// mkfs.xfs + mount on /mnt, as the testcase asks (nothing without `mkfs:`).
 fn make_fs(vm: &mut Vm, tc: &Testcase, timeout: Duration) -> Result<(), StageError> {
@@ -574,6 +581,7 @@ fn steps_workload(
     case: &str,
     dir: &Path,
     timeout: Duration,
+    properties: &mut Vec<(String, String)>,
 ) -> Result<Vec<CaseResult>, StageError> {
     let plan = Plan {
         run: stamp_run_id(),
@@ -598,7 +606,14 @@ fn steps_workload(
             out.stderr.trim()
         ),
     };
-    Ok(judge_steps(steps, &out.stdout, case, elapsed, &missing))
+    Ok(judge_steps(
+        steps,
+        &out.stdout,
+        case,
+        elapsed,
+        &missing,
+        properties,
+    ))
 }
 
 /// A third-party client run as a shell command: exit status and output.

@@ -92,21 +92,33 @@ pub fn stamp_run_id() -> u64 {
 }
 
 /// One result per step from the agent's JSON lines; `missing` says what a
-/// step the agent never reported means.
+/// step the agent never reported means. A `folios` step's census becomes
+/// the properties `folios.stepNN` and `page_cache.large_folios` (yes when
+/// any census found a folio of several pages).
 pub fn judge_steps(
     steps: &[Step],
     agent_stdout: &str,
     case: &str,
     elapsed: Duration,
     missing: &dyn Fn(usize, &Step) -> Outcome,
+    properties: &mut Vec<(String, String)>,
 ) -> Vec<CaseResult> {
     let mut results = Vec::new();
     let reported: Vec<StepResult> = agent_stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    let mut large_folios = None;
     for (i, step) in steps.iter().enumerate() {
         let name = format!("step{:02}.{}", i + 1, step.name());
+        if let Some(c) = reported
+            .iter()
+            .find(|r| r.index == i)
+            .and_then(|r| r.folios.as_ref())
+        {
+            properties.push((format!("folios.step{:02}", i + 1), c.describe()));
+            large_folios = Some(large_folios.unwrap_or(false) || c.has_large_folios());
+        }
         let outcome = match reported.iter().find(|r| r.index == i) {
             Some(r) => match steps::judge(step, r) {
                 StepVerdict::Pass => Outcome::Passed,
@@ -124,6 +136,10 @@ pub fn judge_steps(
             None => missing(i, step),
         };
         results.push(result(case, &name, outcome, elapsed));
+    }
+    if let Some(yes) = large_folios {
+        let v = if yes { "yes" } else { "no" };
+        properties.push(("page_cache.large_folios".into(), v.into()));
     }
     results
 }

@@ -179,7 +179,14 @@ pub fn workload_with_power_cut(
             let _ = std::fs::write(dir.join("steps.jsonl"), &stdout);
             // Steps the cut stopped are not checks of the kernel: only the
             // steps that finished are judged.
-            let mut judged = judge_steps(steps, &stdout, case, elapsed, &|_, _| Outcome::Passed);
+            let mut judged = judge_steps(
+                steps,
+                &stdout,
+                case,
+                elapsed,
+                &|_, _| Outcome::Passed,
+                props,
+            );
             let finished = stdout
                 .lines()
                 .filter_map(|l| serde_json::from_str::<lab_core::steps::StepResult>(l).ok())
