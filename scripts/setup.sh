@@ -140,17 +140,24 @@ if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$default_link/vmlinuz" ]; then
 fi
 log "default kernel: $(readlink "$default_link")"
 
-# --- 3b. default kernel source: Debian's newest linux-source-7.x ----------------
+# --- 3b. default kernel source: linux-source of the default kernel's release ----
 # The tarball `lab run --series` and `lab bisect` build from when no
 # --kernel-tree is given. The lab unpacks it into a git repository on first
-# use (~/.cache/lab/kernel/trees/). The same sid lists as the kernel above.
+# use (~/.cache/lab/kernel/trees/). Pinned on purpose to the upstream release
+# of the default kernel above (7.2.13 today, from the same sid lists), not
+# to the newest linux-source in any suite (trixie-backports has a newer 7.3):
+# a lab-built base is then the same release as the kernel `lab run` boots,
+# and the series in patches/ are made and tested on that release.
 src_dir=$cache/src
 mkdir -p "$src_dir"
 if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$src_dir/default" ]; then
   apt-get "${papt[@]}" update -qq 2>&1 | grep -v 'unsandboxed' >&2 || true
-  spkg=$(apt-cache "${papt[@]}" pkgnames linux-source-7. 2>/dev/null | sort -V | tail -1)
-  [ -n "$spkg" ] || die "no linux-source-7.x package found in Debian sid"
-  sver=$(apt-cache "${papt[@]}" show "$spkg" 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -1)
+  krel=$(cat "$default_link/release")          # 7.2.13+deb14-cloud-amd64
+  kver=${krel%%+*}; kver=${kver%%-*}              # 7.2.13
+  spkg=linux-source-${kver%.*}                    # linux-source-7.2
+  sver=$(apt-cache "${papt[@]}" show "$spkg" 2>/dev/null | sed -n 's/^Version: //p' \
+         | grep -E "^${kver//./\\.}-" | sort -V | tail -1 || true)
+  [ -n "$sver" ] || die "no $spkg $kver-* in Debian sid (the default kernel is $krel)"
   tarball=$src_dir/$spkg-${sver}.tar.xz
   if [ ! -s "$tarball" ]; then
     dl=$(mktemp -d "$cache/dl.XXXXXX")
@@ -163,7 +170,7 @@ if [ -n "${LAB_REFRESH_KERNEL:-}" ] || [ ! -e "$src_dir/default" ]; then
     mv "$tarball.tmp" "$tarball"; rm -rf "$dl"
   fi
   ln -sfn "$(basename "$tarball")" "$src_dir/default"
-  echo "Debian $spkg $sver" > "$src_dir/default.describe"
+  echo "Debian $spkg $sver (the default kernel's release)" > "$src_dir/default.describe"
 fi
 log "default kernel source: $(cat "$src_dir/default.describe") ($src_dir/default)"
 
