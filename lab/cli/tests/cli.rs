@@ -218,7 +218,7 @@ fn doctor_passes_on_a_set_up_host() {
     // Debian's kernel caches a 2 MiB buffered XFS write in one large folio;
     // doctor measures it on the kernel it boots.
     assert!(
-        stdout.contains("ok       large folios: yes: a 2 MiB buffered write to XFS is cached as 512 of 512 pages cached, in 1 folio"),
+        stdout.contains("ok       large folios: yes: a 2 MiB buffered write to XFS: 512 of 512 pages cached, in 1 folio"),
         "{stdout}"
     );
     // The set-up provisions a QEMU with namespace atomics; doctor names it.

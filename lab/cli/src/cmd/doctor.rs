@@ -266,12 +266,12 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
             match folios {
                 Ok(c) if c.has_large_folios() => r.ok(
                     "large folios",
-                    &format!("yes: a 2 MiB buffered write to XFS is cached as {}", c.describe()),
+                    &format!("yes: a 2 MiB buffered write to XFS: {}", c.describe()),
                 ),
                 Ok(c) => r.note(
                     "large folios",
                     &format!(
-                        "no: a 2 MiB buffered write to XFS is cached as {} (CONFIG_TRANSPARENT_HUGEPAGE off?); testcases with a `folios` step skip",
+                        "no: a 2 MiB buffered write to XFS: {} (CONFIG_TRANSPARENT_HUGEPAGE off?); testcases that need them skip",
                         c.describe()
                     ),
                 ),
@@ -297,6 +297,8 @@ pub fn doctor(kernel_arg: Option<&Path>, modules_arg: Option<&Path>) -> Exit {
 /// way a testcase's `folios` step does.
 fn large_folio_probe(vm: &mut crate::vm::Vm) -> Result<FolioCensus, String> {
     let t = Duration::from_secs(60);
+    // XFS is a late module on distribution kernels.
+    vm.wait_modules(t).map_err(|e| e.report())?;
     let mkfs = vm
         .exec(
             &format!("mkfs.xfs -f -q -b size=4096 {NS1} && mount -t xfs {NS1} /mnt"),
