@@ -2,7 +2,9 @@
 //! proves the lab end to end: built from Debian's linux-source-7.2, the
 //! buffered RWF_ATOMIC testcases run for real (mainline skips them), power
 //! cuts during buffered atomic writes tear none, and the broken variant's
-//! two-halves patch is caught and named by `lab bisect`. The first test to
+//! two-halves patch is caught and named by `lab bisect`; buffered atomic
+//! writes inside a proved large folio (the lab config has THP) read back
+//! whole and tear under no cut of a sweep. The first test to
 //! run builds the series (~10 minutes on two cores: it changes headers
 //! every file includes); the bisection then builds incrementally.
 
@@ -28,6 +30,8 @@ fn the_buffered_atomic_series_runs_the_buffered_testcases_for_real() {
                 "powercut-buffered-atomic-xfs-4k",
                 "powercut-buffered-torn-xfs-4k",
                 "limits-4k",
+                "large-folio-buffered-atomic-xfs-1k",
+                "powercut-large-folio-buffered-atomic-xfs-1k",
             ]),
     );
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -54,6 +58,23 @@ fn the_buffered_atomic_series_runs_the_buffered_testcases_for_real() {
     // The positive control: buffered writeback larger than the unit is torn in some state.
     let torn = suite_of(&v, "powercut-buffered-torn-xfs-4k");
     assert_eq!(outcome(torn, "power_cut.positive_control"), "passed");
+    // The lab-built kernel caches a 2 MiB buffered write in one large
+    // folio (the lab config has THP), and buffered atomic writes of 1 KiB
+    // blocks inside it, next to a dirty non-atomic block, read back whole.
+    let large = suite_of(&v, "large-folio-buffered-atomic-xfs-1k");
+    assert_eq!(prop(large, "page_cache.large_folios"), "yes");
+    assert!(
+        prop(large, "folios.step05").starts_with("512 of 512 pages cached, in 1 folio"),
+        "{}",
+        prop(large, "folios.step05")
+    );
+    assert_eq!(outcome(large, "step11.pwrite"), "passed");
+    assert_eq!(outcome(large, "step13.verify"), "passed");
+    // The same under a sweep: every cut point judged, none torn.
+    let swept = suite_of(&v, "powercut-large-folio-buffered-atomic-xfs-1k");
+    assert_eq!(prop(swept, "page_cache.large_folios"), "yes");
+    assert_eq!(outcome(swept, "sweep.verdicts"), "passed");
+    assert_eq!(prop(swept, "sweep.cut_points_left_out"), "0");
     // statx reports the buffered limits apart from the direct ones.
     let limits = suite_of(&v, "limits-4k");
     for c in ["xfs.statx_buf.unit_min", "xfs.statx_buf.unit_max"] {
