@@ -8,6 +8,7 @@ use std::time::Duration;
 use lab_core::device::DeviceParams;
 use lab_core::folio::FolioCensus;
 use lab_core::steps::{Expect, Folios, Open, Plan, Pwrite, Step, StepResult};
+use lab_core::testcase::{Mkfs, Mount};
 
 use crate::exit::Exit;
 use crate::host::accel::AccelChoice;
@@ -16,7 +17,7 @@ use crate::host::launch::Backing;
 use crate::host::qemu;
 use crate::host::LabHost;
 use crate::paths;
-use crate::suite::NS1;
+use crate::suite::mount_fresh_xfs;
 use crate::vm::agent;
 use crate::vm::kernel::Kernel;
 
@@ -299,15 +300,12 @@ fn large_folio_probe(vm: &mut crate::vm::Vm) -> Result<FolioCensus, String> {
     let t = Duration::from_secs(60);
     // XFS is a late module on distribution kernels.
     vm.wait_modules(t).map_err(|e| e.report())?;
-    let mkfs = vm
-        .exec(
-            &format!("mkfs.xfs -f -q -b size=4096 {NS1} && mount -t xfs {NS1} /mnt"),
-            t,
-        )
-        .map_err(|e| e.report())?;
-    if mkfs.status != 0 {
-        return Err(format!("mkfs.xfs: {}", mkfs.stderr.trim()));
-    }
+    let xfs = Mkfs {
+        block_size: 4096,
+        reflink: false,
+    };
+    mount_fresh_xfs(vm, &xfs, &Mount::default(), t)
+        .map_err(|e| format!("{}: {}", e.stage, e.error.report()))?;
     let plan = Plan {
         run: 1,
         root: "/mnt".into(),

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use lab_core::limits::{self, LimitsReport};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
-use lab_core::testcase::{self, Testcase, TestcaseError, Workload};
+use lab_core::testcase::{self, Mkfs, Mount, Testcase, TestcaseError, Workload};
 
 use crate::host::launch::{Backing, LaunchError, VmPlan};
 use crate::host::LabHost;
@@ -547,18 +547,29 @@ fn limits_workload(
 }
 
 /// The first namespace: the device workloads use.
-pub(crate) const NS1: &str = "/dev/nvme0n1";
+const NS1: &str = "/dev/nvme0n1";
 
 /// mkfs.xfs + mount on /mnt, as the testcase asks (nothing without `mkfs:`).
 fn make_fs(vm: &mut Vm, tc: &Testcase, timeout: Duration) -> Result<(), StageError> {
+    match &tc.mkfs {
+        Some(mkfs) => mount_fresh_xfs(vm, mkfs, &tc.mount, timeout),
+        None => Ok(()),
+    }
+}
+
+/// A fresh XFS on the first namespace, mounted on /mnt: how every workload
+/// (and `lab doctor`'s large-folio census) gets its filesystem.
+pub(crate) fn mount_fresh_xfs(
+    vm: &mut Vm,
+    mkfs: &Mkfs,
+    mount: &Mount,
+    timeout: Duration,
+) -> Result<(), StageError> {
     let dev = NS1;
-    let Some(mkfs) = &tc.mkfs else {
-        return Ok(());
-    };
-    let opts = if tc.mount.options.is_empty() {
+    let opts = if mount.options.is_empty() {
         String::new()
     } else {
-        format!("-o {} ", tc.mount.options)
+        format!("-o {} ", mount.options)
     };
     exec_ok(
         vm,
