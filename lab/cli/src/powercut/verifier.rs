@@ -50,6 +50,13 @@ pub struct PhaseTimes {
     pub overhead: f64,
 }
 
+impl PhaseTimes {
+    /// Seconds the state took in all.
+    pub fn total(&self) -> f64 {
+        self.attach + self.mount + self.scan + self.repair + self.overhead
+    }
+}
+
 pub struct Verifier {
     /// The VM with the server of the switch export it runs on.
     vm: LabVm,

@@ -69,6 +69,38 @@ struct Share {
     results: Vec<CaseResult>,
     times: Vec<PhaseTimes>,
     boots: Vec<f64>,
+    /// Properties for the testcase (a verifier VM ended for crawling).
+    notes: Vec<(String, String)>,
+}
+
+/// A verifier VM that has started to crawl: the state it just checked took
+/// more than `FACTOR` times the median of the states it checked before (at
+/// least `HISTORY` of them) and more than `FLOOR_S`. A guest whose
+/// interrupt line was disabled completes each I/O only through the NVMe
+/// driver's 30 s timeout poll; its states then take minutes instead of
+/// seconds, and no check fails. Host load moves per-state times by a few
+/// times, not by ten, and never past the floor on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Crawl {
+    ratio: f64,
+    median: f64,
+}
+
+impl Crawl {
+    const FACTOR: f64 = 10.0;
+    const HISTORY: usize = 3;
+    const FLOOR_S: f64 = 20.0;
+
+    fn check(before: &[f64], latest: f64) -> Option<Crawl> {
+        if before.len() < Self::HISTORY || latest <= Self::FLOOR_S {
+            return None;
+        }
+        let mut sorted = before.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2].max(0.001);
+        let ratio = latest / median;
+        (ratio > Self::FACTOR).then_some(Crawl { ratio, median })
+    }
 }
 
 /// Runs `states` states of the store through `host.verify_jobs` verifier
@@ -105,6 +137,10 @@ pub fn check_contents(
         }
         checked.results.extend(share.results);
         checked.times.extend(share.times);
+        for (k, v) in share.notes {
+            let key = if jobs == 1 { k } else { format!("{k}.job{w}") };
+            props.push((key, v));
+        }
         for (k, b) in share.boots.iter().enumerate() {
             // verify.boot_0_s is the first verifier's first boot, as before.
             let key = if jobs == 1 {
@@ -170,9 +206,13 @@ fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -
         results: Vec::new(),
         times: Vec::new(),
         boots: Vec::new(),
+        notes: Vec::new(),
     };
     let mut verifier: Option<Verifier> = None;
     let mut restarts = 0;
+    // Per-state seconds of the current verifier VM, and how many VMs crawled.
+    let mut vm_times: Vec<f64> = Vec::new();
+    let mut crawls = 0;
     for (k, &i) in states.iter().enumerate() {
         if verifier.is_none() {
             let console = if worker == 0 {
@@ -202,7 +242,39 @@ fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -
         let v = verifier.as_mut().expect("started");
         match v.check(i, files, Duration::from_secs(tc.timeouts.command_s)) {
             Ok(c) => {
+                let took = c.times.total();
                 share.times.push(c.times);
+                if let Some(crawl) = Crawl::check(&vm_times, took) {
+                    // The state was checked; the VM is not trusted with more.
+                    crawls += 1;
+                    let what = format!(
+                        "crash state {i} took {took:.1} s, {:.0}x the median {:.1} s of the {} states this verifier VM checked before",
+                        crawl.ratio, crawl.median, vm_times.len()
+                    );
+                    if crawls == 1 {
+                        share.notes.push((
+                            "verify.crawl".into(),
+                            format!("{what}; ended it, a fresh VM took the rest"),
+                        ));
+                    } else {
+                        share.results.push(result(
+                            case,
+                            "verify.stall",
+                            Outcome::Error {
+                                message: format!("a fresh verifier VM crawled again: {what}"),
+                                detail: v.vm().console_tail(),
+                            },
+                            Duration::ZERO,
+                        ));
+                    }
+                    vm_times.clear();
+                    if let Some(v) = verifier.take() {
+                        v.shutdown();
+                    }
+                    restarts += 1;
+                } else {
+                    vm_times.push(took);
+                }
                 let content = if let Some(m) = c.mount_error {
                     Content::Broken {
                         message: "XFS: mount (log recovery) failed".into(),
@@ -229,6 +301,7 @@ fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -
                 if let Some(v) = verifier.take() {
                     v.shutdown();
                 }
+                vm_times.clear();
                 restarts += 1;
                 if restarts > 2 {
                     share.results.push(result(
@@ -314,5 +387,25 @@ pub fn keep_failure(
             message,
             detail: format!("{detail}\n(could not keep the state: {e:#})"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verifier_crawls_only_far_above_its_own_median_and_the_floor() {
+        let healthy = [1.2, 0.9, 1.5, 1.1];
+        // Load makes a state a few times slower: not a crawl.
+        assert_eq!(Crawl::check(&healthy, 4.0), None);
+        // Ten times the median but under the floor: not a crawl either.
+        assert_eq!(Crawl::check(&[0.1, 0.1, 0.1], 15.0), None);
+        // The 30 s NVMe timeout poll per I/O: a crawl.
+        let c = Crawl::check(&healthy, 95.0).unwrap();
+        assert!((c.median - 1.2).abs() < 1e-9, "{c:?}");
+        assert!(c.ratio > 70.0, "{c:?}");
+        // Too little history to judge.
+        assert_eq!(Crawl::check(&[1.0, 1.0], 95.0), None);
     }
 }
