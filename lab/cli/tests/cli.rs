@@ -6,7 +6,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{lab, outcome, prop, read, root, suite_of, suite_results, summary_in, LabRun};
+use common::{
+    lab, outcome, output, prop, read, root, run_prop, suite_of, suite_results, summary_in, LabRun,
+};
 
 fn qemu_children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -122,6 +124,92 @@ fn list_shows_the_testcase_library() {
     for name in ["limits-4k ", "limits-512 ", "limits-4k-reflink "] {
         assert!(s.contains(name), "{s}");
     }
+}
+
+/// `--shard M/N` splits the selection into N disjoint shards that cover
+/// it, by a stable hash of each name; mistakes in the form are exit 2; a
+/// shard the split left empty is an empty run that still writes results
+/// under the shared `--run-id`, booting nothing.
+#[test]
+fn shards_split_the_selection_disjointly_and_cover_it() {
+    let names = |args: &[&str]| -> Vec<String> {
+        let (code, stdout, stderr) = output(lab().args(["run", "--list"]).args(args));
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        stdout
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let all = names(&[]);
+    let mut union = Vec::new();
+    for m in 1..=3 {
+        let shard = names(&["--shard", &format!("{m}/3")]);
+        assert!(!shard.is_empty(), "shard {m}/3 is empty");
+        union.extend(shard);
+    }
+    union.sort();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(
+        union, sorted,
+        "the shards are not a partition of the selection"
+    );
+    for bad in ["0/3", "4/3", "x/y"] {
+        let (code, _, stderr) = output(lab().args(["run", "--list", "--shard", bad]));
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("the form is M/N"), "{bad}: {stderr}");
+    }
+    let (code, _, stderr) = output(lab().args(["run", "--list", "--run-id", "../x"]));
+    assert_eq!(code, Some(2), "{stderr}");
+
+    // limits-4k alone, split in two: one shard holds it, the other is empty.
+    let tmp = tempfile::tempdir().unwrap();
+    let empty_index = if names(&["--shard", "1/2", "limits-4k"]).is_empty() {
+        1
+    } else {
+        2
+    };
+    let empty = format!("{empty_index}/2");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args([
+                "run",
+                "--shard",
+                &empty,
+                "--run-id",
+                "pipeline-7",
+                "--results",
+            ])
+            .arg(tmp.path())
+            .arg("limits-4k"),
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("shard {empty}: 0 of the 1 selected")),
+        "{stderr}"
+    );
+    let v = summary_in(&tmp.path().join("pipeline-7"));
+    assert!(v.suites.is_empty());
+    assert_eq!(run_prop(&v, "run.shard"), empty);
+    // The id is taken once: a second run with it would mix two runs.
+    let (code, _, stderr) = output(
+        lab()
+            .args([
+                "run",
+                "--shard",
+                &empty,
+                "--run-id",
+                "pipeline-7",
+                "--results",
+            ])
+            .arg(tmp.path())
+            .arg("limits-4k"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("already holds a run with id pipeline-7"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod powercut;
 pub mod qemu;
 pub mod report;
 pub mod series;
+pub mod shard;
 pub mod splat;
 pub mod stamp;
 pub mod steps;

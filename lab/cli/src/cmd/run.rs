@@ -28,6 +28,15 @@ pub struct RunArgs {
     /// List the testcases and exit.
     #[arg(long)]
     pub list: bool,
+    /// Run only shard M of N (1-based) of the selected testcases, split by
+    /// a stable hash of each name: for CI matrices (`lab report merge`
+    /// joins the shards' results).
+    #[arg(long, value_name = "M/N")]
+    pub shard: Option<lab_core::shard::Shard>,
+    /// Use this run id for the results directory instead of a fresh one, so
+    /// the shards of one pipeline share it.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
     /// Testcase files or directories.
     #[arg(long = "testcases", default_value = "testcases")]
     pub testcases: Vec<PathBuf>,
@@ -70,12 +79,23 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         errors: errs.iter().map(ToString::to_string).collect(),
     })?;
     let names: Vec<String> = names.into_iter().cloned().collect();
-    let cases = suite::select(all, &names);
+    let mut cases = suite::select(all, &names);
     if cases.is_empty() {
         return Err(CmdError::bad_input(format!(
             "no testcase matches {:?} (see `lab run --list`)",
             args.filters
         )));
+    }
+    if let Some(id) = &args.run_id {
+        lab_core::shard::check_run_id(id).map_err(CmdError::bad_input)?;
+    }
+    let selected = cases.len();
+    if let Some(shard) = args.shard {
+        cases.retain(|(_, tc)| shard.contains(&tc.name));
+        eprintln!(
+            "lab: shard {shard}: {} of the {selected} selected testcases",
+            cases.len()
+        );
     }
     if args.list {
         for (path, tc) in &cases {
@@ -97,6 +117,29 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         .results
         .clone()
         .unwrap_or_else(|| paths::results_dir(&root));
+    if let Some(id) = &args.run_id {
+        if results.join(id).exists() {
+            return Err(CmdError::bad_input(format!(
+                "{} already holds a run with id {id}: each shard of a pipeline writes its own results directory",
+                results.display()
+            )));
+        }
+    }
+    if cases.is_empty() {
+        // A shard the split left empty (more shards than testcases): an
+        // empty run, so a merge of the pipeline's shards still finds it.
+        let (id, dir) = suite::results::new_run_dir(&results, args.run_id.as_deref())?;
+        let report = RunReport {
+            run_id: id,
+            started_at: suite::results::now_rfc3339(),
+            properties: shard_properties(&args),
+            suites: vec![],
+            reproduce: String::new(),
+            interrupted: false,
+        };
+        suite::results::write_results(&dir, &report)?;
+        return Ok(finish_run(&report, &dir));
+    }
     let req = args.b.request(&root);
     // The reproduce line: everything that chose the kernel and testcases.
     let mut kernel_flags = String::from("lab run");
@@ -121,20 +164,34 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
     if !req.wanted() {
         let host = args.k.host()?;
         print_host(&host);
-        let (id, dir) = suite::results::new_run_dir(&results)?;
-        let opts = reproduce.options(&host, &cases, &results, Vec::new());
+        let (id, dir) = suite::results::new_run_dir(&results, args.run_id.as_deref())?;
+        let opts = reproduce.options(&host, &cases, &results, shard_properties(&args));
         let report = suite::run_into(&host, &cases, &opts, &id, &dir)?;
         return Ok(finish_run(&report, &dir));
     }
-    built_run(
-        &root,
-        &req,
-        &args.k,
-        args.compare_base,
-        &cases,
-        &reproduce,
-        &results,
-    )
+    let target = Target {
+        cases: &cases,
+        results: &results,
+        run_id: args.run_id.as_deref(),
+        properties: shard_properties(&args),
+    };
+    built_run(&root, &req, &args.k, args.compare_base, &target, &reproduce)
+}
+
+/// Where a run goes: the testcases, the results directory, the run id
+/// (`--run-id`, else a fresh one) and properties the flags add.
+struct Target<'a> {
+    cases: &'a [(PathBuf, Testcase)],
+    results: &'a Path,
+    run_id: Option<&'a str>,
+    properties: Vec<(String, String)>,
+}
+
+/// `run.shard` when the run is one shard of a split.
+fn shard_properties(args: &RunArgs) -> Vec<(String, String)> {
+    args.shard
+        .map(|s| vec![("run.shard".to_string(), s.to_string())])
+        .unwrap_or_default()
 }
 
 /// What goes into the reproduce line: `lab run <kernel flags> --accel X
@@ -240,10 +297,15 @@ fn built_run(
     req: &KernelRequest,
     k: &KernelArgs,
     compare_base: bool,
-    cases: &[(PathBuf, Testcase)],
+    target: &Target,
     reproduce: &Reproduce,
-    results: &Path,
 ) -> Result<Exit, CmdError> {
+    let Target {
+        cases,
+        results,
+        run_id,
+        ..
+    } = *target;
     let cache = paths::cache_dir();
     let pipe = Pipeline::prepare(root, &cache, req).map_err(|e| match e {
         PipelineError::BadInput(m) => CmdError::BadInput(m),
@@ -258,7 +320,7 @@ fn built_run(
             )));
         }
     }
-    let (id, dir) = suite::results::new_run_dir(results)?;
+    let (id, dir) = suite::results::new_run_dir(results, run_id)?;
     // The base first: the patched level then builds incrementally from it.
     let base = if compare_base && level > 0 {
         match build_level(&pipe, 0) {
@@ -277,7 +339,10 @@ fn built_run(
             let report = RunReport {
                 run_id: id.clone(),
                 started_at: suite::results::now_rfc3339(),
-                properties: vec![("kernel.level".into(), pipe.level_label(level))],
+                properties: [("kernel.level".to_string(), pipe.level_label(level))]
+                    .into_iter()
+                    .chain(target.properties.iter().cloned())
+                    .collect(),
                 suites: vec![SuiteReport {
                     name: "kernel-build".into(),
                     properties: vec![],
@@ -304,7 +369,16 @@ fn built_run(
     pipeline::keep_build_files(&built, &dir.join("kernel"));
     let host = k.host_for(built.kernel.clone())?;
     print_host(&host);
-    let opts = reproduce.options(&host, cases, results, pipe.properties(level, &built));
+    let with_target = |mut p: Vec<(String, String)>| {
+        p.extend(target.properties.iter().cloned());
+        p
+    };
+    let opts = reproduce.options(
+        &host,
+        cases,
+        results,
+        with_target(pipe.properties(level, &built)),
+    );
     let Some(base) = base else {
         let report = suite::run_into(&host, cases, &opts, &id, &dir)?;
         return Ok(finish_run(&report, &dir));
@@ -318,7 +392,12 @@ fn built_run(
     pipeline::keep_build_files(&base, &dir.join("base/kernel"));
     let base_host = k.host_for(base.kernel.clone())?;
     eprintln!("lab: running on the base kernel");
-    let base_opts = reproduce.options(&base_host, cases, results, pipe.properties(0, &base));
+    let base_opts = reproduce.options(
+        &base_host,
+        cases,
+        results,
+        with_target(pipe.properties(0, &base)),
+    );
     let base_report = suite::run_into(&base_host, cases, &base_opts, &id, &dir.join("base"))?;
     let mut combined = regressions_only(&patched, &base_report);
     combined

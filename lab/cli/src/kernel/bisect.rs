@@ -90,7 +90,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
         Err(PipelineError::Lab(e)) => return Err(CmdError::Lab(e)),
     };
     let n = pipe.patches();
-    let (id, dir) = suite::results::new_run_dir(&opts.results)?;
+    let (id, dir) = suite::results::new_run_dir(&opts.results, None)?;
     let reproduce = format!(
         "lab bisect{} --testcase {} --retries {}",
         opts.request.reproduce_args(),

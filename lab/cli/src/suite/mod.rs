@@ -134,7 +134,7 @@ pub fn run(
     cases: &[(PathBuf, Testcase)],
     opts: &RunOptions,
 ) -> Result<(RunReport, PathBuf)> {
-    let (id, dir) = new_run_dir(&opts.results)?;
+    let (id, dir) = new_run_dir(&opts.results, None)?;
     let report = run_into(host, cases, opts, &id, &dir)?;
     Ok((report, dir))
 }

@@ -19,9 +19,17 @@ fn run_id() -> String {
 
 /// Creates `results/<run-id>/` and points `results/latest` at it at once,
 /// so a run cut short is still found.
-pub fn new_run_dir(results: &Path) -> Result<(String, PathBuf)> {
-    let id = run_id();
+/// `given` is a `--run-id` (checked by `lab_core::shard::check_run_id`);
+/// a run never writes into another run's directory.
+pub fn new_run_dir(results: &Path, given: Option<&str>) -> Result<(String, PathBuf)> {
+    let id = given.map_or_else(run_id, str::to_string);
     let dir = results.join(&id);
+    if given.is_some() && dir.exists() {
+        anyhow::bail!(
+            "{} already holds a run with id {id}: each shard of a pipeline writes its own results directory",
+            results.display()
+        );
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let latest = results.join("latest");
     let _ = std::fs::remove_file(&latest);
