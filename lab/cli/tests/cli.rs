@@ -212,6 +212,131 @@ fn shards_split_the_selection_disjointly_and_cover_it() {
     );
 }
 
+/// Two shards of a pipeline run for real and merge into one run: the
+/// merged JUnit holds both testcases once and exits as one run would; a
+/// lost shard's testcases are named and make the merge an error (exit 3);
+/// a testcase in two shards or shards of different kernels are refused
+/// (exit 2, naming the shards).
+#[test]
+fn report_merge_joins_the_shards_of_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let picked = ["limits-4k", "limits-512"];
+    let mut runs = Vec::new();
+    for m in 1..=2 {
+        let results = tmp.path().join(format!("job{m}"));
+        let (code, stdout, stderr) = output(
+            lab()
+                .args([
+                    "run",
+                    "--shard",
+                    &format!("{m}/2"),
+                    "--run-id",
+                    "p-42",
+                    "--results",
+                ])
+                .arg(&results)
+                .args(picked),
+        );
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        runs.push(results.join("p-42"));
+    }
+    let merged = tmp.path().join("merged");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["report", "merge"])
+            .args(&runs)
+            .arg("--out")
+            .arg(&merged),
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let v = summary_in(&merged);
+    let names: Vec<&str> = v.suites.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, picked);
+    assert_eq!(v.run_id, "p-42");
+    let junit = read(&merged.join("junit.xml"));
+    for name in picked {
+        assert_eq!(
+            junit
+                .matches(&format!("<testsuite name=\"{name}\""))
+                .count(),
+            1,
+            "{junit}"
+        );
+    }
+
+    // One job lost: what it held is named, and the merge is not a pass.
+    let holder = runs
+        .iter()
+        .find(|r| !summary_in(r).suites.is_empty())
+        .unwrap();
+    let lone = summary_in(holder);
+    let lost: Vec<&str> = picked
+        .iter()
+        .copied()
+        .filter(|n| lone.suites.iter().all(|s| s.name != *n))
+        .collect();
+    let (code, stdout, _) = output(
+        lab()
+            .args(["report", "merge"])
+            .arg(holder)
+            .arg("--out")
+            .arg(tmp.path().join("partial")),
+    );
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(
+        stdout.contains("missing: no results from shard(s)"),
+        "{stdout}"
+    );
+    if !lost.is_empty() {
+        assert!(
+            stdout.contains(&format!("not run: {} testcase(s)", lost.len())),
+            "{stdout}"
+        );
+    }
+
+    // The same shard twice: a testcase in two shards.
+    let (code, _, stderr) = output(
+        lab()
+            .args(["report", "merge"])
+            .arg(holder)
+            .arg(holder)
+            .arg("--out")
+            .arg(tmp.path().join("dup")),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("was run by more than one shard"),
+        "{stderr}"
+    );
+
+    // Another kernel in one shard.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let text = read(&holder.join("summary.json"));
+    let release = common::run_prop(&lone, "kernel.release");
+    std::fs::write(
+        other.join("summary.json"),
+        text.replace(&format!("\"{release}\""), "\"9.9.9-other\""),
+    )
+    .unwrap();
+    let rest = runs.iter().find(|r| *r != holder).unwrap();
+    let mut with_suites = vec![other.clone()];
+    if !summary_in(rest).suites.is_empty() {
+        with_suites.push(rest.clone());
+    } else {
+        with_suites.push(holder.clone());
+    }
+    let (code, _, stderr) = output(
+        lab()
+            .args(["report", "merge"])
+            .args(&with_suites)
+            .arg("--out")
+            .arg(tmp.path().join("mixed")),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("kernel.release differs"), "{stderr}");
+}
+
 #[test]
 fn boot_runs_a_command_and_exits_with_its_status() {
     let out = lab()

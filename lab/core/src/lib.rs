@@ -15,6 +15,7 @@ pub mod kconfig;
 pub mod kmod;
 pub mod limits;
 pub mod make_output;
+pub mod merge;
 pub mod powercut;
 pub mod qemu;
 pub mod report;

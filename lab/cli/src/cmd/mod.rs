@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bisect;
 pub mod boot;
 pub mod doctor;
+pub mod report;
 pub mod run;
 pub mod verify;
 
@@ -48,6 +49,8 @@ pub enum Cmd {
     Verify(verify::VerifyArgs),
     /// Benchmarks; results go to results/bench/<what>.json.
     Bench(bench::BenchArgs),
+    /// Results of several runs as one: `merge` joins a run's shards.
+    Report(report::ReportArgs),
 }
 
 impl Cmd {
@@ -62,6 +65,7 @@ impl Cmd {
             Cmd::Bisect(a) => bisect::run(a),
             Cmd::Verify(a) => verify::run(a),
             Cmd::Bench(a) => bench::run(a),
+            Cmd::Report(a) => report::run(a),
         }
     }
 }

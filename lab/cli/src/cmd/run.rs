@@ -89,12 +89,13 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
     if let Some(id) = &args.run_id {
         lab_core::shard::check_run_id(id).map_err(CmdError::bad_input)?;
     }
-    let selected = cases.len();
+    let selected: Vec<String> = cases.iter().map(|(_, tc)| tc.name.clone()).collect();
     if let Some(shard) = args.shard {
         cases.retain(|(_, tc)| shard.contains(&tc.name));
         eprintln!(
-            "lab: shard {shard}: {} of the {selected} selected testcases",
-            cases.len()
+            "lab: shard {shard}: {} of the {} selected testcases",
+            cases.len(),
+            selected.len()
         );
     }
     if args.list {
@@ -132,7 +133,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         let report = RunReport {
             run_id: id,
             started_at: suite::results::now_rfc3339(),
-            properties: shard_properties(&args),
+            properties: shard_properties(&args, &selected),
             suites: vec![],
             reproduce: String::new(),
             interrupted: false,
@@ -165,7 +166,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         let host = args.k.host()?;
         print_host(&host);
         let (id, dir) = suite::results::new_run_dir(&results, args.run_id.as_deref())?;
-        let opts = reproduce.options(&host, &cases, &results, shard_properties(&args));
+        let opts = reproduce.options(&host, &cases, &results, shard_properties(&args, &selected));
         let report = suite::run_into(&host, &cases, &opts, &id, &dir)?;
         return Ok(finish_run(&report, &dir));
     }
@@ -173,7 +174,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         cases: &cases,
         results: &results,
         run_id: args.run_id.as_deref(),
-        properties: shard_properties(&args),
+        properties: shard_properties(&args, &selected),
     };
     built_run(&root, &req, &args.k, args.compare_base, &target, &reproduce)
 }
@@ -187,11 +188,17 @@ struct Target<'a> {
     properties: Vec<(String, String)>,
 }
 
-/// `run.shard` when the run is one shard of a split.
-fn shard_properties(args: &RunArgs) -> Vec<(String, String)> {
-    args.shard
-        .map(|s| vec![("run.shard".to_string(), s.to_string())])
-        .unwrap_or_default()
+/// `run.shard` and `run.selected` (every testcase the selection held
+/// before the split, so a merge can name those no shard ran) when the run
+/// is one shard of a split.
+fn shard_properties(args: &RunArgs, selected: &[String]) -> Vec<(String, String)> {
+    match args.shard {
+        Some(s) => vec![
+            ("run.shard".to_string(), s.to_string()),
+            ("run.selected".to_string(), selected.join(" ")),
+        ],
+        None => Vec::new(),
+    }
 }
 
 /// What goes into the reproduce line: `lab run <kernel flags> --accel X
