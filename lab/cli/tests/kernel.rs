@@ -319,3 +319,55 @@ fn a_sweep_finds_the_planted_fdatasync_bug_that_single_cuts_miss() {
         "only the moment between the fdatasync and the fsync: {caught:#?}"
     );
 }
+
+/// `lab build` writes a kernel directory another machine can boot: the demo
+/// series' bad end (built by the bisection test, or incrementally here),
+/// then `lab run --kernel DIR` runs on it without building, and the
+/// results name the artifact, the series level and the commit it ran.
+#[test]
+fn build_writes_a_kernel_directory_that_run_boots_and_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kdir = tmp.path().join("kernel");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["build", "--series"])
+            .arg(demo_series())
+            .args(["--upto", "3", "--out"])
+            .arg(&kdir),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for f in ["vmlinuz", "release", "config", "build.json"] {
+        assert!(kdir.join(f).is_file(), "{f} missing in {}", kdir.display());
+    }
+    let meta: serde_json::Value = serde_json::from_str(&read(&kdir.join("build.json"))).unwrap();
+    assert_eq!(
+        meta["level"],
+        "3/4 fs: test atomic write alignment with a mask"
+    );
+    assert_eq!(meta["level_index"], 3);
+    let artifact = meta["artifact"].as_str().unwrap().to_string();
+    assert!(!artifact.is_empty());
+
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--kernel"])
+            .arg(&kdir)
+            .arg("--results")
+            .arg(&results)
+            .arg("atomic-misaligned-raw-64k"),
+    );
+    // The planted patch is in: the testcase fails, on this kernel, with no build.
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(!stderr.contains("building kernel"), "{stderr}");
+    let v = summary_of(&results);
+    assert_eq!(run_prop(&v, "kernel.artifact"), artifact);
+    assert_eq!(
+        run_prop(&v, "kernel.level"),
+        "3/4 fs: test atomic write alignment with a mask"
+    );
+    assert_eq!(
+        run_prop(&v, "kernel.commit"),
+        meta["commit"].as_str().unwrap()
+    );
+}

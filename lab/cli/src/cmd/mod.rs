@@ -6,7 +6,9 @@ pub mod args;
 pub mod bench;
 pub mod bisect;
 pub mod boot;
+pub mod build;
 pub mod doctor;
+pub mod level;
 pub mod report;
 pub mod run;
 pub mod verify;
@@ -38,6 +40,9 @@ pub enum Cmd {
     },
     /// Boot a VM on an NVMe device; run CMD over SSH (exit with its status) or open a shell.
     Boot(boot::BootArgs),
+    /// Build a kernel as `lab run --series` does and write a kernel
+    /// directory (`--out DIR`) that `lab run --kernel DIR` boots anywhere.
+    Build(build::BuildCmdArgs),
     /// Run YAML testcases (default: all of testcases/); results go to results/<run-id>/.
     Run(run::RunArgs),
     /// Find the first patch of a series whose kernel fails a testcase:
@@ -61,6 +66,7 @@ impl Cmd {
                 Ok(doctor::doctor(k.kernel.as_deref(), k.modules.as_deref()))
             }
             Cmd::Boot(a) => boot::run(a),
+            Cmd::Build(a) => build::run(a),
             Cmd::Run(a) => run::run(a),
             Cmd::Bisect(a) => bisect::run(a),
             Cmd::Verify(a) => verify::run(a),

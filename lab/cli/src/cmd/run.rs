@@ -8,10 +8,10 @@ use lab_core::report::{regressions_only, CaseResult, Outcome, RunReport, SuiteRe
 use lab_core::testcase::Testcase;
 
 use crate::cmd::args::{BuildArgs, KernelArgs};
+use crate::cmd::level::{self, LevelFailure};
 use crate::exit::{CmdError, Exit};
 use crate::host::LabHost;
-use crate::kernel::build::{BuildError, Built};
-use crate::kernel::pipeline::{self, KernelRequest, Pipeline, PipelineError};
+use crate::kernel::pipeline::{self, KernelRequest};
 use crate::paths;
 use crate::suite::{self, RunOptions};
 
@@ -271,34 +271,6 @@ fn finish_run(report: &RunReport, dir: &Path) -> Exit {
     Exit::of_report(report)
 }
 
-/// Why a level did not build.
-enum LevelFailure {
-    /// The series does not compile: the series' failure, recorded as a
-    /// failed `kernel-build` check.
-    Compile(String),
-    /// Anything else ends the command.
-    Error(CmdError),
-}
-
-/// Builds a level, printing what happened.
-fn build_level(pipe: &Pipeline, level: usize) -> Result<Built, LevelFailure> {
-    match pipe.build_level(level) {
-        Ok(b) => {
-            eprintln!("{}", pipeline::describe_build(&pipe.level_short(level), &b));
-            Ok(b)
-        }
-        Err(e @ BuildError::Compile { .. }) => {
-            eprintln!("lab: kernel {}: {e}", pipe.level_label(level));
-            Err(LevelFailure::Compile(e.to_string()))
-        }
-        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
-            Err(LevelFailure::Error(CmdError::BadInput(e.to_string())))
-        }
-        Err(BuildError::Interrupted) => Err(LevelFailure::Error(CmdError::Interrupted)),
-        Err(e) => Err(LevelFailure::Error(CmdError::Lab(e.into()))),
-    }
-}
-
 fn built_run(
     root: &Path,
     req: &KernelRequest,
@@ -313,24 +285,11 @@ fn built_run(
         run_id,
         ..
     } = *target;
-    let cache = paths::cache_dir();
-    let pipe = Pipeline::prepare(root, &cache, req).map_err(|e| match e {
-        PipelineError::BadInput(m) => CmdError::BadInput(m),
-        PipelineError::Lab(e) => CmdError::Lab(e),
-    })?;
-    let level = pipe.run_level();
-    if let Some(f) = &pipe.levels.failure {
-        if f.patch <= level {
-            return Err(CmdError::BadInput(format!(
-                "{f}\nlab: base: {}",
-                pipe.tree.describe
-            )));
-        }
-    }
+    let (pipe, level) = level::prepare(root, req)?;
     let (id, dir) = suite::results::new_run_dir(results, run_id)?;
     // The base first: the patched level then builds incrementally from it.
     let base = if compare_base && level > 0 {
-        match build_level(&pipe, 0) {
+        match level::build(&pipe, 0) {
             Ok(b) => Some(b),
             Err(LevelFailure::Compile(_)) => return Ok(Exit::Failed),
             Err(LevelFailure::Error(e)) => return Err(e),
@@ -338,7 +297,7 @@ fn built_run(
     } else {
         None
     };
-    let built = match build_level(&pipe, level) {
+    let built = match level::build(&pipe, level) {
         Ok(b) => b,
         Err(LevelFailure::Error(e)) => return Err(e),
         Err(LevelFailure::Compile(message)) => {

@@ -101,7 +101,8 @@ impl LabHost {
     }
 
     pub fn properties(&self) -> Vec<(String, String)> {
-        vec![
+        let built_by = self.kernel.provenance.iter().cloned();
+        let mut v = vec![
             ("kernel.release".into(), self.kernel.release.clone()),
             (
                 "kernel.path".into(),
@@ -120,6 +121,8 @@ impl LabHost {
             ("accel".into(), self.accel.as_str().into()),
             ("accel.reason".into(), self.accel_reason.clone()),
             ("image.hash".into(), self.image.hash.clone()),
-        ]
+        ];
+        v.extend(built_by);
+        v
     }
 }

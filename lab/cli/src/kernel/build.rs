@@ -580,6 +580,7 @@ fn load_artifact(art: &Path) -> Result<Option<Built>> {
             vmlinuz: art.join("bzImage"),
             modules: None,
             release: meta.release.clone(),
+            provenance: Vec::new(),
         },
         artifact: art.to_path_buf(),
         cached: true,

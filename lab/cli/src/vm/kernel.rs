@@ -10,7 +10,14 @@ pub struct Kernel {
     /// `lib/modules/<release>` of this kernel, when it has modules.
     pub modules: Option<PathBuf>,
     pub release: String,
+    /// What built it, for kernels `lab build` wrote (`build.json`'s
+    /// properties: kernel.artifact, kernel.source, kernel.commit,
+    /// kernel.level, kernel.config); every run on it reports them.
+    pub provenance: Vec<(String, String)>,
 }
+
+/// The file `lab build` writes beside the kernel it built.
+pub const BUILD_JSON: &str = "build.json";
 
 impl Kernel {
     /// The default kernel the set-up script downloaded.
@@ -46,6 +53,7 @@ impl Kernel {
             vmlinuz,
             modules,
             release,
+            provenance: provenance(dir)?,
         })
     }
 
@@ -68,6 +76,24 @@ impl Kernel {
             vmlinuz: path.canonicalize()?,
             modules,
             release,
+            provenance: Vec::new(),
         })
     }
+}
+
+/// The `properties` of a kernel directory's `build.json`, if it has one.
+fn provenance(dir: &Path) -> Result<Vec<(String, String)>> {
+    let path = dir.join(BUILD_JSON);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let props = v["properties"]
+        .as_object()
+        .with_context(|| format!("{}: no properties", path.display()))?;
+    Ok(props
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect())
 }
