@@ -117,7 +117,7 @@ fn the_kubernetes_job_is_indexed_and_shards_from_its_completion_index() {
         .unwrap();
     let shards = env
         .iter()
-        .find(|e| e["name"] == Value::from("SHARDS"))
+        .find(|e| e["name"] == "SHARDS")
         .unwrap();
     assert_eq!(
         shards["value"].as_str().unwrap(),
