@@ -115,10 +115,7 @@ fn the_kubernetes_job_is_indexed_and_shards_from_its_completion_index() {
     let env = spec["template"]["spec"]["containers"][0]["env"]
         .as_sequence()
         .unwrap();
-    let shards = env
-        .iter()
-        .find(|e| e["name"] == "SHARDS")
-        .unwrap();
+    let shards = env.iter().find(|e| e["name"] == "SHARDS").unwrap();
     assert_eq!(
         shards["value"].as_str().unwrap(),
         spec["completions"].as_u64().unwrap().to_string()

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    lab, outcome, output, prop, read, root, run_prop, suite_of, suite_results, summary_in, LabRun,
+    lab, outcome, output, prop, read, root, run_prop, suite_of, suite_results, summary_in,
+    summary_of, LabRun,
 };
 
 fn qemu_children_of(pid: u32) -> Vec<u32> {
@@ -212,33 +213,59 @@ fn shards_split_the_selection_disjointly_and_cover_it() {
     );
 }
 
-/// Two shards of a pipeline run for real and merge into one run: the
-/// merged JUnit holds both testcases once and exits as one run would; a
-/// lost shard's testcases are named and make the merge an error (exit 3);
-/// a testcase in two shards or shards of different kernels are refused
-/// (exit 2, naming the shards).
+/// Three shards of a fixed set, run as three concurrent `lab run --shard`
+/// processes (no kernel build: the default kernel), merge into one run
+/// that holds every testcase of the set once, with the outcome of every
+/// check the same as in a plain run of the set. A lost shard is named and
+/// is not a pass (exit 3); a testcase in two shards or a shard of another
+/// kernel is refused (exit 2).
 #[test]
-fn report_merge_joins_the_shards_of_a_run() {
+fn three_concurrent_shards_merge_into_the_plain_run() {
+    let set = [
+        "atomic-errors-raw-4k",
+        "limits-2k",
+        "limits-4k",
+        "limits-4k-reflink",
+        "limits-512",
+    ];
     let tmp = tempfile::tempdir().unwrap();
-    let picked = ["limits-4k", "limits-512"];
-    let mut runs = Vec::new();
-    for m in 1..=2 {
-        let results = tmp.path().join(format!("job{m}"));
-        let (code, stdout, stderr) = output(
-            lab()
+    let plain_dir = tmp.path().join("plain");
+    let (code, stdout, stderr) = output(lab().args(["run", "--results"]).arg(&plain_dir).args(set));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let plain = summary_of(&plain_dir);
+
+    let shards: Vec<_> = (1..=3)
+        .map(|m| {
+            let results = tmp.path().join(format!("job{m}"));
+            let child = lab()
                 .args([
                     "run",
                     "--shard",
-                    &format!("{m}/2"),
+                    &format!("{m}/3"),
                     "--run-id",
-                    "p-42",
+                    "p-3",
                     "--results",
                 ])
                 .arg(&results)
-                .args(picked),
+                .args(set)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (results.join("p-3"), child)
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for (run, child) in shards {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-        runs.push(results.join("p-42"));
+        runs.push(run);
     }
     let merged = tmp.path().join("merged");
     let (code, stdout, stderr) = output(
@@ -251,10 +278,31 @@ fn report_merge_joins_the_shards_of_a_run() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let v = summary_in(&merged);
     let names: Vec<&str> = v.suites.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, picked);
-    assert_eq!(v.run_id, "p-42");
+    assert_eq!(names, set, "each testcase of the set exactly once");
+    assert_eq!(v.run_id, "p-3");
+    let outcomes = |r: &lab_core::report::RunReport| -> Vec<(String, String, String)> {
+        let mut o: Vec<_> = r
+            .suites
+            .iter()
+            .flat_map(|s| s.results.iter())
+            .map(|c| {
+                (
+                    c.case.clone(),
+                    c.check.clone(),
+                    c.outcome.label().to_string(),
+                )
+            })
+            .collect();
+        o.sort();
+        o
+    };
+    assert_eq!(
+        outcomes(&v),
+        outcomes(&plain),
+        "the shards disagree with the plain run"
+    );
     let junit = read(&merged.join("junit.xml"));
-    for name in picked {
+    for name in set {
         assert_eq!(
             junit
                 .matches(&format!("<testsuite name=\"{name}\""))
@@ -264,42 +312,30 @@ fn report_merge_joins_the_shards_of_a_run() {
         );
     }
 
-    // One job lost: what it held is named, and the merge is not a pass.
-    let holder = runs
-        .iter()
-        .find(|r| !summary_in(r).suites.is_empty())
-        .unwrap();
-    let lone = summary_in(holder);
-    let lost: Vec<&str> = picked
-        .iter()
-        .copied()
-        .filter(|n| lone.suites.iter().all(|s| s.name != *n))
-        .collect();
+    // Shard 3 lost: its testcases are named, and the merge is not a pass.
     let (code, stdout, _) = output(
         lab()
             .args(["report", "merge"])
-            .arg(holder)
+            .args(&runs[..2])
             .arg("--out")
             .arg(tmp.path().join("partial")),
     );
     assert_eq!(code, Some(3), "{stdout}");
     assert!(
-        stdout.contains("missing: no results from shard(s)"),
+        stdout.contains("missing: no results from shard(s) 3/3"),
         "{stdout}"
     );
-    if !lost.is_empty() {
-        assert!(
-            stdout.contains(&format!("not run: {} testcase(s)", lost.len())),
-            "{stdout}"
-        );
+    let third = summary_in(&runs[2]);
+    for s in &third.suites {
+        assert!(stdout.contains(&s.name), "{} not named: {stdout}", s.name);
     }
 
-    // The same shard twice: a testcase in two shards.
+    // A shard given twice: its testcases were run by two shards.
     let (code, _, stderr) = output(
         lab()
             .args(["report", "merge"])
-            .arg(holder)
-            .arg(holder)
+            .args(&runs)
+            .arg(&runs[1])
             .arg("--out")
             .arg(tmp.path().join("dup")),
     );
@@ -309,27 +345,21 @@ fn report_merge_joins_the_shards_of_a_run() {
         "{stderr}"
     );
 
-    // Another kernel in one shard.
+    // One shard from another kernel.
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let text = read(&holder.join("summary.json"));
-    let release = common::run_prop(&lone, "kernel.release");
+    let release = run_prop(&v, "kernel.release");
+    let text = read(&runs[0].join("summary.json"));
     std::fs::write(
         other.join("summary.json"),
         text.replace(&format!("\"{release}\""), "\"9.9.9-other\""),
     )
     .unwrap();
-    let rest = runs.iter().find(|r| *r != holder).unwrap();
-    let mut with_suites = vec![other.clone()];
-    if !summary_in(rest).suites.is_empty() {
-        with_suites.push(rest.clone());
-    } else {
-        with_suites.push(holder.clone());
-    }
     let (code, _, stderr) = output(
         lab()
             .args(["report", "merge"])
-            .args(&with_suites)
+            .arg(&other)
+            .args(&runs[1..])
             .arg("--out")
             .arg(tmp.path().join("mixed")),
     );

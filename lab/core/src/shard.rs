@@ -140,5 +140,26 @@ mod tests {
                 prop_assert_eq!(holders[0], Shard::of(n, total));
             }
         }
+
+        /// Adding a testcase to the selection moves no other testcase.
+        #[test]
+        fn adding_a_name_moves_only_that_name(
+            names in proptest::collection::btree_set("[a-z0-9-]{1,24}", 1..40),
+            extra in "[a-z0-9-]{1,24}",
+            total in 1u32..9,
+        ) {
+            let split = |set: &std::collections::BTreeSet<String>| -> Vec<(String, u32)> {
+                let shards: Vec<Shard> = (1..=total).map(|index| Shard { index, total }).collect();
+                set.iter()
+                    .map(|n| (n.clone(), shards.iter().find(|s| s.contains(n)).unwrap().index))
+                    .collect()
+            };
+            let before = split(&names);
+            let mut grown = names.clone();
+            grown.insert(extra.clone());
+            let after: Vec<(String, u32)> =
+                split(&grown).into_iter().filter(|(n, _)| names.contains(n)).collect();
+            prop_assert_eq!(before, after);
+        }
     }
 }
