@@ -71,13 +71,6 @@ fn lost(name: &str, why: &str) -> SuiteReport {
     }
 }
 
-fn prop<'a>(r: &'a RunReport, key: &str) -> Option<&'a str> {
-    r.properties
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 /// Merges the shards' reports, each with a label (its directory). Suites
 /// come out sorted by name, as one run orders them; run properties are
 /// the first kernel-carrying shard's, plus `merged.shards`.
@@ -91,7 +84,7 @@ pub fn merge(shards: &[(String, RunReport)]) -> Result<Merged, MergeError> {
     if let Some((l0, r0)) = ran.first() {
         for (l, r) in &ran[1..] {
             for key in KERNEL_KEYS {
-                let (a, b) = (prop(r0, key), prop(r, key));
+                let (a, b) = (r0.property(key), r.property(key));
                 if a != b {
                     return Err(MergeError::KernelsDiffer {
                         key: key.to_string(),
@@ -106,7 +99,7 @@ pub fn merge(shards: &[(String, RunReport)]) -> Result<Merged, MergeError> {
     }
     // One split: the same N everywhere.
     let total = |r: &RunReport| {
-        prop(r, "run.shard")
+        r.property("run.shard")
             .and_then(|s| s.split_once('/'))
             .map(|(_, n)| n.to_string())
     };
@@ -114,11 +107,14 @@ pub fn merge(shards: &[(String, RunReport)]) -> Result<Merged, MergeError> {
         if total(r) != total(first) {
             return Err(MergeError::Split {
                 first: first_label.clone(),
-                a: prop(first, "run.shard")
+                a: first
+                    .property("run.shard")
                     .unwrap_or("(not a shard)")
                     .to_string(),
                 second: l.clone(),
-                b: prop(r, "run.shard").unwrap_or("(not a shard)").to_string(),
+                b: r.property("run.shard")
+                    .unwrap_or("(not a shard)")
+                    .to_string(),
             });
         }
     }
@@ -140,7 +136,7 @@ pub fn merge(shards: &[(String, RunReport)]) -> Result<Merged, MergeError> {
         Some(n) => {
             let have: BTreeSet<String> = shards
                 .iter()
-                .filter_map(|(_, r)| prop(r, "run.shard").map(str::to_string))
+                .filter_map(|(_, r)| r.property("run.shard").map(str::to_string))
                 .collect();
             (1..=n)
                 .map(|m| format!("{m}/{n}"))
@@ -151,7 +147,7 @@ pub fn merge(shards: &[(String, RunReport)]) -> Result<Merged, MergeError> {
     };
     let selected: BTreeSet<&str> = shards
         .iter()
-        .filter_map(|(_, r)| prop(r, "run.selected"))
+        .filter_map(|(_, r)| r.property("run.selected"))
         .flat_map(|v| v.split_whitespace())
         .collect();
     let not_run: Vec<String> = selected
@@ -171,7 +167,7 @@ pub fn merge(shards: &[(String, RunReport)]) -> Result<Merged, MergeError> {
         "merged.shards".into(),
         shards
             .iter()
-            .map(|(l, r)| format!("{} ({l})", prop(r, "run.shard").unwrap_or("?")))
+            .map(|(l, r)| format!("{} ({l})", r.property("run.shard").unwrap_or("?")))
             .collect::<Vec<_>>()
             .join(", "),
     ));

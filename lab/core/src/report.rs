@@ -77,13 +77,18 @@ pub struct SuiteReport {
     pub reproduce: String,
 }
 
+/// The value of `key` in a list of properties (the first, as JUnit shows them).
+fn lookup<'a>(properties: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    properties
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 impl SuiteReport {
     /// The value of property `key`, if the suite has it.
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        lookup(&self.properties, key)
     }
 }
 
@@ -96,6 +101,11 @@ pub struct Counts {
 }
 
 impl RunReport {
+    /// The value of run property `key` (kernel, QEMU, shard...), if set.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        lookup(&self.properties, key)
+    }
+
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for r in self.suites.iter().flat_map(|s| &s.results) {

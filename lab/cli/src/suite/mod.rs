@@ -209,10 +209,8 @@ fn print_suite(s: &SuiteReport) {
         .filter(|r| r.outcome == Outcome::Passed)
         .count();
     let boot = s
-        .properties
-        .iter()
-        .find(|(k, _)| k == "boot_to_ssh_s")
-        .map(|(_, v)| format!(", boot {v} s"))
+        .property("boot_to_ssh_s")
+        .map(|v| format!(", boot {v} s"))
         .unwrap_or_default();
     println!(
         "{label:<5} {} ({passed}/{} checks passed{boot})",

@@ -65,19 +65,20 @@ pub fn outcome(suite: &SuiteReport, check: &str) -> &'static str {
         .unwrap_or_else(|| panic!("{check} missing in {suite:?}"))
 }
 
-fn lookup(props: &[(String, String)], key: &str) -> Option<String> {
-    props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
-}
-
 /// One property of a suite.
 pub fn prop(suite: &SuiteReport, key: &str) -> String {
-    lookup(&suite.properties, key).unwrap_or_else(|| panic!("{key} missing in {suite:?}"))
+    suite
+        .property(key)
+        .unwrap_or_else(|| panic!("{key} missing in {suite:?}"))
+        .to_string()
 }
 
 /// One property of the run.
 pub fn run_prop(summary: &RunReport, key: &str) -> String {
-    lookup(&summary.properties, key)
+    summary
+        .property(key)
         .unwrap_or_else(|| panic!("{key} missing in {:?}", summary.properties))
+        .to_string()
 }
 
 /// (check, outcome, message) of every check of a suite.
