@@ -119,10 +119,11 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         .clone()
         .unwrap_or_else(|| paths::results_dir(&root));
     if let Some(id) = &args.run_id {
+        // Said before any kernel is built (exit 2); new_run_dir refuses it
+        // again, atomically, when the directory is made.
         if results.join(id).exists() {
-            return Err(CmdError::bad_input(format!(
-                "{} already holds a run with id {id}: each shard of a pipeline writes its own results directory",
-                results.display()
+            return Err(CmdError::bad_input(suite::results::run_id_taken(
+                &results, id,
             )));
         }
     }

@@ -18,23 +18,33 @@ fn run_id() -> String {
 }
 
 /// Creates `results/<run-id>/` and points `results/latest` at it at once,
-/// so a run cut short is still found.
-/// `given` is a `--run-id` (checked by `lab_core::shard::check_run_id`);
-/// a run never writes into another run's directory.
+/// so a run cut short is still found. `given` is a `--run-id` (checked by
+/// `lab_core::shard::check_run_id`); its directory is created only if it
+/// is not there yet, in one step, so a run never writes into another
+/// run's directory.
 pub fn new_run_dir(results: &Path, given: Option<&str>) -> Result<(String, PathBuf)> {
     let id = given.map_or_else(run_id, str::to_string);
     let dir = results.join(&id);
-    if given.is_some() && dir.exists() {
-        anyhow::bail!(
-            "{} already holds a run with id {id}: each shard of a pipeline writes its own results directory",
-            results.display()
-        );
+    std::fs::create_dir_all(results).with_context(|| format!("creating {}", results.display()))?;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            anyhow::bail!(run_id_taken(results, &id))
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let latest = results.join("latest");
     let _ = std::fs::remove_file(&latest);
     let _ = std::os::unix::fs::symlink(&id, &latest);
     Ok((id, dir))
+}
+
+/// Why a `--run-id` cannot be used: the results directory has it already.
+pub fn run_id_taken(results: &Path, id: &str) -> String {
+    format!(
+        "{} already holds a run with id {id}: each shard of a pipeline writes its own results directory",
+        results.display()
+    )
 }
 
 /// Now, as RFC 3339 in UTC to the second (`2026-12-02T15:04:05Z`).
