@@ -171,19 +171,23 @@ fn shards_split_the_selection_disjointly_and_cover_it() {
         2
     };
     let empty = format!("{empty_index}/2");
-    let (code, stdout, stderr) = output(
-        lab()
-            .args([
-                "run",
-                "--shard",
-                &empty,
-                "--run-id",
-                "pipeline-7",
-                "--results",
-            ])
-            .arg(tmp.path())
-            .arg("limits-4k"),
-    );
+    // The same run twice: the first takes the id, the second is refused.
+    let empty_shard_run = || {
+        output(
+            lab()
+                .args([
+                    "run",
+                    "--shard",
+                    &empty,
+                    "--run-id",
+                    "pipeline-7",
+                    "--results",
+                ])
+                .arg(tmp.path())
+                .arg("limits-4k"),
+        )
+    };
+    let (code, stdout, stderr) = empty_shard_run();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
         stderr.contains(&format!("shard {empty}: 0 of the 1 selected")),
@@ -193,19 +197,7 @@ fn shards_split_the_selection_disjointly_and_cover_it() {
     assert!(v.suites.is_empty());
     assert_eq!(run_prop(&v, "run.shard"), empty);
     // The id is taken once: a second run with it would mix two runs.
-    let (code, _, stderr) = output(
-        lab()
-            .args([
-                "run",
-                "--shard",
-                &empty,
-                "--run-id",
-                "pipeline-7",
-                "--results",
-            ])
-            .arg(tmp.path())
-            .arg("limits-4k"),
-    );
+    let (code, _, stderr) = empty_shard_run();
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("already holds a run with id pipeline-7"),
