@@ -36,10 +36,7 @@ pub fn of_range(fd: i32, offset: u64, len: Option<u64>) -> Result<FolioCensus, F
     // SAFETY: a zeroed stat is a valid out-parameter for fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err((
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            String::new(),
-        ));
+        return Err((crate::plan::errno(), String::new()));
     }
     let size = st.st_size as u64;
     let end = match len {
@@ -66,19 +63,13 @@ pub fn of_range(fd: i32, offset: u64, len: Option<u64>) -> Result<FolioCensus, F
         )
     };
     if addr == libc::MAP_FAILED {
-        return Err((
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            "mmap".into(),
-        ));
+        return Err((crate::plan::errno(), "mmap".into()));
     }
     let map = Mapping { addr, len };
     let mut resident = vec![0u8; npages];
     // SAFETY: the vector has one byte per page of the mapping.
     if unsafe { libc::mincore(map.addr, map.len, resident.as_mut_ptr()) } < 0 {
-        return Err((
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            "mincore".into(),
-        ));
+        return Err((crate::plan::errno(), "mincore".into()));
     }
     // Fault in the cached pages only, so pagemap has their frames.
     for (i, r) in resident.iter().enumerate() {

@@ -33,7 +33,7 @@ struct State {
     census: Option<lab_core::folio::FolioCensus>,
 }
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
