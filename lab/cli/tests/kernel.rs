@@ -371,3 +371,50 @@ fn build_writes_a_kernel_directory_that_run_boots_and_names() {
         meta["commit"].as_str().unwrap()
     );
 }
+
+/// `--kconfig distro` takes the default kernel's own config as its base:
+/// configured only (a full build of it belongs in `lab bench kernel`), the
+/// config holds what Debian's has and tinyconfig lacks, the lab's
+/// essentials built in, no debug info, and base-changes.txt says what the
+/// lab changed.
+#[test]
+fn distro_config_is_the_default_kernels_own_with_the_labs_essentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cfg");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["build", "--kconfig", "distro", "--config-only", "--out"])
+            .arg(&out),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        !out.join("vmlinuz").exists(),
+        "configure only: nothing built"
+    );
+    let config = read(&out.join("config"));
+    for line in [
+        // Debian's, off in tinyconfig and not in lab.config:
+        "CONFIG_IMA=y",
+        "CONFIG_NUMA=y",
+        "CONFIG_MODULES=y",
+        // The lab's essentials, modules in Debian's config, built in here:
+        "CONFIG_XFS_FS=y",
+        "CONFIG_VIRTIO_NET=y",
+        "CONFIG_TRANSPARENT_HUGEPAGE=y",
+        "CONFIG_DEBUG_INFO_NONE=y",
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "{line} missing in {}",
+            out.join("config").display()
+        );
+    }
+    let changes = read(&out.join("base-changes.txt"));
+    assert!(changes.contains("  CONFIG_XFS_FS: m -> y\n"), "{changes}");
+    assert!(
+        changes.contains("  CONFIG_DEBUG_INFO_BTF: y -> not set\n"),
+        "{changes}"
+    );
+    assert!(stderr.contains("lab: distro config: "), "{stderr}");
+    assert!(stdout.contains("not built"), "{stdout}");
+}

@@ -341,6 +341,134 @@ pub fn check_survived(
         .collect()
 }
 
+/// What became of a base `.config` (a distribution's, under `--kconfig
+/// distro`) once the fragments were merged onto it and `olddefconfig` ran.
+/// Only options the base enables (`y` or `m`) are followed: the base's
+/// `n`s are the distribution's choices to leave things out, and an option
+/// it never mentions is one its tree did not have.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct BaseChanges {
+    /// Options the base enables.
+    pub enabled: usize,
+    /// Of those, enabled with the same value in the final config.
+    pub kept: usize,
+    /// Enabled in the base, changed by a fragment's request (`y` to `m`
+    /// counts, as does `n`): (name, base value, final value or `None`).
+    pub overridden: Vec<(String, KValue, Option<KValue>)>,
+    /// Enabled in the base, no fragment asked for a change, still enabled
+    /// but with another value: an `m` a requested `y` selected into `y`.
+    pub followed: Vec<(String, KValue, Option<KValue>)>,
+    /// Enabled in the base, no fragment asked for a change, yet not
+    /// enabled in the final config: Kconfig dropped them, for a dependency
+    /// this toolchain or tree lacks (Rust without rustc, a newer
+    /// compiler's feature). Toolchain probes (`CC_HAS_*`...) come last.
+    pub lost: Vec<(String, KValue, Option<KValue>)>,
+    /// Of the final config's options, how many are `m`: configured, but a
+    /// `bzImage` build does not compile them.
+    pub modules: usize,
+}
+
+/// Compares a base config with the final one, knowing what the fragments
+/// requested (in merge order, as for [`check_survived`]).
+pub fn base_changes(
+    base: &BTreeMap<String, KValue>,
+    requested: &[(String, Vec<KOption>)],
+    final_config: &BTreeMap<String, KValue>,
+) -> BaseChanges {
+    let asked: std::collections::BTreeSet<&str> = requested
+        .iter()
+        .flat_map(|(_, opts)| opts.iter().map(|o| o.name.as_str()))
+        .collect();
+    let mut out = BaseChanges {
+        modules: final_config
+            .values()
+            .filter(|v| **v == KValue::Module)
+            .count(),
+        ..BaseChanges::default()
+    };
+    for (name, was) in base {
+        if !matches!(was, KValue::Yes | KValue::Module) {
+            continue;
+        }
+        out.enabled += 1;
+        let now = final_config.get(name);
+        if now == Some(was) {
+            out.kept += 1;
+        } else if asked.contains(name.as_str()) {
+            out.overridden
+                .push((name.clone(), was.clone(), now.cloned()));
+        } else if matches!(now, Some(KValue::Yes | KValue::Module)) {
+            out.followed.push((name.clone(), was.clone(), now.cloned()));
+        } else {
+            out.lost.push((name.clone(), was.clone(), now.cloned()));
+        }
+    }
+    out.lost.sort_by_key(|(n, _, _)| is_toolchain_probe(n));
+    out
+}
+
+/// Whether an option only records what the compiler, assembler, linker or
+/// other build tools can do (`CC_HAS_ASM_GOTO_OUTPUT`, `RUST_IS_AVAILABLE`):
+/// Kconfig recomputes these from the toolchain at hand, so they differ from
+/// a distribution's whenever its compiler does. Not a feature choice.
+pub fn is_toolchain_probe(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "CC_HAS_",
+        "CC_IS_",
+        "CC_CAN_",
+        "AS_HAS_",
+        "AS_IS_",
+        "LD_HAS_",
+        "LD_IS_",
+        "LD_CAN_",
+        "PAHOLE_HAS_",
+        "RUSTC_",
+        "TOOLS_SUPPORT_",
+        "OPENSSL_SUPPORTS_",
+        "GCC_ASM_",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || name.ends_with("_IS_AVAILABLE")
+}
+
+impl BaseChanges {
+    /// The dropped options that are features, not toolchain probes.
+    pub fn lost_features(&self) -> impl Iterator<Item = &str> {
+        self.lost
+            .iter()
+            .map(|(n, _, _)| n.as_str())
+            .filter(|n| !is_toolchain_probe(n))
+    }
+}
+
+impl BaseChanges {
+    /// The report a build keeps beside its config (`base-changes.txt`).
+    pub fn render(&self, base_origin: &str) -> String {
+        let mut s = format!(
+            "base: {base_origin}\n{} options enabled in the base, {} kept as they were\n\
+             {} modules (=m) configured; a bzImage build compiles none of them\n",
+            self.enabled, self.kept, self.modules
+        );
+        for (title, list) in [
+            ("changed by the lab's fragments", &self.overridden),
+            (
+                "changed by Kconfig to follow those (selected as built in)",
+                &self.followed,
+            ),
+            (
+                "dropped by olddefconfig (a dependency this tree or toolchain lacks; toolchain probes last)",
+                &self.lost,
+            ),
+        ] {
+            s.push_str(&format!("\n{} {title}:\n", list.len()));
+            for (name, was, now) in list {
+                let now = now.as_ref().map_or("not set".to_string(), |v| v.to_string());
+                s.push_str(&format!("  CONFIG_{name}: {was} -> {now}\n"));
+            }
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,6 +840,103 @@ CONFIG_NR_CPUS=8
                 .next_back()
                 .unwrap();
             prop_assert_eq!((&d[0].origin, d[0].line), (&origin, line));
+        }
+    }
+
+    fn config(pairs: &[(&str, KValue)]) -> BTreeMap<String, KValue> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn base_changes_sort_kept_overridden_and_lost() {
+        let base = config(&[
+            ("XFS_FS", KValue::Module),
+            ("RUST", KValue::Yes),
+            ("IMA", KValue::Yes),
+            ("DEBUG_INFO", KValue::Yes),
+            ("KASAN", KValue::No),
+            ("NR_CPUS", KValue::Num("64".into())),
+            ("CC_HAS_ASSUME", KValue::Yes),
+            ("FAILOVER", KValue::Module),
+        ]);
+        let requested = vec![
+            (
+                "lab.config".to_string(),
+                vec![opt("XFS_FS", KValue::Yes, 1)],
+            ),
+            (
+                "distro.config".to_string(),
+                vec![opt("DEBUG_INFO", KValue::No, 3)],
+            ),
+        ];
+        let fin = config(&[
+            ("XFS_FS", KValue::Yes),
+            ("IMA", KValue::Yes),
+            ("VIRTIO_NET", KValue::Module),
+            ("NR_CPUS", KValue::Num("64".into())),
+            ("FAILOVER", KValue::Yes),
+        ]);
+        let c = base_changes(&base, &requested, &fin);
+        assert_eq!(c.enabled, 6, "y and m only: {c:?}");
+        assert_eq!(c.kept, 1);
+        assert_eq!(
+            c.overridden,
+            vec![
+                ("DEBUG_INFO".into(), KValue::Yes, None),
+                ("XFS_FS".into(), KValue::Module, Some(KValue::Yes)),
+            ]
+        );
+        assert_eq!(
+            c.followed,
+            vec![("FAILOVER".into(), KValue::Module, Some(KValue::Yes))]
+        );
+        // Features first, the toolchain's probes last.
+        assert_eq!(
+            c.lost,
+            vec![
+                ("RUST".into(), KValue::Yes, None),
+                ("CC_HAS_ASSUME".into(), KValue::Yes, None)
+            ]
+        );
+        assert_eq!(c.lost_features().collect::<Vec<_>>(), vec!["RUST"]);
+        assert_eq!(c.modules, 1);
+        let text = c.render("Debian cloud");
+        assert!(text.contains("  CONFIG_RUST: y -> not set\n"), "{text}");
+        assert!(text.contains("2 dropped by olddefconfig"), "{text}");
+    }
+
+    fn kvalue() -> impl Strategy<Value = KValue> {
+        prop_oneof![Just(KValue::Yes), Just(KValue::Module), Just(KValue::No)]
+    }
+
+    proptest! {
+        /// Every option the base enables is counted exactly once, as kept,
+        /// overridden or lost; only requested options are "overridden",
+        /// never "lost".
+        #[test]
+        fn base_changes_partition_the_enabled_options(
+            base in proptest::collection::btree_map("[A-E]", kvalue(), 0..5),
+            fin in proptest::collection::btree_map("[A-E]", kvalue(), 0..5),
+            asked in proptest::collection::vec(("[A-E]", kvalue()), 0..4),
+        ) {
+            let requested = vec![("f".to_string(), asked.iter().enumerate()
+                .map(|(i, (n, v))| opt(n, v.clone(), i + 1)).collect::<Vec<_>>())];
+            let c = base_changes(&base, &requested, &fin);
+            let enabled = base.values().filter(|v| matches!(v, KValue::Yes | KValue::Module)).count();
+            prop_assert_eq!(c.enabled, enabled);
+            prop_assert_eq!(c.kept + c.overridden.len() + c.followed.len() + c.lost.len(), enabled);
+            for (_, _, now) in &c.lost {
+                prop_assert!(!matches!(now, Some(KValue::Yes | KValue::Module)));
+            }
+            for (n, _, _) in &c.lost {
+                prop_assert!(!asked.iter().any(|(a, _)| a == n));
+            }
+            for (n, _, _) in &c.overridden {
+                prop_assert!(asked.iter().any(|(a, _)| a == n));
+            }
         }
     }
 }

@@ -84,7 +84,9 @@ pub struct BuildArgs {
     #[arg(long, requires = "series")]
     pub upto: Option<usize>,
     /// Extra kernel config fragment on top of vm-images/kconfig/lab.config:
-    /// a name there (`debug`: KASAN, UBSAN, lockdep, XFS_DEBUG) or a file.
+    /// a name there (`debug`: KASAN, UBSAN, lockdep, XFS_DEBUG;
+    /// `no-large-folios`: THP off; `distro`: the default kernel's own
+    /// config as the base instead of tinyconfig) or a file.
     #[arg(long, conflicts_with = "kernel")]
     pub kconfig: Vec<String>,
 }

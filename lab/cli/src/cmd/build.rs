@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::cmd::args::BuildArgs;
 use crate::cmd::level::{self, LevelFailure};
 use crate::exit::{CmdError, Exit};
-use crate::kernel::build::Built;
+use crate::kernel::build::{BuildError, Built};
 use crate::kernel::pipeline::Pipeline;
 use crate::paths;
 use crate::vm::kernel::BUILD_JSON;
@@ -22,12 +22,20 @@ pub struct BuildCmdArgs {
     /// The kernel directory to write (created; its files are replaced).
     #[arg(long)]
     pub out: PathBuf,
+    /// Configure only: write `config` (and, with `--kconfig distro`,
+    /// `base-changes.txt`) to the directory without building, to read a
+    /// config before paying for its build.
+    #[arg(long)]
+    pub config_only: bool,
 }
 
 pub fn run(args: BuildCmdArgs) -> Result<Exit, CmdError> {
     let root = paths::repo_root()?;
     let req = args.b.request(&root);
     let (pipe, level) = level::prepare(&root, &req)?;
+    if args.config_only {
+        return configure_only(&pipe, level, &args.out);
+    }
     let built = match level::build(&pipe, level) {
         Ok(b) => b,
         // The series does not compile: its failure, printed with the log's tail.
@@ -43,6 +51,31 @@ pub fn run(args: BuildCmdArgs) -> Result<Exit, CmdError> {
     );
     println!("run it: lab run --kernel {}", args.out.display());
     Ok(Exit::Passed)
+}
+
+fn configure_only(pipe: &Pipeline, level: usize, out: &Path) -> Result<Exit, CmdError> {
+    let commit = pipe
+        .levels
+        .commits
+        .get(level)
+        .ok_or_else(|| CmdError::Lab(anyhow::anyhow!("level {level} was not applied")))?;
+    match pipe.builder.configure_only(commit, out) {
+        Ok(()) => {
+            println!(
+                "config: {} ({}, not built)",
+                out.join("config").display(),
+                pipe.level_label(level)
+            );
+            Ok(Exit::Passed)
+        }
+        // The tree's Kconfig did not take it: the tree's failure, as a
+        // build that does not compile is.
+        Err(e @ BuildError::Compile { .. }) => {
+            eprintln!("lab: kernel {}: {e}", pipe.level_label(level));
+            Ok(Exit::Failed)
+        }
+        Err(e) => Err(level::build_error(e)),
+    }
 }
 
 fn write_kernel_dir(
@@ -80,6 +113,7 @@ fn write_kernel_dir(
         "series": req_series(pipe),
         "level": pipe.level_label(level),
         "level_index": level,
+        "base": built.meta.base,
         "fragments": built.meta.fragments,
         "compiler": built.meta.compiler,
         "commit": built.meta.commit,

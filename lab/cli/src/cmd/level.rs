@@ -51,10 +51,18 @@ pub fn build(pipe: &Pipeline, level: usize) -> Result<Built, LevelFailure> {
             eprintln!("lab: kernel {}: {e}", pipe.level_label(level));
             Err(LevelFailure::Compile(e.to_string()))
         }
-        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
-            Err(LevelFailure::Error(CmdError::BadInput(e.to_string())))
+        Err(e) => Err(LevelFailure::Error(build_error(e))),
+    }
+}
+
+/// How a build's error ends a command: a request Kconfig dropped or a bad
+/// fragment is the user's input; anything else the lab's.
+pub fn build_error(e: BuildError) -> CmdError {
+    match e {
+        e @ (BuildError::Dropped { .. } | BuildError::Fragment(_)) => {
+            CmdError::BadInput(e.to_string())
         }
-        Err(BuildError::Interrupted) => Err(LevelFailure::Error(CmdError::Interrupted)),
-        Err(e) => Err(LevelFailure::Error(CmdError::Lab(e.into()))),
+        BuildError::Interrupted => CmdError::Interrupted,
+        e => CmdError::Lab(e.into()),
     }
 }

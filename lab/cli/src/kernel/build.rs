@@ -88,12 +88,48 @@ fn dropped_message(d: &[Dropped]) -> String {
     s
 }
 
-/// The fragments of a build: `lab.config` always, then each `--kconfig`
-/// (a name in vm-images/kconfig/ such as `debug`, or a path).
-pub fn fragment_paths(root: &Path, extra: &[String]) -> Result<Vec<PathBuf>> {
+/// The `.config` the fragments are merged onto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseConfig {
+    /// `make tinyconfig`: the lab's small kernel.
+    Tiny,
+    /// `--kconfig distro`: a distribution kernel's own config file (the
+    /// default kernel's, as the set-up downloaded it).
+    Distro(PathBuf),
+}
+
+impl BaseConfig {
+    /// How results and build.json name it.
+    pub fn label(&self) -> String {
+        match self {
+            BaseConfig::Tiny => BASE_CONFIG.to_string(),
+            BaseConfig::Distro(p) => format!("distro:{}", p.display()),
+        }
+    }
+}
+
+/// What a build is configured from: a base, then fragments merged in order.
+#[derive(Debug, Clone)]
+pub struct ConfigRecipe {
+    pub base: BaseConfig,
+    pub fragments: Vec<PathBuf>,
+}
+
+/// The `--kconfig` name that swaps the base for the distribution's config.
+pub const DISTRO: &str = "distro";
+
+/// The recipe of a build: `lab.config` always, then each `--kconfig` (a
+/// name in vm-images/kconfig/ such as `debug`, or a path). `distro` also
+/// swaps tinyconfig for the default kernel's config (`distro.config` then
+/// holds what building it on a lab machine needs).
+pub fn config_recipe(root: &Path, cache: &Path, extra: &[String]) -> Result<ConfigRecipe> {
     let dir = root.join("vm-images/kconfig");
+    let mut base = BaseConfig::Tiny;
     let mut v = vec![dir.join("lab.config")];
     for e in extra {
+        if e == DISTRO {
+            base = BaseConfig::Distro(distro_config(cache)?);
+        }
         let by_name = dir.join(format!("{e}.config"));
         let p = if by_name.is_file() {
             by_name
@@ -120,7 +156,24 @@ pub fn fragment_paths(root: &Path, extra: &[String]) -> Result<Vec<PathBuf>> {
         };
         v.push(p);
     }
-    Ok(v)
+    Ok(ConfigRecipe { base, fragments: v })
+}
+
+/// The default kernel's config file (Debian ships it beside the modules).
+fn distro_config(cache: &Path) -> Result<PathBuf> {
+    let kernel = Kernel::default_kernel(cache)?;
+    let config = kernel
+        .modules
+        .as_ref()
+        .map(|m| m.join("config"))
+        .filter(|c| c.is_file())
+        .with_context(|| {
+            format!(
+                "--kconfig {DISTRO}: the default kernel ({}) has no config file beside its modules: run scripts/setup.sh",
+                kernel.release
+            )
+        })?;
+    Ok(config)
 }
 
 /// What went into a build, kept beside its bzImage.
@@ -129,6 +182,9 @@ pub struct BuildMeta {
     pub commit: String,
     pub tree_id: String,
     pub fragments: Vec<String>,
+    /// The base the fragments went onto (older builds: tinyconfig).
+    #[serde(default = "tiny_label")]
+    pub base: String,
     pub compiler: String,
     pub release: String,
     pub duration_s: f64,
@@ -136,6 +192,10 @@ pub struct BuildMeta {
     pub steps: usize,
     /// The level whose `O=` directory this build started from.
     pub seeded_from: Option<String>,
+}
+
+fn tiny_label() -> String {
+    BASE_CONFIG.to_string()
 }
 
 /// A built (or cached) kernel.
@@ -154,6 +214,7 @@ pub struct Built {
 pub struct Builder {
     cache: PathBuf,
     tree: KernelTree,
+    base: BaseConfig,
     /// Each fragment file and the options it asks for.
     fragments: Vec<(PathBuf, Vec<KOption>)>,
     config_key: String,
@@ -167,12 +228,19 @@ impl Builder {
     pub fn new(
         cache: &Path,
         tree: &KernelTree,
-        fragment_files: &[PathBuf],
+        recipe: &ConfigRecipe,
     ) -> Result<Builder, BuildError> {
         let mut fragments = Vec::new();
         let mut hasher = Sha256::new();
-        hasher.update(BASE_CONFIG);
-        for f in fragment_files {
+        match &recipe.base {
+            // As before distro bases existed: tiny builds keep their keys.
+            BaseConfig::Tiny => hasher.update(BASE_CONFIG),
+            BaseConfig::Distro(p) => {
+                hasher.update("distro\0");
+                hasher.update(std::fs::read(p).with_context(|| p.display().to_string())?);
+            }
+        }
+        for f in &recipe.fragments {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("reading kernel config fragment {}", f.display()))?;
             let opts = kconfig::parse_fragment(&f.display().to_string(), &text)?;
@@ -193,6 +261,7 @@ impl Builder {
         Ok(Builder {
             cache: cache.to_path_buf(),
             tree: tree.clone(),
+            base: recipe.base.clone(),
             fragments,
             config_key,
             compiler,
@@ -269,6 +338,11 @@ impl Builder {
             return Err(BuildError::Dropped { dropped, config });
         }
 
+        if let Some(changes) = self.base_changes(&odir)? {
+            std::fs::write(tmp.join(BASE_CHANGES), changes.render(&self.base.label()))?;
+            eprintln!("{}", describe_base_changes(&changes, &art));
+        }
+
         let expected = std::fs::read_to_string(base.join("steps-full"))
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok());
@@ -297,6 +371,7 @@ impl Builder {
                 .iter()
                 .map(|(p, _)| p.display().to_string())
                 .collect(),
+            base: self.base.label(),
             compiler: self.compiler.clone(),
             release: release.clone(),
             duration_s: started.elapsed().as_secs_f64(),
@@ -380,19 +455,27 @@ impl Builder {
         Ok(Some(from_commit))
     }
 
-    /// `make tinyconfig`, merge the fragments, `make olddefconfig`. Cheap
-    /// when nothing changed: Kbuild only touches the symbols that did.
+    /// The base (`make tinyconfig`, or the distribution's config copied
+    /// in), merge the fragments, `make olddefconfig`. Cheap when nothing
+    /// changed: Kbuild only touches the symbols that did.
     fn configure(&self, odir: &Path, log: &mut std::fs::File) -> Result<()> {
         let src = &self.tree.repo;
         let o = format!("O={}", odir.display());
-        run_logged(
-            Command::new("make")
-                .arg("-C")
-                .arg(src)
-                .arg(&o)
-                .arg(BASE_CONFIG),
-            log,
-        )?;
+        match &self.base {
+            BaseConfig::Tiny => run_logged(
+                Command::new("make")
+                    .arg("-C")
+                    .arg(src)
+                    .arg(&o)
+                    .arg(BASE_CONFIG),
+                log,
+            )?,
+            BaseConfig::Distro(p) => {
+                std::fs::create_dir_all(odir)?;
+                std::fs::copy(p, odir.join(".config"))
+                    .with_context(|| format!("copying {}", p.display()))?;
+            }
+        }
         let mut merge = Command::new(src.join("scripts/kconfig/merge_config.sh"));
         merge
             .current_dir(src)
@@ -415,16 +498,74 @@ impl Builder {
         Ok(())
     }
 
+    /// Configures `commit` without building it: `out/config` (and, on a
+    /// distribution base, `out/base-changes.txt`), for reading a config
+    /// before paying for its build. Requests that did not survive are an
+    /// error as for a build.
+    pub fn configure_only(&self, commit: &str, out: &Path) -> Result<(), BuildError> {
+        let tree_id = tree::tree_id(&self.tree.repo, commit)?;
+        tree::checkout(&self.tree.repo, commit)?;
+        let odir = self
+            .out_base()
+            .join(format!("{}.config-only", &tree_id[..16]));
+        std::fs::create_dir_all(&odir)?;
+        std::fs::create_dir_all(out)?;
+        let log_path = out.join("config.log");
+        let mut log = std::fs::File::create(&log_path)?;
+        if let Err(e) = self.configure(&odir, &mut log) {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(BuildError::Compile {
+                summary: format!("configuring failed: {e:#}"),
+                tail: make_output::tail(&text, 30),
+                log: log_path,
+            });
+        }
+        std::fs::copy(odir.join(".config"), out.join("config"))?;
+        let dropped = self.check_config(&odir)?;
+        let changes = self.base_changes(&odir)?;
+        let _ = std::fs::remove_dir_all(&odir);
+        if !dropped.is_empty() {
+            return Err(BuildError::Dropped {
+                dropped,
+                config: out.join("config"),
+            });
+        }
+        if let Some(changes) = changes {
+            std::fs::write(out.join(BASE_CHANGES), changes.render(&self.base.label()))?;
+            eprintln!("{}", describe_base_changes(&changes, out));
+        }
+        Ok(())
+    }
+
+    /// On a distribution base, what the fragments and `olddefconfig` made
+    /// of it (`None` on tinyconfig, where nearly everything is off anyway).
+    fn base_changes(&self, odir: &Path) -> Result<Option<kconfig::BaseChanges>> {
+        let BaseConfig::Distro(base) = &self.base else {
+            return Ok(None);
+        };
+        let base = kconfig::parse_config(
+            &std::fs::read_to_string(base).with_context(|| base.display().to_string())?,
+        );
+        let fin = kconfig::parse_config(
+            &std::fs::read_to_string(odir.join(".config"))
+                .with_context(|| format!("{}/.config", odir.display()))?,
+        );
+        Ok(Some(kconfig::base_changes(&base, &self.requests(), &fin)))
+    }
+
+    /// Each fragment (as a name) and the options it asks for, in merge order.
+    fn requests(&self) -> Vec<(String, Vec<KOption>)> {
+        self.fragments
+            .iter()
+            .map(|(p, o)| (p.display().to_string(), o.clone()))
+            .collect()
+    }
+
     fn check_config(&self, odir: &Path) -> Result<Vec<Dropped>> {
         let text = std::fs::read_to_string(odir.join(".config"))
             .with_context(|| format!("{}/.config", odir.display()))?;
         let fin = kconfig::parse_config(&text);
-        let req: Vec<(String, Vec<KOption>)> = self
-            .fragments
-            .iter()
-            .map(|(p, o)| (p.display().to_string(), o.clone()))
-            .collect();
-        Ok(kconfig::check_survived(&req, &fin))
+        Ok(kconfig::check_survived(&self.requests(), &fin))
     }
 
     /// Runs the build, streaming its output to the log and the progress
@@ -566,6 +707,35 @@ impl Builder {
             let _ = std::fs::remove_dir_all(p);
         }
     }
+}
+
+/// The file beside a distro-based config that says what became of the base.
+pub const BASE_CHANGES: &str = "base-changes.txt";
+
+/// One line for the terminal about a distribution base's fate.
+fn describe_base_changes(c: &kconfig::BaseChanges, dir: &Path) -> String {
+    let features: Vec<&str> = c.lost_features().collect();
+    let probes = c.lost.len() - features.len();
+    format!(
+        "lab: distro config: {} of the {} options it enables kept; {} changed by the lab's fragments ({} more follow them); dropped by olddefconfig: {} feature(s){}{}; {} modules configured, none built (a bzImage build): {}",
+        c.kept,
+        c.enabled,
+        c.overridden.len(),
+        c.followed.len(),
+        features.len(),
+        if features.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", features.join(", "))
+        },
+        if probes > 0 {
+            format!(" and {probes} probe(s) of Debian's toolchain this one lacks")
+        } else {
+            String::new()
+        },
+        c.modules,
+        dir.join(BASE_CHANGES).display()
+    )
 }
 
 fn load_artifact(art: &Path) -> Result<Option<Built>> {

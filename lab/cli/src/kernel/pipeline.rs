@@ -91,10 +91,10 @@ impl Pipeline {
         if req.upto.is_some() && series.is_none() {
             return Err(PipelineError::BadInput("--upto needs --series".into()));
         }
-        let fragments = build::fragment_paths(root, &req.kconfig)
+        let recipe = build::config_recipe(root, cache, &req.kconfig)
             .map_err(|e| PipelineError::BadInput(format!("{e:#}")))?;
         let tree = tree::prepare(cache, &spec)?;
-        let builder = Builder::new(cache, &tree, &fragments).map_err(|e| match e {
+        let builder = Builder::new(cache, &tree, &recipe).map_err(|e| match e {
             BuildError::Fragment(f) => PipelineError::BadInput(f.to_string()),
             other => PipelineError::Lab(anyhow::anyhow!("{other}")),
         })?;
@@ -157,7 +157,13 @@ impl Pipeline {
             ("kernel.source".into(), self.tree.describe.clone()),
             ("kernel.commit".into(), built.meta.commit.clone()),
             ("kernel.level".into(), self.level_label(level)),
-            ("kernel.config".into(), built.meta.fragments.join(" + ")),
+            (
+                "kernel.config".into(),
+                std::iter::once(built.meta.base.clone())
+                    .chain(built.meta.fragments.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            ),
             (
                 "kernel.build_s".into(),
                 format!("{:.1}", built.meta.duration_s),
