@@ -783,10 +783,12 @@ fn xfs_crash_states_are_verified_and_a_lying_disk_is_caught() {
         .collect();
     assert!(!states.is_empty(), "{r:?}");
     assert!(states.iter().all(|(_, o, _)| o == "passed"), "{states:?}");
+    let num = |k: &str| -> usize { prop(&summary.suites[0], k).parse().unwrap() };
     assert_eq!(
-        prop(&summary.suites[0], "verify.states"),
-        states.len().to_string()
+        num("verify.states") + num("verify.states_mapped"),
+        states.len()
     );
+    assert_eq!(num("verify.map_audit_mismatches"), 0);
     let oplog = read(
         &results
             .path()
@@ -869,7 +871,24 @@ fn a_sweep_judges_every_cut_point_and_catches_the_lying_disk() {
         "{judgements} judgements of {contents} contents: dedupe"
     );
     assert_eq!(num(direct, "sweep.judged"), judgements);
-    assert_eq!(num(direct, "verify.states"), contents);
+    // Each content mounted once, or read through the extent map of a
+    // mounted state with the same metadata; audits mount those too and
+    // must agree.
+    let (mounted, mapped, audits) = (
+        num(direct, "verify.states"),
+        num(direct, "verify.states_mapped"),
+        num(direct, "verify.map_audits"),
+    );
+    assert_eq!(
+        mounted + mapped,
+        contents,
+        "{mounted} mounted, {mapped} mapped"
+    );
+    assert!(
+        mapped + audits >= 1,
+        "tears of one data write share their metadata: some state is read through a map"
+    );
+    assert_eq!(num(direct, "verify.map_audit_mismatches"), 0);
     let sweep = read(
         &run.dir()
             .join("powercut-sweep-direct-xfs-4k/crash/sweep.jsonl"),

@@ -8,6 +8,7 @@
 pub mod bisect;
 pub mod cpio;
 pub mod device;
+pub mod filemap;
 pub mod folio;
 pub mod generate;
 pub mod gitam;

@@ -67,6 +67,32 @@ impl StateStore {
         self.states[i].read_into(&BTreeMap::new(), offset, buf)
     }
 
+    /// Whether states `a` and `b` hold the same bytes everywhere outside
+    /// `covered` (merged, sorted byte ranges of the device). Both are the
+    /// same base overlaid with a delta, so they can only differ at LBAs of
+    /// either delta: only those are read. An LBA partly inside `covered` is
+    /// compared whole.
+    pub fn same_outside(&self, a: usize, b: usize, covered: &[(u64, u64)]) -> io::Result<bool> {
+        let lba = u64::from(self.record.lba);
+        let (sa, sb) = (&self.states[a], &self.states[b]);
+        let empty = BTreeMap::new();
+        let (mut x, mut y) = (vec![0u8; lba as usize], vec![0u8; lba as usize]);
+        let mut lbas: Vec<u64> = sa.delta.keys().chain(sb.delta.keys()).copied().collect();
+        lbas.sort_unstable();
+        lbas.dedup();
+        for l in lbas {
+            if lab_core::filemap::inside(covered, l * lba, (l + 1) * lba) {
+                continue;
+            }
+            sa.read_lba(&empty, l, &mut x)?;
+            sb.read_lba(&empty, l, &mut y)?;
+            if x != y {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The record the states come from.
     pub fn record(&self) -> &Record {
         &self.record

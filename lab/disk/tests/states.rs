@@ -156,6 +156,36 @@ proptest! {
         prop_assert_eq!(imgs.len(), plan.states.len());
     }
 
+    /// The store's cheap comparison (over the two deltas only) says two
+    /// states are equal outside a covered range exactly when their full
+    /// images are.
+    #[test]
+    fn same_outside_agrees_with_comparing_whole_images(
+        specs in specs(), from in 0u64..DISK_LBAS, len in 0u64..4,
+    ) {
+        let r = record(&specs, &[]);
+        let p = Planner::new(&r, rules(1));
+        let plan = p.plan(&StateLimits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("disk");
+        std::fs::write(&base, p.image(None)).unwrap();
+        let file = std::fs::File::open(&base).unwrap();
+        let store = lab_disk::StateStore::new(&file, r.clone(), &plan.states).unwrap();
+        let lba = u64::from(LBA);
+        let covered = if len == 0 { vec![] } else { vec![(from * lba, (from + len).min(DISK_LBAS) * lba)] };
+        let images: Vec<Vec<u8>> = plan.states.iter().map(|s| p.image(Some(&s.recipe))).collect();
+        for a in 0..images.len() {
+            for b in 0..images.len() {
+                let brute = (0..DISK_LBAS).all(|l| {
+                    lab_core::filemap::inside(&covered, l * lba, (l + 1) * lba)
+                        || images[a][(l * lba) as usize..((l + 1) * lba) as usize]
+                            == images[b][(l * lba) as usize..((l + 1) * lba) as usize]
+                });
+                prop_assert_eq!(store.same_outside(a, b, &covered).unwrap(), brute, "states {} and {}", a, b);
+            }
+        }
+    }
+
     /// Small windows: every reachable image of whole-write subsets is
     /// produced (not only some).
     #[test]

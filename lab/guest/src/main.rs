@@ -16,6 +16,7 @@
 //!                    what every 512-byte sector holds (zeroes, a stamp, or
 //!                    garbage), as runs: one JSON object per run.
 
+mod fiemap;
 mod folios;
 mod plan;
 mod statx;
@@ -82,23 +83,20 @@ fn limits(paths: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// One run of sectors with the same content class (and, for stamps, the
-/// same write, at consecutive offsets).
-#[derive(serde::Serialize)]
-struct Run {
-    from: u64,
-    to: u64,
-    #[serde(flatten)]
-    sector: lab_core::stamp::Sector,
-}
-
-/// Each file: a header line `{"file": PATH, "size": N}` (or `"missing":
-/// true`), then its runs.
+/// Each file: a header line `{"file": PATH, "size": N, "extents": [...]}`
+/// (or `"missing": true`), then its runs. `extents` is the file's FIEMAP
+/// as [`lab_core::filemap::MapExtent`]s, or null when the kernel reported
+/// an extent the host cannot read through (delalloc, inline, encoded...):
+/// the host then never reads that state through the map.
 fn scan_files(paths: &[String]) -> Result<(), String> {
     for p in paths {
         match std::fs::metadata(p) {
             Ok(m) => {
-                println!("{}", serde_json::json!({ "file": p, "size": m.len() }));
+                let extents = fiemap::extents(p).map_err(|e| format!("FIEMAP {p}: {e}"))?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "file": p, "size": m.len(), "extents": extents })
+                );
                 scan(p)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -111,51 +109,29 @@ fn scan_files(paths: &[String]) -> Result<(), String> {
 }
 
 fn scan(path: &str) -> Result<(), String> {
-    use lab_core::stamp::{decode, Sector, SECTOR};
+    use lab_core::filemap::RunBuilder;
+    use lab_core::stamp::SECTOR;
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
-    let mut cur: Option<Run> = None;
-    let flush = |r: &Run| println!("{}", serde_json::to_string(r).expect("serialises"));
+    let mut runs = RunBuilder::default();
+    let print =
+        |r: &lab_core::filemap::Run| println!("{}", serde_json::to_string(r).expect("serialises"));
     loop {
         let n = f.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
         if n == 0 {
             break;
         }
         for chunk in buf[..n].chunks(SECTOR) {
-            let s = decode(chunk);
-            let extends = match (&cur, &s) {
-                (Some(r), Sector::Stamped(b)) => match r.sector {
-                    Sector::Stamped(a) => {
-                        a.write == b.write
-                            && a.file == b.file
-                            && b.offset == off - r.from + a.offset
-                    }
-                    _ => false,
-                },
-                (Some(r), other) => r.sector == *other,
-                (None, _) => false,
-            };
-            if extends {
-                if let Some(r) = cur.as_mut() {
-                    r.to = off + chunk.len() as u64;
-                }
-            } else {
-                if let Some(r) = &cur {
-                    flush(r);
-                }
-                cur = Some(Run {
-                    from: off,
-                    to: off + chunk.len() as u64,
-                    sector: s,
-                });
+            if let Some(r) = runs.push(off, chunk) {
+                print(&r);
             }
             off += chunk.len() as u64;
         }
     }
-    if let Some(r) = &cur {
-        flush(r);
+    if let Some(r) = runs.finish() {
+        print(&r);
     }
     Ok(())
 }

@@ -108,7 +108,9 @@ fn sweep_case(i: usize, buffered: bool) -> Result<Testcase> {
 #[derive(Default, Clone, Copy)]
 struct SweepFigures {
     points: f64,
+    /// Distinct contents checked: mounted, or read through an extent map.
     contents: f64,
+    mapped: f64,
     judged: f64,
     generated: f64,
     verify_s: f64,
@@ -120,6 +122,7 @@ impl std::ops::AddAssign for SweepFigures {
     fn add_assign(&mut self, o: SweepFigures) {
         self.points += o.points;
         self.contents += o.contents;
+        self.mapped += o.mapped;
         self.judged += o.judged;
         self.generated += o.generated;
         self.verify_s += o.verify_s;
@@ -157,7 +160,8 @@ fn run_sweep(
     }
     let f = SweepFigures {
         points: num("sweep.cut_points"),
-        contents: num("verify.states"),
+        contents: num("verify.states") + num("verify.states_mapped"),
+        mapped: num("verify.states_mapped"),
         judged: num("sweep.judged"),
         generated: num("sweep.states_generated"),
         verify_s: num("verify.total_s"),
@@ -201,6 +205,15 @@ fn sweeps(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
     let mut one = host.clone();
     one.verify_jobs = 1;
     let single_job = run_sweep(&one, dir.path(), &sweep_case(0, false)?, &mut failures);
+    // And with every state mounted: what reading through extent maps buys.
+    let mut mount_all = host.clone();
+    mount_all.verify_by_map = false;
+    let mounted = run_sweep(
+        &mount_all,
+        dir.path(),
+        &sweep_case(0, false)?,
+        &mut failures,
+    );
     for f in &failures {
         eprintln!("FAILED {f}");
     }
@@ -213,6 +226,7 @@ fn sweeps(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
         rec("sweep_cut_points", all.points, "count"),
         rec("sweep_states_generated", all.generated, "count"),
         rec("sweep_contents_scanned", all.contents, "count"),
+        rec("sweep_contents_read_through_map", all.mapped, "count"),
         rec("sweep_judgements", all.judged, "count"),
         rec(
             "sweep_judgements_failed_false_positives",
@@ -265,6 +279,21 @@ fn sweeps(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
             ),
         ]);
     }
+    if mounted.contents > 0.0 {
+        out.extend([
+            rec(
+                "sweep_mount_all_contents_per_minute",
+                per_min(mounted.contents, mounted.verify_s),
+                "contents/min",
+            ),
+            rec(
+                "ratio_map_reads_vs_mount_all_contents_per_minute",
+                per_min(direct.contents, direct.verify_s)
+                    / per_min(mounted.contents, mounted.verify_s),
+                "ratio",
+            ),
+        ]);
+    }
     // Absent when the single-verifier sweep did not run (interrupted).
     if single_job.contents > 0.0 {
         out.extend([
@@ -313,8 +342,10 @@ fn single_cuts(host: &LabHost, want: usize) -> Result<(Vec<Measurement>, f64)> {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
+        // The per-state split is of states mounted; states read through
+        // an extent map were verified too.
         let n = num("verify.states") as usize;
-        states += n;
+        states += n + num("verify.states_mapped") as usize;
         for (i, k) in [
             "verify.per_state_attach_s",
             "verify.per_state_mount_s",

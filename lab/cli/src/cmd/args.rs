@@ -26,6 +26,11 @@ pub struct KernelArgs {
     /// at most 4).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub verify_jobs: Option<u16>,
+    /// Mount every crash state in the verifier, never reading one through
+    /// the extent map of a state already mounted (docs/power-cuts.md,
+    /// "Reading states through an extent map"): slower, for comparison.
+    #[arg(long)]
+    pub verify_mount_all: bool,
 }
 
 impl KernelArgs {
@@ -46,6 +51,7 @@ impl KernelArgs {
         if let Some(j) = self.verify_jobs {
             host.verify_jobs = usize::from(j);
         }
+        host.verify_by_map = !self.verify_mount_all;
         host
     }
 }

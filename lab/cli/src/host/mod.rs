@@ -33,6 +33,9 @@ pub struct LabHost {
     pub accel_reason: String,
     /// Verifier VMs that check crash states at once (`--verify-jobs`).
     pub verify_jobs: usize,
+    /// Read a crash state through the extent map of a mounted state whose
+    /// bytes it shares outside the files' data (`--verify-mount-all`: no).
+    pub verify_by_map: bool,
 }
 
 /// One verifier VM per core, at most 4: each guest has one vCPU (one TCG
@@ -89,6 +92,7 @@ impl LabHost {
             accel,
             accel_reason,
             verify_jobs: default_verify_jobs(),
+            verify_by_map: true,
         })
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use lab_core::device::DeviceParams;
+use lab_core::filemap::MapExtent;
 use lab_core::stamp::Sector;
 use lab_disk::cow::Switch;
 use lab_disk::StateStore;
@@ -34,6 +35,9 @@ pub struct StateCheck {
     /// None: `xfs_repair -n` found nothing; Some: its exit status and tail.
     pub repair_error: Option<String>,
     pub files: Vec<FileScan>,
+    /// Each scanned file's extent map, in `files`' order; None for a file
+    /// that is missing or has an extent the host cannot read through.
+    pub maps: Vec<Option<Vec<MapExtent>>>,
     pub times: PhaseTimes,
 }
 
@@ -153,6 +157,7 @@ impl Verifier {
             mount_error = Some("umount failed after a successful mount".into());
         }
         let mut scans: Vec<FileScan> = Vec::new();
+        let mut maps: Vec<Option<Vec<MapExtent>>> = Vec::new();
         let mut runs: Vec<(u64, u64, Sector)> = Vec::new();
         let flush = |scans: &mut Vec<FileScan>, runs: &mut Vec<(u64, u64, Sector)>| {
             if let Some(f) = scans.last_mut() {
@@ -175,6 +180,10 @@ impl Verifier {
                 v.get("size").is_some() || v.get("missing").is_some(),
             ) {
                 flush(&mut scans, &mut runs);
+                maps.push(
+                    v.get("extents")
+                        .and_then(|e| serde_json::from_value::<Vec<MapExtent>>(e.clone()).ok()),
+                );
                 scans.push(FileScan {
                     file: name.to_string(),
                     size: v.get("size").and_then(serde_json::Value::as_u64),
@@ -203,6 +212,7 @@ impl Verifier {
             mount_error,
             repair_error,
             files: scans,
+            maps,
             times,
         })
     }

@@ -5,7 +5,7 @@
 //! `lab verify` can judge them again without the run.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab_core::report::{CaseResult, Outcome};
@@ -17,6 +17,7 @@ use lab_model::FileScan;
 use crate::host::LabHost;
 use crate::powercut::kept::{keep_state, KeptCase};
 use crate::powercut::verifier::{PhaseTimes, Verifier};
+use crate::suite::mapped::Classes;
 use crate::suite::outcome::result;
 
 /// What the verifier VM made of one content.
@@ -114,11 +115,15 @@ pub fn check_contents(
 ) -> Checked {
     let t = Instant::now();
     let jobs = site.host.verify_jobs.clamp(1, states.max(1));
+    // One set of classes for all workers: neighbouring states, which share
+    // metadata most, go to different workers.
+    let classes = Mutex::new(Classes::default());
     let shares: Vec<Share> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..jobs)
             .map(|w| {
                 let mine: Vec<usize> = (w..states).step_by(jobs).collect();
-                scope.spawn(move || check_share(site, w, &mine, files))
+                let classes = &classes;
+                scope.spawn(move || check_share(site, w, &mine, files, classes))
             })
             .collect();
         handles
@@ -156,12 +161,21 @@ pub fn check_contents(
             }
         }
     }
+    let classes = classes.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mapped = (classes.read, classes.audited, classes.mismatches);
     let times = &checked.times;
     let n = times.len().max(1) as f64;
     let mean = |f: fn(&PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
     props.extend([
         ("verify.jobs".into(), jobs.to_string()),
+        // Mounted in the verifier (audits included) / read through a map.
         ("verify.states".into(), times.len().to_string()),
+        (
+            "verify.states_mapped".into(),
+            (mapped.0 - mapped.1).to_string(),
+        ),
+        ("verify.map_audits".into(), mapped.1.to_string()),
+        ("verify.map_audit_mismatches".into(), mapped.2.to_string()),
         (
             "verify.total_s".into(),
             format!("{:.2}", t.elapsed().as_secs_f64()),
@@ -193,7 +207,13 @@ pub fn check_contents(
 /// One verifier VM's share. A hung or crashed verifier makes its state a
 /// finding (with the console) and a fresh VM takes the rest; after three,
 /// the rest stay unchecked.
-fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -> Share {
+fn check_share(
+    site: &Site,
+    worker: usize,
+    states: &[usize],
+    files: &[String],
+    classes: &Mutex<Classes>,
+) -> Share {
     let Site {
         host,
         tc,
@@ -213,7 +233,22 @@ fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -
     // Per-state seconds of the current verifier VM, and how many VMs crawled.
     let mut vm_times: Vec<f64> = Vec::new();
     let mut crawls = 0;
+    let lock = || classes.lock().unwrap_or_else(|e| e.into_inner());
     for (k, &i) in states.iter().enumerate() {
+        // A state that shares a mounted state's metadata is read through
+        // its extent map, on the host; audits are mounted as well.
+        let mapped = if host.verify_by_map {
+            lock().read(store, i).unwrap_or(None)
+        } else {
+            None
+        };
+        let mapped = match mapped {
+            Some(m) if !m.audit => {
+                share.contents.push((i, Content::Scanned(m.files)));
+                continue;
+            }
+            other => other,
+        };
         if verifier.is_none() {
             let console = if worker == 0 {
                 format!("verifier-{restarts}.console.log")
@@ -286,6 +321,23 @@ fn check_share(site: &Site, worker: usize, states: &[usize], files: &[String]) -
                         detail: r,
                     }
                 } else {
+                    match &mapped {
+                        Some(m) => {
+                            let why = lock().audit(m, &c.files, i, dir);
+                            if let Some(why) = why {
+                                share.results.push(result(
+                                    case,
+                                    "verify.extent-map",
+                                    Outcome::Error {
+                                        message: why,
+                                        detail: "the mounted scan is used for this state; its class is read through no more".into(),
+                                    },
+                                    Duration::ZERO,
+                                ));
+                            }
+                        }
+                        None => lock().learn(i, &c.files, &c.maps),
+                    }
                     Content::Scanned(c.files)
                 };
                 share.contents.push((i, content));

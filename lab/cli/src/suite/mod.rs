@@ -1,6 +1,7 @@
 //! `lab run`: load testcases, run each in a fresh VM, judge, report.
 
 pub mod contents;
+pub mod mapped;
 pub mod outcome;
 pub mod powercut;
 pub mod results;
