@@ -156,6 +156,8 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                             file: file_id,
                             write: next_write,
                         }),
+                        store: false,
+                        range_sync: None,
                     })
                 }
                 Step::Fsync(f) => OpKind::Fsync {
