@@ -16,7 +16,9 @@
 //!   floor or a write newer than it. A completed range sync (msync(MS_SYNC)
 //!   at the end of an `mmap_write`: vfs_fsync_range with datasync over the
 //!   mapped pages) does the same for what lies inside its range: its own
-//!   stores, and every write of the file that completed before it started.
+//!   stores, and every write of the file that completed before it started
+//!   (an RWF_ATOMIC write only if the range holds all of it: the model does
+//!   not promise a whole atomic write from a sync of part of it).
 //!   Nothing else makes data durable: not a completed O_DIRECT write (its
 //!   extent conversion may be in the unflushed log), not sync_file_range.
 //! - **Atomicity.** An RWF_ATOMIC write is all or nothing over its range: if
@@ -406,8 +408,19 @@ impl<'a> Model<'a> {
                 .filter(|o| Self::covers(o, a, b))
                 .collect();
             let floor = covering.iter().rev().find_map(|o| match &o.kind {
+                // An atomic write is one unit: a range sync makes it
+                // durable only if it covers all of it.
                 OpKind::Write(w) => self
-                    .made_durable_by(o, file, w.sync, Some((a, b)))
+                    .made_durable_by(
+                        o,
+                        file,
+                        w.sync,
+                        Some(if w.atomic {
+                            (w.offset, w.offset + w.len)
+                        } else {
+                            (a, b)
+                        }),
+                    )
                     .map(|by| (*o, by)),
                 OpKind::Ftruncate { .. } => self
                     .made_durable_by(o, file, false, None)

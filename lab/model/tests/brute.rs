@@ -7,7 +7,8 @@
 //! write lands on a subset of its sectors, applied in log order over
 //! zeroes. A write lands on every sector where it is durable: it completed,
 //! and it was synchronous, or a completed fsync/fdatasync followed it, or a
-//! completed range sync (msync, its own or a later one) covers the sector.
+//! completed range sync (msync, its own or a later one) covers the sector
+//! (an atomic write: all of its sectors).
 //! An atomic write lands whole or not at all, unless a later non-atomic
 //! write over its range started before it was durable. Stores through a
 //! mapping may also leave any sector where they are not durable half
@@ -60,7 +61,13 @@ fn ws(ops: &[Op]) -> Vec<Wr> {
 /// Whether write `w` is durable at sector `s`.
 fn durable(ops: &[Op], w: &Wr, s: u64) -> bool {
     let done = |o: &Op| o.ended.is_some();
-    let in_range = |r: Option<(u64, u64)>| r.is_some_and(|(a, b)| a <= s && s < b);
+    // A range sync covers a sector, or all of an atomic write.
+    let (from, to) = if w.atomic {
+        (w.first, w.first + w.n)
+    } else {
+        (s, s + 1)
+    };
+    let in_range = |r: Option<(u64, u64)>| r.is_some_and(|(a, b)| a <= from && to <= b);
     if !done(&ops[w.i]) {
         return false;
     }

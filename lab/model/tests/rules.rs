@@ -400,4 +400,21 @@ fn stores_may_be_half_stored_until_synced_and_msync_syncs_its_pages_only() {
         v.violations[0].message,
         "f bytes 512-1024 hold zeroes, but op 0 pwrite(sectors 0..2) was made durable by op 1 store(sectors 0..1) msync(0..2), which completed"
     );
+    // An atomic write is one unit: an msync of part of it promises
+    // nothing; of all of it, all of it.
+    let part = log(
+        &[K::W(1, 2, true, false), K::Store(0, 1, Some((0, 2)))],
+        2,
+        false,
+    );
+    let st = scan(vec![by(&part, 1, 0), Sector::Zero, Sector::Zero]);
+    let v = Model::new(&part).judge(&st);
+    assert!(v.passed(), "{:?}", v.violations);
+    let all = log(
+        &[K::W(1, 2, true, false), K::Store(0, 1, Some((0, 4)))],
+        2,
+        false,
+    );
+    let st = scan(vec![by(&all, 1, 0), Sector::Zero, Sector::Zero]);
+    assert_eq!(rules_of(&all, &st), vec![Rule::DurableDataLost]);
 }
