@@ -4,21 +4,22 @@
 //! were used. Debian's kernel (THP on) caches an aligned 2 MiB buffered XFS
 //! write in one 512-page folio; a file on the guest's tmpfs (huge=never)
 //! gets single-page folios, and a testcase that needs large folios is then
-//! skipped with the census as its reason, never passed.
+//! skipped with the census as its reason, never passed. Stores through a
+//! shared mapping (`mmap_write`) go into the cached large folio, keep it,
+//! read back, and survive every cut of a sweep that their msync promised.
 
 mod common;
-use common::{lab, outcome, output, prop, suite_of, summary_of};
+use common::{lab, outcome, output, prop, read, suite_of, summary_of};
 
 #[test]
 fn the_large_folio_testcases_prove_their_folios_on_the_default_kernel() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    let (code, stdout, stderr) = output(
-        lab()
-            .args(["run", "--results"])
-            .arg(&results)
-            .args(["large-folio-buffered-xfs-4k", "large-folio-buffered-xfs-1k"]),
-    );
+    let (code, stdout, stderr) = output(lab().args(["run", "--results"]).arg(&results).args([
+        "large-folio-buffered-xfs-4k",
+        "large-folio-buffered-xfs-1k",
+        "powercut-mmap-store-xfs-4k",
+    ]));
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         stdout.contains(" 0 failed, 0 skipped, 0 errors"),
@@ -28,8 +29,9 @@ fn the_large_folio_testcases_prove_their_folios_on_the_default_kernel() {
     for case in ["large-folio-buffered-xfs-4k", "large-folio-buffered-xfs-1k"] {
         let s = suite_of(&v, case);
         assert_eq!(prop(s, "page_cache.large_folios"), "yes", "{case}");
-        // Right after the 2 MiB write, and still after fsync wrote it back.
-        for step in ["step03", "step08"] {
+        // Right after the 2 MiB write, still after fsync wrote it back,
+        // before the stores through a mapping and after them.
+        for step in ["step03", "step08", "step13", "step17"] {
             assert_eq!(outcome(s, &format!("{step}.folios")), "passed", "{case}");
             let census = prop(s, &format!("folios.{step}"));
             assert!(
@@ -39,9 +41,72 @@ fn the_large_folio_testcases_prove_their_folios_on_the_default_kernel() {
                 "{case} {step}: {census}"
             );
         }
-        // The overwrites inside the folio read back as written.
-        assert_eq!(outcome(s, "step13.verify"), "passed", "{case}");
+        for step in ["step14", "step15", "step16"] {
+            assert_eq!(
+                outcome(s, &format!("{step}.mmap_write")),
+                "passed",
+                "{case}"
+            );
+        }
+        // The overwrites and the stores inside the folio read back as
+        // written: verify expects the stores' stamps where they stored.
+        assert_eq!(outcome(s, "step19.verify"), "passed", "{case}");
     }
+
+    // Under a sweep: every cut point judged, none losing what an msync or
+    // the fsync promised; the stores reached the crash disk, recognised by
+    // their stamps.
+    let s = suite_of(&v, "powercut-mmap-store-xfs-4k");
+    assert_eq!(prop(s, "page_cache.large_folios"), "yes");
+    assert_eq!(outcome(s, "sweep.verdicts"), "passed");
+    assert_eq!(prop(s, "sweep.cut_points_left_out"), "0");
+    assert_eq!(prop(s, "sweep.judgements_failed"), "0");
+    for step in ["step05", "step07", "step08", "step09"] {
+        assert_eq!(outcome(s, &format!("{step}.mmap_write")), "passed");
+    }
+    assert_eq!(outcome(s, "step11.verify"), "passed");
+    let sweep = read(&results.join("latest/powercut-mmap-store-xfs-4k/crash/sweep.jsonl"));
+    assert!(
+        sweep.contains("(`step 8 mmap_write(off=1572864 len=65536 no msync)`)"),
+        "no device write carried the stores: {sweep}"
+    );
+    assert!(
+        sweep.contains("after `step 7 mmap_write(off=1050624 len=2048 msync=MS_SYNC)` ended"),
+        "no cut point right after an msync: {sweep}"
+    );
+}
+
+/// `verify` holds the stores to what they stored: a truncate that cuts
+/// off half of them is caught (the sectors expected to hold the store's
+/// stamps read as zeroes), and a store past the new end of the file fails
+/// with the lengths instead of faulting.
+#[test]
+fn verify_catches_stores_that_are_not_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let tc = tmp.path().join("mmap-cut-off.yaml");
+    std::fs::write(
+        &tc,
+        "name: mmap-cut-off\ndevice: { lba_size: 512 }\nmkfs: { block_size: 4096 }\nworkload:\n  steps:\n    - open: { file: f }\n    - pwrite: { offset: 0, len: 16384 }\n    - mmap_write: { offset: 8192, len: 8192 }\n    - ftruncate: { len: 12288 }\n    - verify: {}\n    - mmap_write: { offset: 8192, len: 8192 }\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = output(lab().args(["run", "--results"]).arg(&results).arg(&tc));
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = summary_of(&results);
+    let s = suite_of(&v, "mmap-cut-off");
+    assert_eq!(outcome(s, "step03.mmap_write"), "passed");
+    assert_eq!(outcome(s, "step05.verify"), "failed");
+    assert!(
+        stdout.contains(
+            "8 of 32 sectors differ; first: sector at 12288: expected write 2, found zeroes"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(outcome(s, "step06.mmap_write"), "failed");
+    assert!(
+        stdout.contains("/mnt/f is 12288 bytes long, but the stores reach byte 16384"),
+        "{stdout}"
+    );
 }
 
 #[test]

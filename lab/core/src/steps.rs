@@ -80,6 +80,12 @@ fn one() -> u32 {
 fn is_one(n: &u32) -> bool {
     *n == 1
 }
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
 
 /// One operation. Files are named relative to the filesystem under test
 /// (mounted at /mnt) or as an absolute path (`/dev/nvme0n1`).
@@ -88,6 +94,9 @@ fn is_one(n: &u32) -> bool {
 pub enum Step {
     Open(Open),
     Pwrite(Pwrite),
+    /// Stores into a shared mapping of the file (not a syscall write),
+    /// then msync(MS_SYNC) of the mapped pages: see `MmapWrite`.
+    MmapWrite(MmapWrite),
     Fsync(FileOnly),
     Fdatasync(FileOnly),
     Ftruncate(Ftruncate),
@@ -174,6 +183,40 @@ pub struct Pwrite {
     pub expect: Expect,
 }
 
+/// `mmap_write`: the agent maps the pages holding `[offset, offset+len)`
+/// MAP_SHARED, stores the bytes a `pwrite` of that range would write (the
+/// same stamps, so `verify` and the model know them), msyncs the mapped
+/// pages with MS_SYNC when `msync` is true, and unmaps. The file must
+/// already be at least `offset + len` long: a store past its end faults.
+/// Not atomic: a power cut may leave the stores torn at any granularity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmapWrite {
+    /// Defaults to the file opened last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub offset: u64,
+    pub len: u64,
+    /// msync(MS_SYNC) of the mapped pages after the stores.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub msync: bool,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+impl MmapWrite {
+    /// The bytes the mapping covers and msync(MS_SYNC) writes back: the
+    /// range rounded out to whole pages (mmap maps from a page-aligned
+    /// offset; msync rounds its length up to pages).
+    pub fn pages(&self) -> (u64, u64) {
+        let page = crate::folio::PAGE;
+        (
+            self.offset / page * page,
+            (self.offset + self.len).div_ceil(page) * page,
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileOnly {
@@ -239,6 +282,7 @@ impl Step {
         match self {
             Step::Open(_) => "open",
             Step::Pwrite(_) => "pwrite",
+            Step::MmapWrite(_) => "mmap_write",
             Step::Fsync(_) => "fsync",
             Step::Fdatasync(_) => "fdatasync",
             Step::Ftruncate(_) => "ftruncate",
@@ -256,6 +300,7 @@ impl Step {
         match self {
             Step::Open(o) => &o.expect,
             Step::Pwrite(p) => &p.expect,
+            Step::MmapWrite(m) => &m.expect,
             Step::Fsync(f) | Step::Fdatasync(f) | Step::Verify(f) | Step::Close(f) => &f.expect,
             Step::Ftruncate(t) => &t.expect,
             Step::Clone(c) => &c.expect,
@@ -303,6 +348,12 @@ impl Step {
                 }
                 format!("pwritev2(off={} len={} {})", p.offset, p.len, f.join(" "))
             }
+            Step::MmapWrite(m) => format!(
+                "mmap_write(off={} len={} {})",
+                m.offset,
+                m.len,
+                if m.msync { "msync=MS_SYNC" } else { "no msync" }
+            ),
             Step::Ftruncate(t) => format!("ftruncate({})", t.len),
             Step::Clone(c) => format!("ioctl(FICLONE from {})", c.from),
             Step::Fallocate(r) => format!("fallocate(off={} len={})", r.offset, r.len),
@@ -363,6 +414,7 @@ pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
     // all or nothing, and the lab's plans always expect the full length.
     let short = match (step, r.ret, &r.errno) {
         (Step::Pwrite(p), Some(n), None) => (n as u64) < p.len,
+        (Step::MmapWrite(m), Some(n), None) => (n as u64) < m.len,
         _ => false,
     };
     let ok = r.errno.is_none() && !short && r.detail.is_empty();
@@ -563,13 +615,82 @@ mod tests {
         assert_eq!(errno_name(1000), "errno 1000");
     }
 
+    #[derive(Deserialize)]
+    struct W {
+        #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+        steps: Vec<Step>,
+    }
+
+    #[test]
+    fn mmap_write_parses_with_msync_on_by_default() {
+        let w: W = serde_yaml::from_str(
+            "steps:\n  - mmap_write: { offset: 4096, len: 1024 }\n  - mmap_write: { file: g, offset: 0, len: 512, msync: false, expect: EIO }\n",
+        )
+        .unwrap();
+        let Step::MmapWrite(m) = &w.steps[0] else {
+            panic!("{:?}", w.steps[0])
+        };
+        assert_eq!(
+            (m.file.as_deref(), m.offset, m.len, m.msync),
+            (None, 4096, 1024, true)
+        );
+        assert_eq!(w.steps[0].name(), "mmap_write");
+        assert_eq!(
+            w.steps[0].describe(),
+            "mmap_write(off=4096 len=1024 msync=MS_SYNC)"
+        );
+        assert_eq!(w.steps[1].describe(), "mmap_write(off=0 len=512 no msync)");
+        assert_eq!(w.steps[1].expect(), &Expect::Errno("EIO".into()));
+        // The plan the host sends round-trips, msync: true left implicit.
+        let json = serde_json::to_string(&w.steps[0]).unwrap();
+        assert_eq!(
+            json,
+            r#"{"mmap_write":{"offset":4096,"len":1024,"expect":"ok"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), w.steps[0]);
+        let json = serde_json::to_string(&w.steps[1]).unwrap();
+        assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), w.steps[1]);
+        // A misspelt field is an error, not a silently synced store.
+        assert!(serde_yaml::from_str::<W>(
+            "steps:\n  - mmap_write: { offset: 0, len: 512, msynk: false }\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_short_mmap_write_result_is_a_failure() {
+        let step = Step::MmapWrite(MmapWrite {
+            file: None,
+            offset: 0,
+            len: 8192,
+            msync: true,
+            expect: Expect::Ok,
+        });
+        assert_eq!(judge(&step, &res(Some(8192), None)), StepVerdict::Pass);
+        match judge(&step, &res(Some(4096), None)) {
+            StepVerdict::Fail(m) => assert!(m.contains("short write"), "{m}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// The mapped pages are the fewest whole pages that hold the range.
+        #[test]
+        fn mmap_pages_are_the_least_page_range_covering_the_write(
+            offset in 0u64..1 << 24,
+            len in 1u64..1 << 22,
+        ) {
+            let m = MmapWrite { file: None, offset, len, msync: true, expect: Expect::Ok };
+            let (from, to) = m.pages();
+            let page = crate::folio::PAGE;
+            proptest::prop_assert!(from % page == 0 && to % page == 0);
+            proptest::prop_assert!(from <= offset && offset + len <= to);
+            proptest::prop_assert!(offset - from < page && to - (offset + len) < page);
+        }
+    }
+
     #[test]
     fn yaml_steps_parse() {
-        #[derive(Deserialize)]
-        struct W {
-            #[serde(with = "serde_yaml::with::singleton_map_recursive")]
-            steps: Vec<Step>,
-        }
         let w: W = serde_yaml::from_str(
             "steps:\n  - open: { file: f, direct: true }\n  - pwrite: { offset: 0, len: 4096, atomic: true, expect: EINVAL }\n  - fsync: {}\n  - pwrite: { offset: 0, len: 4096, expect: supported_or_skip }\n",
         )

@@ -426,6 +426,7 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
         return bad("a steps workload needs at least one step".into(), None);
     }
     let mut opened = false;
+    let mut sizes = SizeBounds::default();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         if let Expect::Errno(e) = step.expect() {
@@ -494,6 +495,26 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                     );
                 }
             }
+            Step::MmapWrite(m) => {
+                let Some(end) = m.offset.checked_add(m.len).filter(|_| m.len > 0) else {
+                    return bad_at(
+                        Some(i),
+                        format!("step {n}: mmap_write needs len >= 1 and offset + len within 2^64"),
+                        None,
+                    );
+                };
+                let file = m.file.as_deref().or(sizes.last.as_deref()).unwrap_or("");
+                if let Some(longest) = sizes.longest(file).filter(|l| *l < end) {
+                    return bad_at(
+                        Some(i),
+                        format!(
+                            "step {n}: mmap_write stores to bytes {}-{end} of {file}, but no earlier step makes {file} longer than {longest} bytes",
+                            m.offset
+                        ),
+                        Some("a store past the end of a mapped file faults (SIGBUS): make the file long enough first, with `pwrite`, `fallocate` or `ftruncate: { len: N }`"),
+                    );
+                }
+            }
             Step::Folios(f) => {
                 let page = crate::folio::PAGE;
                 if f.offset % page != 0 || f.len.is_some_and(|l| l == 0 || l % page != 0) {
@@ -510,8 +531,51 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
             }
             _ => {}
         }
+        sizes.after(step);
     }
     Ok(())
+}
+
+/// How long each file of a steps workload can at most be when a step runs,
+/// for the checks that need the file long enough (`mmap_write`). A
+/// relative file starts empty (the filesystem is fresh); a device, or a
+/// file a clone wrote, has a length the plan does not know.
+#[derive(Default)]
+struct SizeBounds {
+    /// File name as the steps give it -> the most its length can be (None:
+    /// unknown).
+    bound: std::collections::HashMap<String, Option<u64>>,
+    /// The file opened last (what a step without `file:` uses).
+    last: Option<String>,
+}
+
+impl SizeBounds {
+    fn longest(&self, file: &str) -> Option<u64> {
+        self.bound.get(file).copied().flatten()
+    }
+
+    fn after(&mut self, step: &Step) {
+        let file = |f: &Option<String>| f.clone().or_else(|| self.last.clone()).unwrap_or_default();
+        let (name, end) = match step {
+            Step::Open(o) => {
+                let known = (!o.file.starts_with('/')).then_some(0);
+                self.bound.entry(o.file.clone()).or_insert(known);
+                self.last = Some(o.file.clone());
+                return;
+            }
+            Step::Clone(c) => {
+                self.bound.insert(file(&c.file), None);
+                return;
+            }
+            Step::Pwrite(p) => (file(&p.file), p.offset.saturating_add(p.len)),
+            Step::Fallocate(r) => (file(&r.file), r.offset.saturating_add(r.len)),
+            Step::Ftruncate(t) => (file(&t.file), t.len),
+            _ => return,
+        };
+        if let Some(Some(b)) = self.bound.get_mut(&name) {
+            *b = (*b).max(end);
+        }
+    }
 }
 
 fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseError {
@@ -978,6 +1042,88 @@ workload:
         assert_eq!(
             e.hint.as_deref(),
             Some("to test that the kernel refuses it, add `expect: EINVAL`")
+        );
+    }
+
+    const MMAP: &str = "\
+name: mmap
+device: { lba_size: 512 }
+mkfs: { block_size: 4096 }
+workload:
+  steps:
+    - open: { file: f }
+    - pwrite: { offset: 0, len: 8192 }
+    - mmap_write: { offset: 4096, len: 4096 }
+    - mmap_write: { offset: 512, len: 1024, msync: false }
+    - fsync: {}
+";
+
+    #[test]
+    fn mmap_write_parses_and_needs_a_long_enough_file() {
+        let tc = parse("t.yaml", MMAP).unwrap();
+        let Workload::Steps(s) = &tc.workload else {
+            panic!("{:?}", tc.workload)
+        };
+        assert!(matches!(&s[2], Step::MmapWrite(m) if m.msync && m.len == 4096));
+        assert!(matches!(&s[3], Step::MmapWrite(m) if !m.msync));
+        // Past what the plan wrote: named with the step, the range and a hint.
+        let e = parse(
+            "t.yaml",
+            &MMAP.replace("offset: 4096, len: 4096", "offset: 4096, len: 8192"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workload.steps"));
+        assert_eq!((e.line, e.column), (8, 5), "points at the step itself");
+        assert_eq!(
+            e.message,
+            "step 3: mmap_write stores to bytes 4096-12288 of f, but no earlier step makes f longer than 8192 bytes"
+        );
+        assert!(e.hint.as_deref().unwrap().contains("SIGBUS"), "{e}");
+        // A truncate, an allocation or a write before it makes room.
+        for room in [
+            "    - ftruncate: { len: 12288 }\n",
+            "    - fallocate: { offset: 8192, len: 4096 }\n",
+            "    - pwrite: { offset: 8192, len: 4096 }\n",
+        ] {
+            let text = MMAP
+                .replace("offset: 4096, len: 4096", "offset: 4096, len: 8192")
+                .replace(
+                    "    - mmap_write: { offset: 4096",
+                    &format!("{room}    - mmap_write: {{ offset: 4096"),
+                );
+            parse("t.yaml", &text).unwrap_or_else(|e| panic!("{room}: {e}"));
+        }
+        // A device's length, and a clone's, are not the plan's to know.
+        let dev = "name: d\ndevice: { lba_size: 4096 }\nworkload:\n  steps:\n    - open: { file: /dev/nvme0n1 }\n    - mmap_write: { offset: 0, len: 4096 }\n";
+        parse("t.yaml", dev).unwrap();
+        let cloned = MMAP.replace(
+            "    - pwrite: { offset: 0, len: 8192 }\n",
+            "    - clone: { from: g }\n",
+        );
+        parse("t.yaml", &cloned).unwrap();
+        // Nothing to store is a mistake.
+        let e = parse(
+            "t.yaml",
+            &MMAP.replace("offset: 512, len: 1024", "offset: 512, len: 0"),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("step 4: mmap_write needs len >= 1"),
+            "{e}"
+        );
+        // Before any open, like every file step.
+        let e = parse(
+            "t.yaml",
+            &MMAP.replace(
+                "    - open: { file: f }\n    - pwrite: { offset: 0, len: 8192 }\n",
+                "",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("step 1 (mmap_write) comes before any `open`"),
+            "{e}"
         );
     }
 

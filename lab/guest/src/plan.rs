@@ -7,12 +7,28 @@ use std::ffi::CString;
 use std::io::{self, Read, Write};
 
 use lab_core::stamp::{self, Sector, Stamp, SECTOR};
-use lab_core::steps::{errno_name, BufferPlacement, FileOnly, Plan, Pwrite, Step, StepResult};
+use lab_core::steps::{
+    errno_name, BufferPlacement, FileOnly, MmapWrite, Plan, Pwrite, Step, StepResult,
+};
 
 const RWF_DSYNC: i32 = 0x02;
 const RWF_SYNC: i32 = 0x04;
 const RWF_ATOMIC: i32 = 0x40;
 const PAGE: usize = 4096;
+
+/// _IOR(0x12, 114, size_t): a block device's length in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+/// What one write puts down: its stamp identity and range.
+struct Pattern {
+    run: u64,
+    file: u32,
+    write: u32,
+    generation: u32,
+    offset: u64,
+    len: u64,
+    stamped: bool,
+}
 
 struct OpenFile {
     fd: i32,
@@ -141,7 +157,6 @@ impl State {
 
     fn pwrite(&mut self, run: u64, root: &str, p: &Pwrite) -> Outcome {
         let (fd, path) = self.fd(root, &p.file)?;
-        let file_id = self.files[&path].id;
         let len = usize::try_from(p.len).map_err(|_| (libc::EINVAL, String::new()))?;
         let mut mem = AlignedBuf::new(len + 3 * PAGE);
         let start = match p.buffer {
@@ -152,22 +167,7 @@ impl State {
             }
             BufferPlacement::Misaligned => PAGE + 1,
         };
-        self.next_write += 1;
-        let write = self.next_write;
-        let gen = {
-            let g = self.generation.entry(path.clone()).or_insert(0);
-            *g += 1;
-            *g
-        };
-        let stamped = p.offset.is_multiple_of(SECTOR as u64) && len.is_multiple_of(SECTOR);
-        {
-            let buf = mem.slice(start, len);
-            if stamped {
-                stamp::encode_write(run, file_id, write, gen, p.offset, buf);
-            } else {
-                buf.fill(0xA5);
-            }
-        }
+        let pattern = self.pattern(run, &path, p.offset, mem.slice(start, len));
         let n = p.iovecs.max(1) as usize;
         let piece = len / n;
         let iov: Vec<libc::iovec> = (0..n)
@@ -212,41 +212,142 @@ impl State {
             return Err((saved_errno, String::new()));
         }
         let ret = ret as i64;
-        if !stamped {
+        self.record(path, &pattern, ret as u64);
+        Ok(ret)
+    }
+
+    /// Fills `buf` with what the next write to `path` at `offset` puts
+    /// down (a stamp in every sector, or 0xA5 bytes where the range is not
+    /// sector aligned), numbering the write; `record` notes what landed.
+    fn pattern(&mut self, run: u64, path: &str, offset: u64, buf: &mut [u8]) -> Pattern {
+        self.next_write += 1;
+        let generation = {
+            let g = self.generation.entry(path.to_string()).or_insert(0);
+            *g += 1;
+            *g
+        };
+        let p = Pattern {
+            run,
+            file: self.files[path].id,
+            write: self.next_write,
+            generation,
+            offset,
+            len: buf.len() as u64,
+            stamped: offset.is_multiple_of(SECTOR as u64) && buf.len().is_multiple_of(SECTOR),
+        };
+        if p.stamped {
+            stamp::encode_write(run, p.file, p.write, generation, offset, buf);
+        } else {
+            buf.fill(0xA5);
+        }
+        p
+    }
+
+    /// Notes the first `done` bytes of a pattern as landed in `path`, for
+    /// `verify`.
+    fn record(&mut self, path: String, p: &Pattern, done: u64) {
+        if !p.stamped {
             // Unstamped bytes landed over these sectors: nothing to verify there.
             if let Some(map) = self.written.get_mut(&path) {
                 let first = p.offset / SECTOR as u64 * SECTOR as u64;
-                let end = p.offset + ret as u64;
+                let end = p.offset + done;
                 let doomed: Vec<u64> = map.range(first..end).map(|(k, _)| *k).collect();
                 for k in doomed {
                     map.remove(&k);
                 }
             }
-        } else {
-            // Record the sectors this write fully covered: all of them, or for
-            // a short write those before where it stopped (the sector it
-            // stopped in holds a mix and is not checked).
-            let map = self.written.entry(path).or_default();
-            let done = ret as u64;
-            for i in 0..len / SECTOR {
-                let off = p.offset + (i * SECTOR) as u64;
-                if off + SECTOR as u64 <= p.offset + done {
-                    map.insert(
-                        off,
-                        Stamp {
-                            run,
-                            file: file_id,
-                            write,
-                            generation: gen,
-                            offset: off,
-                        },
-                    );
-                } else if off < p.offset + done {
-                    map.remove(&off);
-                }
+            return;
+        }
+        // Record the sectors this write fully covered: all of them, or for
+        // a short write those before where it stopped (the sector it
+        // stopped in holds a mix and is not checked).
+        let map = self.written.entry(path).or_default();
+        for i in 0..p.len / SECTOR as u64 {
+            let off = p.offset + i * SECTOR as u64;
+            if off + SECTOR as u64 <= p.offset + done {
+                map.insert(
+                    off,
+                    Stamp {
+                        run: p.run,
+                        file: p.file,
+                        write: p.write,
+                        generation: p.generation,
+                        offset: off,
+                    },
+                );
+            } else if off < p.offset + done {
+                map.remove(&off);
             }
         }
-        Ok(ret)
+    }
+
+    /// `mmap_write`: the pattern a pwrite of the range would write, stored
+    /// through a MAP_SHARED mapping of the pages that hold the range, then
+    /// msync(MS_SYNC) of those pages if asked.
+    fn mmap_write(&mut self, run: u64, root: &str, m: &MmapWrite) -> Outcome {
+        let (fd, path) = self.fd(root, &m.file)?;
+        let end = m.offset + m.len;
+        // SAFETY: fstat into a zeroed struct on an open descriptor.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(i64::from(unsafe { libc::fstat(fd, &mut st) }))?;
+        // A block device's st_size is 0; its length is what BLKGETSIZE64 says.
+        let size = if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
+            let mut bytes = 0u64;
+            // SAFETY: BLKGETSIZE64 writes one u64.
+            check(i64::from(unsafe {
+                libc::ioctl(fd, BLKGETSIZE64, &mut bytes)
+            }))?;
+            bytes
+        } else {
+            st.st_size as u64
+        };
+        if size < end {
+            return fail(format!(
+                "{path} is {size} bytes long, but the stores reach byte {end}: a store past the end of a mapped file faults (SIGBUS); make it longer first"
+            ));
+        }
+        let (from, to) = m.pages();
+        let map_len = usize::try_from(to - from).map_err(|_| (libc::EINVAL, String::new()))?;
+        let len = usize::try_from(m.len).map_err(|_| (libc::EINVAL, String::new()))?;
+        let mut data = vec![0u8; len];
+        let pattern = self.pattern(run, &path, m.offset, &mut data);
+        // SAFETY: a fresh shared mapping of pages inside the file.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                from as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err((errno(), "mmap failed: nothing stored".into()));
+        }
+        // SAFETY: [offset - from, + len) lies inside the mapping, and every
+        // page of it inside the file (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                addr.cast::<u8>().add((m.offset - from) as usize),
+                len,
+            );
+        }
+        // The stores are in the page cache whatever msync says.
+        self.record(path, &pattern, m.len);
+        // SAFETY: the mapping made above.
+        let synced = if m.msync {
+            check(i64::from(unsafe {
+                libc::msync(addr, map_len, libc::MS_SYNC)
+            }))
+            .map_err(|(e, _)| (e, "msync(MS_SYNC) failed after the stores".to_string()))
+        } else {
+            Ok(0)
+        };
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(addr, map_len) };
+        synced.map(|_| m.len as i64)
     }
 
     /// FICLONE: the destination shares the source's extents; what the plan
@@ -317,6 +418,7 @@ fn one_step(st: &mut State, plan: &Plan, step: &Step) -> Outcome {
     match step {
         Step::Open(o) => st.open(root, o),
         Step::Pwrite(p) => st.pwrite(plan.run, root, p),
+        Step::MmapWrite(m) => st.mmap_write(plan.run, root, m),
         Step::Fsync(f) => check(i64::from(unsafe { libc::fsync(st.fd(root, &f.file)?.0) })),
         Step::Fdatasync(f) => check(i64::from(unsafe {
             libc::fdatasync(st.fd(root, &f.file)?.0)

@@ -70,6 +70,74 @@ fn writes_verify_and_a_foreign_overwrite_is_detected() {
     );
 }
 
+/// `mmap_write` stores through a shared mapping exactly the bytes a pwrite
+/// of the same range would write: a file built with stores and one built
+/// with pwrites are byte for byte the same, and `verify` counts the stored
+/// sectors as the store's. An unaligned store writes the unstamped pattern
+/// there, as an unaligned pwrite does.
+#[test]
+fn mmap_stores_write_what_a_pwrite_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    let plan = |file: &str, second: &str| {
+        format!(
+            r#"{{"run":4,"root":"{root}","steps":[
+                {{"open":{{"file":"{file}"}}}},
+                {{"pwrite":{{"offset":0,"len":16384}}}},
+                {{"{second}":{{"offset":4096,"len":6144}}}},
+                {{"{second}":{{"offset":12388,"len":1000}}}},
+                {{"verify":{{}}}}]}}"#
+        )
+    };
+    let stored = run_plan(&plan("m", "mmap_write"));
+    let written = run_plan(&plan("p", "pwrite"));
+    for (what, r) in [("stored", &stored), ("written", &written)] {
+        assert_eq!(r[2]["ret"], 6144, "{what}: {:?}", r[2]);
+        assert_eq!(r[3]["ret"], 1000, "{what}: {:?}", r[3]);
+        // 32 sectors less the three the unaligned write touched.
+        assert_eq!(r[4]["ret"], 29, "{what}: {:?}", r[4]);
+    }
+    let m = std::fs::read(dir.path().join("m")).unwrap();
+    let p = std::fs::read(dir.path().join("p")).unwrap();
+    assert_eq!(m.len(), 16384);
+    assert!(m == p, "the stores differ from the pwrite's bytes");
+    // The stored sectors carry the store's stamp (write 2), not the
+    // pwrite's under it.
+    match lab_core::stamp::decode(&m[4096..4608]) {
+        lab_core::stamp::Sector::Stamped(st) => assert_eq!((st.write, st.offset), (2, 4096)),
+        other => panic!("{other:?}"),
+    }
+    assert!(m[12388..13388].iter().all(|&b| b == 0xA5));
+}
+
+/// A store past the end of the file would fault (SIGBUS): the agent says
+/// so and goes on with the plan; a store without msync still lands in the
+/// page cache, and `verify` sees it.
+#[test]
+fn a_store_past_the_end_of_the_file_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    let r = run_plan(&format!(
+        r#"{{"run":5,"root":"{root}","steps":[
+            {{"open":{{"file":"s"}}}},
+            {{"ftruncate":{{"len":8192}}}},
+            {{"mmap_write":{{"offset":4096,"len":8192}}}},
+            {{"mmap_write":{{"offset":4096,"len":4096,"msync":false}}}},
+            {{"verify":{{}}}}]}}"#
+    ));
+    assert_eq!(r[2]["ret"], serde_json::Value::Null, "{:?}", r[2]);
+    assert_eq!(r[2]["errno"], serde_json::Value::Null, "{:?}", r[2]);
+    let detail = r[2]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("is 8192 bytes long, but the stores reach byte 12288")
+            && detail.contains("SIGBUS"),
+        "{detail}"
+    );
+    assert_eq!(r[3]["ret"], 4096, "{:?}", r[3]);
+    assert_eq!(r[4]["ret"], 8, "{:?}", r[4]);
+    assert_eq!(std::fs::metadata(dir.path().join("s")).unwrap().len(), 8192);
+}
+
 #[test]
 fn errors_are_reported_by_errno_name() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,16 +13,24 @@
 //!   synchronous (O_SYNC/O_DSYNC, RWF_SYNC/RWF_DSYNC) or an fsync/fdatasync
 //!   of the file started after it completed and itself completed. The newest
 //!   durable write covering a sector is its floor: the sector must hold the
-//!   floor or a write newer than it. Nothing else makes data durable: not a
-//!   completed O_DIRECT write (its extent conversion may be in the unflushed
-//!   log), not sync_file_range.
+//!   floor or a write newer than it. A completed range sync (msync(MS_SYNC)
+//!   at the end of an `mmap_write`: vfs_fsync_range with datasync over the
+//!   mapped pages) does the same for what lies inside its range: its own
+//!   stores, and every write of the file that completed before it started
+//!   (an RWF_ATOMIC write only if the range holds all of it: the model does
+//!   not promise a whole atomic write from a sync of part of it).
+//!   Nothing else makes data durable: not a completed O_DIRECT write (its
+//!   extent conversion may be in the unflushed log), not sync_file_range.
 //! - **Atomicity.** An RWF_ATOMIC write is all or nothing over its range: if
 //!   one sector shows it, every sector of its range shows it or something
 //!   newer. A later non-atomic write over the range removes that guarantee
 //!   until the atomic write was made durable before it.
 //! - **No garbage, nothing misplaced.** A sector holds zeroes or a stamp of
 //!   a write that covered exactly that place in that file (or, where a
-//!   write could not be stamped, anything).
+//!   write could not be stamped, anything). Stores through a shared mapping
+//!   are the exception: writeback may copy a page out while the CPU is
+//!   still storing into it, so until a store is durable a sector it covers
+//!   may hold part old and part new bytes (garbage).
 //! - **Lag.** The host's copy of the log may lag the guest: an operation
 //!   whose end the host did not see may or may not have happened (its
 //!   writes are possible, its syncs give no durability), and operations the
@@ -30,7 +38,8 @@
 //!   complete makes a promise, so lag never causes a false positive.
 //! - **Size.** A file is at least as long as its size at the start of the
 //!   last completed fsync/fdatasync (or synchronous write), unless a
-//!   truncate that may have happened later shrank it.
+//!   truncate that may have happened later shrank it. A range sync promises
+//!   no size: it writes back only its range.
 //!
 //! Each rule can be switched off (`Rules`), so tests can show that a model
 //! without it misses a broken state.
@@ -103,6 +112,22 @@ pub struct Write {
     /// The stamp its sectors carry (None: not stamped, e.g. not sector
     /// aligned; its sectors may then hold anything).
     pub stamp: Option<StampKey>,
+    /// Stores through a shared mapping (`mmap_write`), not a syscall:
+    /// writeback may catch a sector half stored, so until the store is
+    /// durable its sectors may hold a mix of old and new bytes (garbage).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub store: bool,
+    /// A range sync after the op's own writing, over bytes `[from, to)`:
+    /// msync(MS_SYNC) of the mapped pages, which is vfs_fsync_range with
+    /// datasync. Once the op completed, its own data and that of every
+    /// write of the file that completed before the op started are durable
+    /// inside the range (not outside it, and not the file's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_sync: Option<(u64, u64)>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What identifies a write's stamp (the offset is per sector).
@@ -132,6 +157,9 @@ pub struct Rules {
     pub size: bool,
     /// A later non-atomic write over an atomic range removes the guarantee.
     pub overwrite_voids_atomicity: bool,
+    /// A completed range sync (msync(MS_SYNC)) makes what was written
+    /// before it durable inside its range.
+    pub range_sync: bool,
 }
 
 impl Default for Rules {
@@ -142,6 +170,7 @@ impl Default for Rules {
             no_garbage: true,
             size: true,
             overwrite_voids_atomicity: true,
+            range_sync: true,
         }
     }
 }
@@ -244,19 +273,38 @@ impl<'a> Model<'a> {
         }
     }
 
+    /// Whether op `s` ends with a range sync of `file` that covers bytes
+    /// `[a, b)`.
+    fn range_syncs(&self, s: &Op, file: &str, (a, b): (u64, u64)) -> bool {
+        self.rules.range_sync
+            && matches!(&s.kind, OpKind::Write(w)
+                if w.file == file && w.range_sync.is_some_and(|(from, to)| from <= a && b <= to))
+    }
+
     /// The completed sync that made op `w` durable, if any: `w` itself when
-    /// synchronous, else the first fsync/fdatasync of the file that started
-    /// after `w` ended and completed.
-    fn made_durable_by(&self, w: &Op, file: &str, sync: bool) -> Option<&'a Op> {
+    /// synchronous, or when its own range sync covers `span`; else the
+    /// first fsync/fdatasync of the file, or range sync covering `span`,
+    /// that started after `w` ended and completed. `span` is the part of
+    /// `w` in question (None: all of it, where no range sync counts).
+    fn made_durable_by(
+        &self,
+        w: &Op,
+        file: &str,
+        sync: bool,
+        span: Option<(u64, u64)>,
+    ) -> Option<&'a Op> {
         if !Self::ok_done(w) {
             return None;
         }
         let end = w.ended?;
-        if sync {
+        let covered = |s: &Op| span.is_some_and(|sp| self.range_syncs(s, file, sp));
+        if sync || covered(w) {
             return self.ops.iter().find(|o| o.index == w.index);
         }
         self.ops.iter().find(|s| {
-            Self::is_sync_of(s, file) && Self::ok_done(s) && s.started.is_some_and(|st| st > end)
+            (Self::is_sync_of(s, file) || covered(s))
+                && Self::ok_done(s)
+                && s.started.is_some_and(|st| st > end)
         })
     }
 
@@ -360,8 +408,23 @@ impl<'a> Model<'a> {
                 .filter(|o| Self::covers(o, a, b))
                 .collect();
             let floor = covering.iter().rev().find_map(|o| match &o.kind {
-                OpKind::Write(w) => self.made_durable_by(o, file, w.sync).map(|by| (*o, by)),
-                OpKind::Ftruncate { .. } => self.made_durable_by(o, file, false).map(|by| (*o, by)),
+                // An atomic write is one unit: a range sync makes it
+                // durable only if it covers all of it.
+                OpKind::Write(w) => self
+                    .made_durable_by(
+                        o,
+                        file,
+                        w.sync,
+                        Some(if w.atomic {
+                            (w.offset, w.offset + w.len)
+                        } else {
+                            (a, b)
+                        }),
+                    )
+                    .map(|by| (*o, by)),
+                OpKind::Ftruncate { .. } => self
+                    .made_durable_by(o, file, false, None)
+                    .map(|by| (*o, by)),
                 _ => None,
             });
             let floor_index = if self.rules.durability {
@@ -425,11 +488,25 @@ impl<'a> Model<'a> {
                     }
                 }
                 Sector::Garbage => {
-                    let unstamped = covering.iter().rev().find(|o| {
-                        matches!(&o.kind, OpKind::Write(w) if w.stamp.is_none() || w.offset % S != 0 || w.len % S != 0 || w.offset > a || w.offset + w.len < b)
+                    // A write that could not stamp the sector may leave
+                    // anything there; a store newer than the floor may have
+                    // been caught half done by writeback (a durable store
+                    // was written back whole after its last store).
+                    let explains = covering.iter().rev().find(|o| match &o.kind {
+                        OpKind::Write(w)
+                            if w.stamp.is_none()
+                                || w.offset % S != 0
+                                || w.len % S != 0
+                                || w.offset > a
+                                || w.offset + w.len < b =>
+                        {
+                            allowed(Version::Op(o.index))
+                        }
+                        OpKind::Write(w) if w.store => floor_index.is_none_or(|f| o.index > f),
+                        _ => false,
                     });
-                    match unstamped {
-                        Some(o) if allowed(Version::Op(o.index)) => Some(Version::Op(o.index)),
+                    match explains {
+                        Some(o) => Some(Version::Op(o.index)),
                         _ if !self.rules.no_garbage => {
                             shown.push(None);
                             continue;
@@ -463,10 +540,13 @@ impl<'a> Model<'a> {
                             .map_or("older data".into(), |o| format!("the older {}", o.describe)),
                         Sector::Garbage => "garbage".into(),
                     };
-                    let by_text = if by.index == f.index {
-                        "a synchronous write".to_string()
-                    } else {
+                    let by_text = if by.index != f.index {
                         format!("{}, which completed", by.describe)
+                    } else if matches!(&f.kind, OpKind::Write(w) if !w.sync && w.range_sync.is_some())
+                    {
+                        "its own msync(MS_SYNC), which completed".to_string()
+                    } else {
+                        "a synchronous write".to_string()
                     };
                     push_merged(
                         v,
@@ -559,7 +639,7 @@ impl<'a> Model<'a> {
     /// before the atomic write was made durable.
     fn guarantee_voided(&self, a: &Op, w: &Write, ops: &[&'a Op]) -> bool {
         let durable_at = self
-            .made_durable_by(a, &w.file, w.sync)
+            .made_durable_by(a, &w.file, w.sync, Some((w.offset, w.offset + w.len)))
             .and_then(|by| by.ended);
         ops.iter().any(|n| {
             n.index > a.index

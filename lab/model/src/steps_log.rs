@@ -125,7 +125,13 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
             let end = events.ended.get(&(t, i));
             let result = end.map(|(_, r)| match (&r.errno, r.detail.is_empty()) {
                 (None, true) => OpResult::Ok,
-                (Some(e), _) if REFUSALS.contains(&e.as_str()) => OpResult::Refused,
+                // An mmap_write's errno may come from its msync, after the
+                // stores: never "nothing written".
+                (Some(e), _)
+                    if REFUSALS.contains(&e.as_str()) && !matches!(step, Step::MmapWrite(_)) =>
+                {
+                    OpResult::Refused
+                }
                 _ => OpResult::Failed,
             });
             let kind = match step {
@@ -156,6 +162,31 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                             file: file_id,
                             write: next_write,
                         }),
+                        store: false,
+                        range_sync: None,
+                    })
+                }
+                // Stores through a shared mapping: never synchronous (O_SYNC
+                // is for write(2)), stamped as a pwrite of the range would
+                // be; msync(MS_SYNC) syncs the mapped pages.
+                Step::MmapWrite(m) => {
+                    next_write += 1;
+                    let path = file_of(&m.file, &last);
+                    let (file_id, _) = open.get(&path).copied().unwrap_or((0, false));
+                    let stamped = m.offset % SECTOR as u64 == 0 && m.len % SECTOR as u64 == 0;
+                    OpKind::Write(Write {
+                        file: path,
+                        offset: m.offset,
+                        len: m.len,
+                        atomic: false,
+                        sync: false,
+                        stamp: stamped.then_some(StampKey {
+                            run,
+                            file: file_id,
+                            write: next_write,
+                        }),
+                        store: true,
+                        range_sync: m.msync.then(|| m.pages()),
                     })
                 }
                 Step::Fsync(f) => OpKind::Fsync {
@@ -261,5 +292,79 @@ mod tests {
         assert_eq!(ops[2].result, Some(OpResult::Refused));
         assert_eq!((ops[3].started, ops[3].ended), (Some(6), None));
         assert_eq!(ops[1].describe, "step 2 pwritev2(off=0 len=4096 )");
+    }
+
+    /// An mmap_write is a non-atomic write of its range, numbered among the
+    /// pwrites, never synchronous (even on an O_DSYNC file), a store, and
+    /// with msync a range sync of the pages holding it.
+    #[test]
+    fn mmap_writes_are_stores_with_a_page_range_sync() {
+        use lab_core::steps::{Expect, MmapWrite};
+        let mmap = |offset, len, msync| {
+            Step::MmapWrite(MmapWrite {
+                file: None,
+                offset,
+                len,
+                msync,
+                expect: Expect::Ok,
+            })
+        };
+        let plan = Plan {
+            run: 6,
+            root: "/mnt".into(),
+            steps: vec![
+                Step::Open(Open {
+                    file: "a".into(),
+                    direct: false,
+                    sync: false,
+                    dsync: true,
+                    expect: Default::default(),
+                }),
+                Step::Pwrite(Pwrite::new(0, 16384, false)),
+                mmap(5120, 1024, true),
+                mmap(8192, 100, false),
+                mmap(0, 512, true),
+            ],
+        };
+        let lines: Vec<String> = [
+            r#"{"begin":0}"#,
+            r#"{"index":0,"op":"open","ret":3,"errno":null}"#,
+            r#"{"begin":1}"#,
+            r#"{"index":1,"op":"pwrite","ret":16384,"errno":null}"#,
+            r#"{"begin":2}"#,
+            r#"{"index":2,"op":"mmap_write","ret":1024,"errno":null}"#,
+            r#"{"begin":3}"#,
+            r#"{"index":3,"op":"mmap_write","ret":100,"errno":null}"#,
+            r#"{"begin":4}"#,
+            r#"{"index":4,"op":"mmap_write","ret":null,"errno":"EINVAL","detail":"msync(MS_SYNC) failed after the stores"}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let ops = from_steps(&plan, &lines);
+        let w = |i: usize| match &ops[i].kind {
+            OpKind::Write(w) => w.clone(),
+            k => panic!("{k:?}"),
+        };
+        let stored = w(2);
+        assert!(stored.store && !stored.atomic && !stored.sync, "{stored:?}");
+        assert_eq!(stored.range_sync, Some((4096, 8192)), "the page holding it");
+        assert_eq!(
+            stored.stamp,
+            Some(StampKey {
+                run: 6,
+                file: 1,
+                write: 2
+            }),
+            "numbered after the pwrite, as the agent numbers it"
+        );
+        let unsynced = w(3);
+        assert_eq!((unsynced.range_sync, unsynced.stamp), (None, None));
+        assert_eq!(w(4).stamp.map(|k| k.write), Some(4));
+        assert_eq!(ops[4].result, Some(OpResult::Failed), "its stores happened");
+        assert_eq!(
+            ops[2].describe,
+            "step 3 mmap_write(off=5120 len=1024 msync=MS_SYNC)"
+        );
     }
 }

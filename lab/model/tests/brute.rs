@@ -1,15 +1,19 @@
 //! The model against a brute-force enumerator on tiny logs: every state
 //! the enumerator can reach passes, and every state the model passes is
-//! reachable (over all per-sector combinations of zeroes and the covering
-//! writes' stamps).
+//! reachable (over all per-sector combinations of zeroes, garbage and the
+//! covering writes' stamps).
 //!
 //! The enumerator's semantics, written independently of the model: each
 //! write lands on a subset of its sectors, applied in log order over
-//! zeroes. A durable write (completed, and synchronous or followed by a
-//! completed fsync/fdatasync) lands whole. An atomic write lands whole or
-//! not at all, unless a later non-atomic write over its range started
-//! before it was durable. Everything else (in flight, unseen, not synced)
-//! lands on any subset.
+//! zeroes. A write lands on every sector where it is durable: it completed,
+//! and it was synchronous, or a completed fsync/fdatasync followed it, or a
+//! completed range sync (msync, its own or a later one) covers the sector
+//! (an atomic write: all of its sectors).
+//! An atomic write lands whole or not at all, unless a later non-atomic
+//! write over its range started before it was durable. Stores through a
+//! mapping may also leave any sector where they are not durable half
+//! stored (garbage). Everything else (in flight, unseen, not synced) lands
+//! on any subset.
 
 mod common;
 
@@ -21,96 +25,150 @@ use lab_model::{Model, Op, OpKind};
 use proptest::prelude::*;
 
 const SECTORS: u64 = 4;
+/// Sectors per page, for the range a store's msync covers.
+const PAGE: u64 = 2;
+/// A sector holding garbage, in an image.
+const GARBAGE: usize = usize::MAX;
 
-fn ws(ops: &[Op]) -> Vec<(usize, u64, u64, bool, bool)> {
+struct Wr {
+    i: usize,
+    first: u64,
+    n: u64,
+    atomic: bool,
+    sync: bool,
+    store: bool,
+    /// Range sync, in sectors.
+    range: Option<(u64, u64)>,
+}
+
+fn ws(ops: &[Op]) -> Vec<Wr> {
     ops.iter()
         .filter_map(|o| match &o.kind {
-            OpKind::Write(w) => Some((o.index, w.offset / SEC, w.len / SEC, w.atomic, w.sync)),
+            OpKind::Write(w) => Some(Wr {
+                i: o.index,
+                first: w.offset / SEC,
+                n: w.len / SEC,
+                atomic: w.atomic,
+                sync: w.sync,
+                store: w.store,
+                range: w.range_sync.map(|(a, b)| (a / SEC, b / SEC)),
+            }),
             _ => None,
         })
         .collect()
 }
 
-fn durable(ops: &[Op], i: usize, sync: bool) -> bool {
+/// Whether write `w` is durable at sector `s`.
+fn durable(ops: &[Op], w: &Wr, s: u64) -> bool {
     let done = |o: &Op| o.ended.is_some();
-    if !done(&ops[i]) {
+    // A range sync covers a sector, or all of an atomic write.
+    let (from, to) = if w.atomic {
+        (w.first, w.first + w.n)
+    } else {
+        (s, s + 1)
+    };
+    let in_range = |r: Option<(u64, u64)>| r.is_some_and(|(a, b)| a <= from && to <= b);
+    if !done(&ops[w.i]) {
         return false;
     }
-    sync || ops[i + 1..]
-        .iter()
-        .any(|o| matches!(o.kind, OpKind::Fsync { .. } | OpKind::Fdatasync { .. }) && done(o))
+    w.sync
+        || in_range(w.range)
+        || ops[w.i + 1..].iter().any(|o| {
+            done(o)
+                && match &o.kind {
+                    OpKind::Fsync { .. } | OpKind::Fdatasync { .. } => true,
+                    OpKind::Write(x) => in_range(x.range_sync.map(|(a, b)| (a / SEC, b / SEC))),
+                    _ => false,
+                }
+        })
 }
 
-/// Every reachable per-sector content: None zero, Some(op index).
-fn reachable(ops: &[Op]) -> HashSet<Vec<Option<usize>>> {
-    let writes = ws(ops);
-    // Choices per write: bitmasks of landed sectors (relative).
-    let choices: Vec<Vec<u32>> = writes
-        .iter()
-        .map(|&(i, first, n, atomic, sync)| {
-            let full = (1u32 << n) - 1;
-            if durable(ops, i, sync) {
-                return vec![full];
-            }
-            let voided = writes
-                .iter()
-                .any(|&(j, f2, n2, a2, _)| j > i && !a2 && f2 < first + n && first < f2 + n2);
-            if atomic && !voided {
-                vec![0, full]
+/// What one write may do to each of its sectors: 0 nothing, 1 land, 2
+/// leave it half stored.
+fn choices(ops: &[Op], writes: &[Wr], w: &Wr) -> Vec<Vec<u8>> {
+    let per_sector: Vec<Vec<u8>> = (w.first..w.first + w.n)
+        .map(|s| {
+            if durable(ops, w, s) {
+                vec![1]
+            } else if w.store {
+                vec![0, 1, 2]
             } else {
-                (0..=full).collect()
+                vec![0, 1]
             }
         })
         .collect();
-    let mut out = HashSet::new();
-    let mut idx = vec![0usize; writes.len()];
-    loop {
-        let mut img = vec![None; SECTORS as usize];
-        for (k, &(i, first, n, _, _)) in writes.iter().enumerate() {
-            let mask = choices[k][idx[k]];
-            for s in 0..n {
-                if mask & (1 << s) != 0 {
-                    img[(first + s) as usize] = Some(i);
-                }
-            }
-        }
-        out.insert(img);
-        let mut k = 0;
-        loop {
-            if k == idx.len() {
-                return out;
-            }
-            idx[k] += 1;
-            if idx[k] < choices[k].len() {
-                break;
-            }
-            idx[k] = 0;
-            k += 1;
-        }
+    let mut all: Vec<Vec<u8>> = vec![vec![]];
+    for opts in &per_sector {
+        all = all
+            .iter()
+            .flat_map(|c| {
+                opts.iter().map(move |&o| {
+                    let mut c = c.clone();
+                    c.push(o);
+                    c
+                })
+            })
+            .collect();
     }
+    let voided = writes
+        .iter()
+        .any(|x| x.i > w.i && !x.atomic && x.first < w.first + w.n && w.first < x.first + x.n);
+    if w.atomic && !voided {
+        all.retain(|c| c.iter().all(|&o| o == 1) || c.iter().all(|&o| o == 0));
+    }
+    all
 }
 
-fn kinds() -> impl Strategy<Value = Vec<(u8, u64, u64, bool, bool)>> {
-    prop::collection::vec(
-        (
-            0u8..5,
-            0..SECTORS,
-            1..=SECTORS,
-            any::<bool>(),
-            any::<bool>(),
-        ),
-        1..=4,
-    )
+/// Every reachable per-sector content: None zero, Some(op index), or
+/// Some(GARBAGE).
+fn reachable(ops: &[Op]) -> HashSet<Vec<Option<usize>>> {
+    let writes = ws(ops);
+    let mut images: HashSet<Vec<Option<usize>>> = HashSet::from([vec![None; SECTORS as usize]]);
+    for w in &writes {
+        let cs = choices(ops, &writes, w);
+        images = images
+            .iter()
+            .flat_map(|img| {
+                cs.iter().map(move |c| {
+                    let mut img = img.clone();
+                    for (k, &o) in c.iter().enumerate() {
+                        let s = (w.first + k as u64) as usize;
+                        match o {
+                            1 => img[s] = Some(w.i),
+                            2 => img[s] = Some(GARBAGE),
+                            _ => {}
+                        }
+                    }
+                    img
+                })
+            })
+            .collect();
+    }
+    images
 }
 
-fn build(raw: &[(u8, u64, u64, bool, bool)]) -> Vec<K> {
+type Raw = (u8, u64, u64, bool);
+
+fn kinds() -> impl Strategy<Value = Vec<Raw>> {
+    prop::collection::vec((0u8..7, 0..SECTORS, 1..=SECTORS, any::<bool>()), 1..=4)
+}
+
+fn build(raw: &[Raw]) -> Vec<K> {
     raw.iter()
-        .map(|&(k, first, n, atomic, sync)| match k {
-            0 => K::Fsync,
-            1 => K::Fdatasync,
-            _ => {
-                let n = n.min(SECTORS - first);
-                K::W(first, n, atomic, sync && k == 2)
+        .map(|&(k, first, n, atomic)| {
+            let n = n.min(SECTORS - first);
+            match k {
+                0 => K::Fsync,
+                1 => K::Fdatasync,
+                2 => K::W(first, n, atomic, true),
+                3 | 4 => K::W(first, n, atomic, false),
+                // The pages holding the stores.
+                5 => K::Store(
+                    first,
+                    n,
+                    Some((first / PAGE * PAGE, (first + n).div_ceil(PAGE) * PAGE)),
+                ),
+                _ => K::Store(first, n, None),
             }
         })
         .collect()
@@ -129,8 +187,12 @@ proptest! {
         // Every combination of zero / covering write per sector.
         let options: Vec<Vec<Option<usize>>> = (0..SECTORS)
             .map(|s| {
+                // (The model judges only files the log wrote to.)
                 let mut v = vec![None];
-                v.extend(ws(&ops).iter().filter(|w| w.1 <= s && s < w.1 + w.2).map(|w| Some(w.0)));
+                if !ws(&ops).is_empty() {
+                    v.push(Some(GARBAGE));
+                }
+                v.extend(ws(&ops).iter().filter(|w| w.first <= s && s < w.first + w.n).map(|w| Some(w.i)));
                 v
             })
             .collect();
@@ -140,7 +202,11 @@ proptest! {
             let sectors: Vec<Sector> = img
                 .iter()
                 .enumerate()
-                .map(|(s, o)| o.map_or(Sector::Zero, |i| by(&ops, i, s as u64)))
+                .map(|(s, o)| match o {
+                    None => Sector::Zero,
+                    Some(GARBAGE) => Sector::Garbage,
+                    Some(i) => by(&ops, *i, s as u64),
+                })
                 .collect();
             let mut files = scan(sectors);
             // Size is not what this test is about: make it never short.

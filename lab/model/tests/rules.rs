@@ -125,6 +125,40 @@ fn every_rule_has_a_scenario_and_is_load_bearing() {
             rule: Rule::Misplaced,
             off: |r| r.no_garbage = false,
         },
+        Case {
+            name: "msync'd store lost",
+            kinds: vec![
+                K::W(0, 2, false, false),
+                K::Fsync,
+                K::Store(0, 1, Some((0, 2))),
+            ],
+            ended: 3,
+            in_flight: false,
+            bad: vec![Some(0), Some(0)],
+            good: vec![Some(2), Some(0)],
+            rule: Rule::DurableDataLost,
+            off: |r| r.range_sync = false,
+        },
+        Case {
+            name: "a write in the pages an msync synced lost",
+            kinds: vec![K::W(0, 2, false, false), K::Store(0, 1, Some((0, 2)))],
+            ended: 2,
+            in_flight: false,
+            bad: vec![Some(1), None],
+            good: vec![Some(1), Some(0)],
+            rule: Rule::DurableDataLost,
+            off: |r| r.range_sync = false,
+        },
+        Case {
+            name: "a half-stored sector after the store's msync",
+            kinds: vec![K::Store(0, 2, Some((0, 2)))],
+            ended: 1,
+            in_flight: false,
+            bad: vec![G, Some(0)],
+            good: vec![Some(0), Some(0)],
+            rule: Rule::Garbage,
+            off: |r| r.no_garbage = false,
+        },
     ];
     for c in cases {
         let ops = log(&c.kinds, c.ended, c.in_flight);
@@ -299,4 +333,88 @@ fn reports_read_like_bug_reports() {
         v.violations[0].message,
         "f bytes 0-1024 hold zeroes, but op 0 pwrite(sectors 0..2) was made durable by op 1 fsync, which completed"
     );
+}
+
+/// Stores through a mapping: until they are durable, writeback may have
+/// caught a sector half stored (garbage there is allowed); msync(MS_SYNC)
+/// makes durable what lies in its pages and nothing else, not the file's
+/// size.
+#[test]
+fn stores_may_be_half_stored_until_synced_and_msync_syncs_its_pages_only() {
+    // Not synced, or in flight (its msync not seen complete): a sector may
+    // be half stored.
+    let kinds = vec![
+        K::W(0, 2, false, false),
+        K::Fsync,
+        K::Store(0, 2, None),
+        K::Store(0, 2, Some((0, 2))),
+    ];
+    for ops in [log(&kinds[..3], 3, false), log(&kinds, 3, true)] {
+        let st = scan(vec![Sector::Garbage, by(&ops, 0, 1)]);
+        let v = Model::new(&ops).judge(&st);
+        assert!(v.passed(), "{:?}", v.violations);
+    }
+    // A later fsync wrote the stores back whole.
+    let kinds = vec![K::Store(0, 2, None), K::Fsync];
+    let ops = log(&kinds, 2, false);
+    let st = scan(vec![Sector::Garbage, by(&ops, 0, 1)]);
+    assert_eq!(rules_of(&ops, &st), vec![Rule::Garbage]);
+    // A store older than the durable data cannot show through it.
+    let kinds = vec![K::Store(0, 1, None), K::W(0, 1, false, true)];
+    let ops = log(&kinds, 2, false);
+    assert_eq!(
+        rules_of(&ops, &scan(vec![Sector::Garbage])),
+        vec![Rule::Garbage]
+    );
+
+    // The msync covers sectors 0-1 (its pages); the write's sectors 2-3
+    // are not durable, nor is the file's length.
+    let kinds = vec![K::W(0, 4, false, false), K::Store(0, 1, Some((0, 2)))];
+    let ops = log(&kinds, 2, false);
+    let st = scan(vec![
+        by(&ops, 1, 0),
+        by(&ops, 0, 1),
+        Sector::Zero,
+        Sector::Zero,
+    ]);
+    let v = Model::new(&ops).judge(&st);
+    assert!(v.passed(), "{:?}", v.violations);
+    let short = scan(vec![by(&ops, 1, 0), by(&ops, 0, 1)]);
+    let v = Model::new(&ops).judge(&short);
+    assert!(v.passed(), "{:?}", v.violations);
+    // A store's msync does not reach back to data written after it began.
+    let kinds = vec![K::Store(0, 1, Some((0, 2))), K::W(1, 1, false, false)];
+    let ops = log(&kinds, 2, false);
+    let v = Model::new(&ops).judge(&scan(vec![by(&ops, 0, 0), Sector::Zero]));
+    assert!(v.passed(), "{:?}", v.violations);
+    // What was lost is named with the msync that promised it.
+    let v = Model::new(&ops).judge(&scan(vec![Sector::Zero, Sector::Zero]));
+    assert_eq!(
+        v.violations[0].message,
+        "f bytes 0-512 hold zeroes, but op 0 store(sectors 0..1) msync(0..2) was made durable by its own msync(MS_SYNC), which completed"
+    );
+    let kinds = vec![K::W(0, 2, false, false), K::Store(0, 1, Some((0, 2)))];
+    let ops = log(&kinds, 2, false);
+    let v = Model::new(&ops).judge(&scan(vec![by(&ops, 1, 0), Sector::Zero]));
+    assert_eq!(
+        v.violations[0].message,
+        "f bytes 512-1024 hold zeroes, but op 0 pwrite(sectors 0..2) was made durable by op 1 store(sectors 0..1) msync(0..2), which completed"
+    );
+    // An atomic write is one unit: an msync of part of it promises
+    // nothing; of all of it, all of it.
+    let part = log(
+        &[K::W(1, 2, true, false), K::Store(0, 1, Some((0, 2)))],
+        2,
+        false,
+    );
+    let st = scan(vec![by(&part, 1, 0), Sector::Zero, Sector::Zero]);
+    let v = Model::new(&part).judge(&st);
+    assert!(v.passed(), "{:?}", v.violations);
+    let all = log(
+        &[K::W(1, 2, true, false), K::Store(0, 1, Some((0, 4)))],
+        2,
+        false,
+    );
+    let st = scan(vec![by(&all, 1, 0), Sector::Zero, Sector::Zero]);
+    assert_eq!(rules_of(&all, &st), vec![Rule::DurableDataLost]);
 }

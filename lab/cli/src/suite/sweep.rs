@@ -55,14 +55,14 @@ pub(crate) struct SweepInput<'a> {
     pub guest: &'a HashMap<u64, GuestWrite>,
 }
 
-/// The moments each completed sync reached the host: fsync, fdatasync and
-/// synchronous writes the host saw succeed.
+/// The moments each completed sync reached the host: fsync, fdatasync,
+/// synchronous writes and msync'd stores the host saw succeed.
 pub fn sync_moments(ops: &[Op], stamps: &[Duration]) -> Vec<Duration> {
     ops.iter()
         .filter(|o| o.result == Some(OpResult::Ok))
         .filter(|o| match &o.kind {
             OpKind::Fsync { .. } | OpKind::Fdatasync { .. } => true,
-            OpKind::Write(w) => w.sync,
+            OpKind::Write(w) => w.sync || w.range_sync.is_some(),
             _ => false,
         })
         .filter_map(|o| stamps.get(o.ended? as usize).copied())
@@ -495,6 +495,42 @@ mod tests {
         );
         // One the host never saw end is no moment.
         let ops = lab_model::steps_log::from_steps(&plan, &lines[..9]);
+        assert_eq!(sync_moments(&ops, &stamps), vec![Duration::from_secs(5)]);
+    }
+
+    /// An mmap_write that msyncs its pages is a sync moment; one that does
+    /// not is not.
+    #[test]
+    fn an_msyncd_store_is_a_sync_moment() {
+        use lab_core::steps::{Expect, MmapWrite};
+        let mmap = |offset, msync| {
+            Step::MmapWrite(MmapWrite {
+                file: None,
+                offset,
+                len: 4096,
+                msync,
+                expect: Expect::Ok,
+            })
+        };
+        let mut plan = plan();
+        plan.steps.truncate(2);
+        plan.steps.push(mmap(0, true));
+        plan.steps.push(mmap(4096, false));
+        let lines: Vec<String> = lines()[..4]
+            .iter()
+            .cloned()
+            .chain(
+                [
+                    r#"{"begin":2}"#,
+                    r#"{"index":2,"op":"mmap_write","ret":4096,"errno":null}"#,
+                    r#"{"begin":3}"#,
+                    r#"{"index":3,"op":"mmap_write","ret":4096,"errno":null}"#,
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let ops = lab_model::steps_log::from_steps(&plan, &lines);
+        let stamps: Vec<Duration> = (0..lines.len() as u64).map(Duration::from_secs).collect();
         assert_eq!(sync_moments(&ops, &stamps), vec![Duration::from_secs(5)]);
     }
 }

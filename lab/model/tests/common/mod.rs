@@ -21,6 +21,9 @@ pub enum K {
     Trunc(u64),
     /// A write refused with EINVAL.
     Refused(u64, u64),
+    /// Stores through a mapping over sectors [first, first+n); with a range
+    /// sync of sectors [from, to) (msync) or none.
+    Store(u64, u64, Option<(u64, u64)>),
 }
 
 pub fn log(kinds: &[K], ended: usize, in_flight: bool) -> Vec<Op> {
@@ -42,6 +45,8 @@ pub fn log(kinds: &[K], ended: usize, in_flight: bool) -> Vec<Op> {
                             file: 1,
                             write: write_id,
                         }),
+                        store: false,
+                        range_sync: None,
                     }),
                     format!(
                         "op {i} pwrite(sectors {first}..{}{}{})",
@@ -66,9 +71,40 @@ pub fn log(kinds: &[K], ended: usize, in_flight: bool) -> Vec<Op> {
                             file: 1,
                             write: write_id,
                         }),
+                        store: false,
+                        range_sync: None,
                     }),
                     format!("op {i} refused pwrite"),
                     true,
+                )
+            }
+            K::Store(first, n, sync) => {
+                write_id += 1;
+                (
+                    OpKind::Write(Write {
+                        file: "f".into(),
+                        offset: first * SEC,
+                        len: n * SEC,
+                        atomic: false,
+                        sync: false,
+                        stamp: Some(StampKey {
+                            run: RUN,
+                            file: 1,
+                            write: write_id,
+                        }),
+                        store: true,
+                        range_sync: sync.map(|(from, to)| (from * SEC, to * SEC)),
+                    }),
+                    match sync {
+                        Some((from, to)) => {
+                            format!(
+                                "op {i} store(sectors {first}..{}) msync({from}..{to})",
+                                first + n
+                            )
+                        }
+                        None => format!("op {i} store(sectors {first}..{})", first + n),
+                    },
+                    false,
                 )
             }
             K::Fsync => (
