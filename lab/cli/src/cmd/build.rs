@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::cmd::args::BuildArgs;
 use crate::cmd::level::{self, LevelFailure};
 use crate::exit::{CmdError, Exit};
-use crate::kernel::build::{BuildError, Built};
+use crate::kernel::build::{BuildError, Built, BASE_CHANGES};
 use crate::kernel::pipeline::Pipeline;
 use crate::paths;
 use crate::vm::kernel::BUILD_JSON;
@@ -87,7 +87,11 @@ fn write_kernel_dir(
     std::fs::create_dir_all(out)?;
     std::fs::copy(&built.kernel.vmlinuz, out.join("vmlinuz"))?;
     std::fs::write(out.join("release"), format!("{}\n", built.kernel.release))?;
-    for (from, to) in [("config", "config"), ("build.log", "build.log")] {
+    for (from, to) in [
+        ("config", "config"),
+        ("build.log", "build.log"),
+        (BASE_CHANGES, BASE_CHANGES),
+    ] {
         let src = built.artifact.join(from);
         if src.exists() {
             std::fs::copy(src, out.join(to))?;
