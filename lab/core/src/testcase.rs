@@ -588,11 +588,21 @@ fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseErr
     };
     let (field, hint) = unknown_field_hint(&message);
     let field = field.or_else(|| field_path_at(text, line));
-    // serde_yaml prefixes the parent path ("device: unknown field ..."); the
-    // field path already says where, so drop the repetition.
-    let message = match (&field, message.split_once(": ")) {
-        (Some(f), Some((prefix, rest))) if f.starts_with(&format!("{prefix}.")) => rest.to_string(),
-        _ => message,
+    // serde_yaml prefixes the parent path ("device: unknown field ...",
+    // "workload.steps[1].repeat: ..."); the field path says where, so drop
+    // the repetition, keeping the more exact of the two paths.
+    let (field, message) = match (field, message.split_once(": ")) {
+        (Some(f), Some((prefix, rest))) => {
+            let prefix = without_indices(prefix);
+            if f.starts_with(&format!("{prefix}.")) {
+                (Some(f), rest.to_string())
+            } else if prefix == f || prefix.starts_with(&format!("{f}.")) {
+                (Some(prefix), rest.to_string())
+            } else {
+                (Some(f), message)
+            }
+        }
+        (field, _) => (field, message),
     };
     TestcaseError {
         file: file.to_string(),
@@ -604,12 +614,31 @@ fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseErr
     }
 }
 
-/// For "unknown field `x`, expected one of `a`, `b`": a "did you mean" hint.
+/// `workload.steps[1].repeat` -> `workload.steps.repeat` (field paths name
+/// keys; the line says which item).
+fn without_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or "unknown variant
+/// `x`, ..."): a "did you mean" hint.
 fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
-    let Some(start) = message.find("unknown field `") else {
+    let Some(rest) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.find(p).map(|start| &message[start + p.len()..]))
+    else {
         return (None, None);
     };
-    let rest = &message[start + "unknown field `".len()..];
     let Some(end) = rest.find('`') else {
         return (None, None);
     };
@@ -994,6 +1023,7 @@ workload:
             "{}",
             e.message
         );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `limits`?"));
     }
 
     #[test]
@@ -1143,11 +1173,24 @@ workload:
         let text = STEPS.replace("atomic: true }", "atomik: true }");
         let e = parse("t.yaml", &text).unwrap_err();
         assert_eq!(e.line, 7, "{e}");
+        // The field path once, without serde_yaml's `workload.steps[1].pwrite: `.
+        assert_eq!(e.field.as_deref(), Some("workload.steps.pwrite"), "{e}");
         assert!(
-            e.message.contains("unknown field `atomik`"),
+            e.message
+                .starts_with("unknown field `atomik`, expected one of"),
             "{}",
             e.message
         );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `atomic`?"));
+    }
+
+    #[test]
+    fn unknown_step_suggests_the_step_meant() {
+        let text = STEPS.replace("- fsync: {}", "- fsycn: {}");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!((e.line, e.column), (9, 7), "{e}");
+        assert!(e.message.starts_with("unknown variant `fsycn`"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `fsync`?"));
     }
 
     #[test]
