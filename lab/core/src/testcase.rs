@@ -427,6 +427,7 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
     }
     let mut opened = false;
     let mut sizes = SizeBounds::default();
+    let mut marks = std::collections::HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         if let Expect::Errno(e) = step.expect() {
@@ -464,7 +465,15 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                 );
             }
             // A mark may come before any open.
-            Step::Mark(_) => {}
+            Step::Mark(m) => {
+                if let Some(first) = marks.insert(m.name.as_str(), n) {
+                    return bad_at(
+                        Some(i),
+                        format!("step {n}: mark {:?} is step {first}'s name already", m.name),
+                        Some("a mark names one point of the workload (`power_cut.at.mark`, a sweep's cut points, a crash state's recipe): give each its own name"),
+                    );
+                }
+            }
             _ if !opened => {
                 return bad_at(
                     Some(i),
@@ -1155,6 +1164,25 @@ workload:
                 .contains("step 1 (mmap_write) comes before any `open`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mark_names_are_unique() {
+        let with = |second: &str| {
+            CUT.replace(
+                "    - mark: { name: synced }\n",
+                &format!("    - mark: {{ name: synced }}\n    - pwrite: {{ offset: 0, len: 4096 }}\n    - mark: {{ name: {second} }}\n"),
+            )
+        };
+        let e = parse("t.yaml", &with("synced")).unwrap_err();
+        assert_eq!((e.line, e.column), (11, 5), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps"));
+        assert_eq!(
+            e.message,
+            "step 5: mark \"synced\" is step 3's name already"
+        );
+        assert!(e.hint.unwrap().contains("give each its own name"));
+        parse("t.yaml", &with("end")).unwrap();
     }
 
     #[test]
