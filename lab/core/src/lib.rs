@@ -19,6 +19,7 @@ pub mod make_output;
 pub mod merge;
 pub mod powercut;
 pub mod qemu;
+pub mod repeat;
 pub mod report;
 pub mod series;
 pub mod shard;

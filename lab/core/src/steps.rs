@@ -296,6 +296,30 @@ impl Step {
         }
     }
 
+    /// The byte offset the step works at, for the steps that have one
+    /// (what a `repeat`'s `offset_step` moves).
+    pub fn offset(&self) -> Option<u64> {
+        self.clone().offset_mut().map(|o| *o)
+    }
+
+    pub fn offset_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Step::Pwrite(Pwrite { offset, .. })
+            | Step::MmapWrite(MmapWrite { offset, .. })
+            | Step::Fallocate(Range { offset, .. })
+            | Step::SyncFileRange(Range { offset, .. })
+            | Step::Folios(Folios { offset, .. }) => Some(offset),
+            Step::Open(_)
+            | Step::Fsync(_)
+            | Step::Fdatasync(_)
+            | Step::Ftruncate(_)
+            | Step::Verify(_)
+            | Step::Clone(_)
+            | Step::Close(_)
+            | Step::Mark(_) => None,
+        }
+    }
+
     pub fn expect(&self) -> &Expect {
         match self {
             Step::Open(o) => &o.expect,

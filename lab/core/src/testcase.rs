@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceParams;
 use crate::generate::GenParams;
 use crate::powercut::{CutPolicy, PowerCut, SweepEvery};
+use crate::repeat::{self, At, Made, Origin, StepItem};
 use crate::steps::{Expect, Step, ERRNOS};
 
 /// One testcase, as written in YAML.
@@ -71,7 +72,10 @@ pub enum Workload {
     /// Read atomic-write limits from sysfs and statx on the raw device and on
     /// a file of the fresh filesystem; compare with the device rules.
     Limits,
-    /// Explicit operations, each with its expected result.
+    /// Explicit operations, each with its expected result. `repeat` items
+    /// are expanded as the testcase is read (`crate::repeat`), so this
+    /// holds plain steps only, and serialises as them.
+    #[serde(deserialize_with = "crate::repeat::deserialize_expanded")]
     Steps(Vec<Step>),
     /// A seeded random mix of atomic and non-atomic writes and syncs from N
     /// writer threads on one file, sized from the limits the guest reports.
@@ -165,12 +169,47 @@ impl std::error::Error for TestcaseError {}
 
 /// Parse and validate one testcase file's text.
 pub fn parse(file: &str, text: &str) -> Result<Testcase, TestcaseError> {
+    // The steps as written, where they parse: a repeat that cannot be
+    // expanded is named inside it, and a later mistake in an expanded step
+    // is pointed at the step in the file that made it.
+    let origins = match written_steps(text).as_deref().map(repeat::expand) {
+        Some(Err(e)) => {
+            let (line, column) = locate_repeat(text, e.item, e.at).unwrap_or((1, 1));
+            return Err(TestcaseError {
+                file: file.to_string(),
+                line,
+                column,
+                field: Some(e.field()),
+                message: e.message,
+                hint: e.hint,
+            });
+        }
+        Some(Ok(x)) => x.origins,
+        None => vec![],
+    };
     let tc: Testcase = serde_yaml::from_str(text).map_err(|e| from_yaml_error(file, text, &e))?;
-    validate(&tc).map_err(|(path, item, message, hint)| {
-        let (line, column) = item
-            .and_then(|i| locate_list_item(text, &path, i))
-            .or_else(|| locate(text, &path))
-            .unwrap_or((1, 1));
+    if let Workload::Steps(steps) = &tc.workload {
+        debug_assert!(origins.is_empty() || origins.len() == steps.len());
+    }
+    validate(&tc).map_err(|(path, item, mut message, hint)| {
+        let origin = item.and_then(|i| origins.get(i));
+        if let Some(Origin {
+            copy: Some(made), ..
+        }) = origin
+        {
+            message.push_str(&format!(
+                " (made by the repeat here: copy {} of {})",
+                made.index + 1,
+                made.count
+            ));
+        }
+        let (line, column) = match (origin, item) {
+            (Some(o), _) => locate_origin(text, o),
+            (None, Some(i)) => locate_list_item(text, &path, i),
+            (None, None) => None,
+        }
+        .or_else(|| locate(text, &path))
+        .unwrap_or((1, 1));
         TestcaseError {
             file: file.to_string(),
             line,
@@ -181,6 +220,42 @@ pub fn parse(file: &str, text: &str) -> Result<Testcase, TestcaseError> {
         }
     })?;
     Ok(tc)
+}
+
+const STEPS_PATH: [&str; 2] = ["workload", "steps"];
+
+/// `workload.steps` as written (repeats not expanded), when the text has
+/// such a list that parses; None otherwise (the full parse then reports
+/// what is wrong, with serde_yaml's location).
+fn written_steps(text: &str) -> Option<Vec<StepItem>> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    let steps = doc.get("workload")?.get("steps")?.clone();
+    serde_yaml::with::singleton_map_recursive::deserialize(steps).ok()
+}
+
+/// Line and column of the part of a repeat item a mistake is in.
+fn locate_repeat(text: &str, item: usize, at: At) -> Option<(usize, usize)> {
+    let (line, column) = locate_list_item(text, &STEPS_PATH, item)?;
+    let key = |k| locate_key_in_item(text, line, column, k);
+    match at {
+        At::Step | At::Item => None,
+        At::Key(k) => key(k),
+        At::Inner(i) => {
+            key("steps").and_then(|(l, c)| nth_list_item(text, l, c, i).or(Some((l, c))))
+        }
+    }
+    .or(Some((line, column)))
+}
+
+/// Line and column of the step in the file an expanded step came from: the
+/// item, or inside the repeat that made it, its `step:` or its group's step.
+fn locate_origin(text: &str, o: &Origin) -> Option<(usize, usize)> {
+    let at = match o.copy {
+        None => At::Step,
+        Some(Made { inner: None, .. }) => At::Key("step"),
+        Some(Made { inner: Some(i), .. }) => At::Inner(i),
+    };
+    locate_repeat(text, o.item, at)
 }
 
 /// A rule broken: the key path, which list item under it (if any), the
@@ -427,6 +502,7 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
     }
     let mut opened = false;
     let mut sizes = SizeBounds::default();
+    let mut marks = std::collections::HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         if let Expect::Errno(e) = step.expect() {
@@ -464,7 +540,15 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                 );
             }
             // A mark may come before any open.
-            Step::Mark(_) => {}
+            Step::Mark(m) => {
+                if let Some(first) = marks.insert(m.name.as_str(), n) {
+                    return bad_at(
+                        Some(i),
+                        format!("step {n}: mark {:?} is step {first}'s name already", m.name),
+                        Some("a mark names one point of the workload (`power_cut.at.mark`, a sweep's cut points, a crash state's recipe): give each its own name"),
+                    );
+                }
+            }
             _ if !opened => {
                 return bad_at(
                     Some(i),
@@ -588,11 +672,21 @@ fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseErr
     };
     let (field, hint) = unknown_field_hint(&message);
     let field = field.or_else(|| field_path_at(text, line));
-    // serde_yaml prefixes the parent path ("device: unknown field ..."); the
-    // field path already says where, so drop the repetition.
-    let message = match (&field, message.split_once(": ")) {
-        (Some(f), Some((prefix, rest))) if f.starts_with(&format!("{prefix}.")) => rest.to_string(),
-        _ => message,
+    // serde_yaml prefixes the parent path ("device: unknown field ...",
+    // "workload.steps[1].repeat: ..."); the field path says where, so drop
+    // the repetition, keeping the more exact of the two paths.
+    let (field, message) = match (field, message.split_once(": ")) {
+        (Some(f), Some((prefix, rest))) => {
+            let prefix = without_indices(prefix);
+            if f.starts_with(&format!("{prefix}.")) {
+                (Some(f), rest.to_string())
+            } else if prefix == f || prefix.starts_with(&format!("{f}.")) {
+                (Some(prefix), rest.to_string())
+            } else {
+                (Some(f), message)
+            }
+        }
+        (field, _) => (field, message),
     };
     TestcaseError {
         file: file.to_string(),
@@ -604,12 +698,31 @@ fn from_yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> TestcaseErr
     }
 }
 
-/// For "unknown field `x`, expected one of `a`, `b`": a "did you mean" hint.
+/// `workload.steps[1].repeat` -> `workload.steps.repeat` (field paths name
+/// keys; the line says which item).
+fn without_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or "unknown variant
+/// `x`, ..."): a "did you mean" hint.
 fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
-    let Some(start) = message.find("unknown field `") else {
+    let Some(rest) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.find(p).map(|start| &message[start + p.len()..]))
+    else {
         return (None, None);
     };
-    let rest = &message[start + "unknown field `".len()..];
     let Some(end) = rest.find('`') else {
         return (None, None);
     };
@@ -745,6 +858,40 @@ fn find_flow_key(line: &str, key: &str) -> Option<usize> {
 /// the key path (`- ` entries at the list's own indentation).
 pub fn locate_list_item(text: &str, path: &[&str], index: usize) -> Option<(usize, usize)> {
     let (key_line, key_col) = locate(text, path)?;
+    nth_list_item(text, key_line, key_col, index)
+}
+
+/// Line and column of `key:` inside the list item at (`line`, `column`)
+/// (its `- `): on the item's line or the lines indented under it, block or
+/// flow style, the first whole key of that name.
+fn locate_key_in_item(text: &str, line: usize, column: usize, key: &str) -> Option<(usize, usize)> {
+    for (n, l) in text.lines().enumerate().skip(line - 1) {
+        let trimmed = l.trim_start();
+        if n + 1 > line {
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if l.len() - trimmed.len() < column {
+                return None;
+            }
+        }
+        // Not inside a comment.
+        let code = l.split(" #").next().unwrap_or(l);
+        if let Some(c) = find_flow_key(code, key) {
+            return Some((n + 1, c + 1));
+        }
+    }
+    None
+}
+
+/// Line and column of the `index`-th item (0-based) of the block list under
+/// the key at (`key_line`, `key_col`).
+fn nth_list_item(
+    text: &str,
+    key_line: usize,
+    key_col: usize,
+    index: usize,
+) -> Option<(usize, usize)> {
     let mut item_indent = None;
     let mut count = 0;
     for (n, line) in text.lines().enumerate().skip(key_line) {
@@ -994,6 +1141,7 @@ workload:
             "{}",
             e.message
         );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `limits`?"));
     }
 
     #[test]
@@ -1127,6 +1275,247 @@ workload:
         );
     }
 
+    const REPEAT: &str = "\
+name: repeat
+device: { lba_size: 512 }
+mkfs: { block_size: 4096 }
+workload:
+  steps:
+    - open: { file: f }
+    - repeat:
+        count: 4
+        offset_step: 4096
+        step: { pwrite: { offset: 0, len: 4096, atomic: true } }
+    - repeat: { count: 2, offset_step: 8192, steps: [ { pwrite: { offset: 0, len: 512 } }, { fsync: {} } ] }
+    - repeat:
+        count: 2
+        steps:
+          - fdatasync: {}
+          - verify: {}
+";
+
+    fn refused(text: &str) -> TestcaseError {
+        parse("t.yaml", text).unwrap_err()
+    }
+
+    #[test]
+    fn repeats_expand_into_plain_steps_that_serialise_as_such() {
+        let tc = parse("t.yaml", REPEAT).unwrap();
+        let Workload::Steps(s) = &tc.workload else {
+            panic!("{:?}", tc.workload)
+        };
+        let described: Vec<String> = s.iter().map(Step::describe).collect();
+        assert_eq!(
+            described,
+            [
+                "open(f )",
+                "pwritev2(off=0 len=4096 RWF_ATOMIC)",
+                "pwritev2(off=4096 len=4096 RWF_ATOMIC)",
+                "pwritev2(off=8192 len=4096 RWF_ATOMIC)",
+                "pwritev2(off=12288 len=4096 RWF_ATOMIC)",
+                "pwritev2(off=0 len=512 )",
+                "fsync()",
+                "pwritev2(off=8192 len=512 )",
+                "fsync()",
+                "fdatasync()",
+                "verify()",
+                "fdatasync()",
+                "verify()",
+            ]
+        );
+        // Serialised, the testcase shows the expanded steps, and reads back
+        // as the same testcase.
+        let yaml = serde_yaml::to_string(&tc).unwrap();
+        assert!(!yaml.contains("- repeat"), "{yaml}");
+        assert_eq!(parse("t.yaml", &yaml).unwrap(), tc);
+        // The type alone (no `parse`) expands, and refuses what cannot be.
+        assert_eq!(serde_yaml::from_str::<Testcase>(REPEAT).unwrap(), tc);
+        let e = serde_yaml::from_str::<Testcase>(&REPEAT.replace("count: 4", "count: 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("workload.steps item 2: count 0 is not between 1 and 4096"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn repeat_count_is_checked_at_its_line() {
+        let e = refused(&REPEAT.replace("count: 4", "count: 0"));
+        assert_eq!((e.line, e.column), (8, 9), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps.repeat.count"));
+        assert!(
+            e.message.contains("count 0 is not between 1 and 4096"),
+            "{e}"
+        );
+        assert!(e.hint.is_some());
+        let e = refused(&REPEAT.replace("count: 4", "count: 4097"));
+        assert_eq!((e.line, e.column), (8, 9), "{e}");
+        // Flow style: the key inside the braces.
+        let e = refused(&REPEAT.replace("{ count: 2, offset_step", "{ count: 5000, offset_step"));
+        assert_eq!((e.line, e.column), (11, 17), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps.repeat.count"));
+        assert!(
+            e.to_string()
+                .starts_with("t.yaml:11:17: workload.steps.repeat.count: count 5000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn repeat_offset_step_is_checked_at_its_line() {
+        let e = refused(&REPEAT.replace("offset_step: 4096", "offset_step: 1000"));
+        assert_eq!((e.line, e.column), (9, 9), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("workload.steps.repeat.offset_step")
+        );
+        assert!(
+            e.message
+                .contains("offset_step 1000 is not a multiple of 512"),
+            "{e}"
+        );
+        assert!(e.hint.is_some());
+        // On a step without an offset.
+        let e = refused(&REPEAT.replace(
+            "step: { pwrite: { offset: 0, len: 4096, atomic: true } }",
+            "step: { fsync: {} }",
+        ));
+        assert_eq!((e.line, e.column), (9, 9), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("workload.steps.repeat.offset_step")
+        );
+        assert!(e.message.contains("and fsync has none"), "{e}");
+        assert!(
+            e.hint.as_deref().unwrap().contains("drop offset_step"),
+            "{e}"
+        );
+        let e = refused(&REPEAT.replace(
+            "        count: 2\n",
+            "        count: 2\n        offset_step: 512\n",
+        ));
+        assert_eq!((e.line, e.column), (14, 9), "{e}");
+        assert!(e.message.contains("fdatasync, verify have none"), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_mark_and_a_nested_repeat_are_refused_at_the_step() {
+        let e =
+            refused(&REPEAT.replace("          - verify: {}", "          - mark: { name: done }"));
+        assert_eq!((e.line, e.column), (16, 11), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps.repeat.steps"));
+        assert!(e.message.contains("a mark cannot be repeated"), "{e}");
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("put the mark before or after the repeat")
+        );
+        let e = refused(&REPEAT.replace(
+            "          - verify: {}",
+            "          - repeat: { count: 2, step: { verify: {} } }",
+        ));
+        assert_eq!((e.line, e.column), (16, 11), "{e}");
+        assert!(
+            e.message
+                .contains("a repeat inside a repeat is not supported"),
+            "{e}"
+        );
+        assert!(e.hint.is_some());
+        // In `step:`: at the key.
+        let e = refused(&REPEAT.replace(
+            "step: { pwrite: { offset: 0, len: 4096, atomic: true } }",
+            "step: { mark: { name: m } }",
+        ));
+        assert_eq!((e.line, e.column), (10, 9), "{e}");
+    }
+
+    #[test]
+    fn unknown_repeat_fields_are_named_with_a_hint() {
+        let e = refused(&REPEAT.replace(
+            "        count: 4\n",
+            "        count: 4\n        offsetstep: 4096\n",
+        ));
+        assert_eq!((e.line, e.column), (9, 9), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps.repeat.offsetstep"));
+        assert!(e.message.starts_with("unknown field `offsetstep`, expected one of `count`, `offset_step`, `step`, `steps`"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `offset_step`?"));
+        let e = refused(&REPEAT.replace("step: { pwrite:", "step: { pwirte:"));
+        assert_eq!(e.line, 10, "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `pwrite`?"));
+        let e = refused(&REPEAT.replace(
+            "    - repeat:\n        count: 4",
+            "    - repaet:\n        count: 4",
+        ));
+        assert_eq!(e.line, 7, "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `repeat`?"));
+    }
+
+    #[test]
+    fn too_many_expanded_steps_is_an_error_at_the_repeat() {
+        let text = REPEAT
+            .replace("        count: 2\n", "        count: 4096\n") // 8192 steps
+            .replace("{ count: 2,", "{ count: 1000,"); // 2000 more
+        let e = refused(&text);
+        assert_eq!((e.line, e.column), (13, 9), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps.repeat.count"));
+        assert!(
+            e.message.contains("expand to 10197 steps (2005 before this repeat, 4096 x 2 here), more than the 10000"),
+            "{e}"
+        );
+        assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn a_mistake_in_a_repeated_step_points_at_it_and_names_the_copy() {
+        // An atomic write of 3000 bytes: steps 2..5, reported at the first.
+        let e = refused(&REPEAT.replace("len: 4096, atomic: true", "len: 3000, atomic: true"));
+        assert_eq!((e.line, e.column), (10, 9), "at `step:`: {e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps"));
+        assert_eq!(
+            e.message,
+            "step 2: an atomic write of 3000 bytes (not a power of two) cannot succeed (made by the repeat here: copy 1 of 4)"
+        );
+        assert!(e.hint.is_some());
+        // In a block-style group: at the group's step.
+        let text = REPEAT.replace("          - fdatasync: {}\n", "          - fdatasync: {}\n          - pwrite: { offset: 0, len: 3000, atomic: true }\n");
+        let e = refused(&text);
+        assert_eq!((e.line, e.column), (16, 11), "{e}");
+        assert!(e.message.starts_with("step 11: an atomic write"), "{e}");
+        assert!(
+            e.message
+                .ends_with("(made by the repeat here: copy 1 of 2)"),
+            "{e}"
+        );
+        // A plain step after the repeats is found by its own position in
+        // the file, not by its number among the expanded steps.
+        let e = refused(&REPEAT.replace(
+            "          - verify: {}\n",
+            "          - verify: {}\n    - pwrite: { offset: 0, len: 3000, atomic: true }\n",
+        ));
+        assert_eq!((e.line, e.column), (17, 5), "{e}");
+        assert!(e.message.starts_with("step 14: an atomic write"), "{e}");
+        assert!(!e.message.contains("made by"), "{e}");
+    }
+
+    #[test]
+    fn mark_names_are_unique() {
+        let with = |second: &str| {
+            CUT.replace(
+                "    - mark: { name: synced }\n",
+                &format!("    - mark: {{ name: synced }}\n    - pwrite: {{ offset: 0, len: 4096 }}\n    - mark: {{ name: {second} }}\n"),
+            )
+        };
+        let e = parse("t.yaml", &with("synced")).unwrap_err();
+        assert_eq!((e.line, e.column), (11, 5), "{e}");
+        assert_eq!(e.field.as_deref(), Some("workload.steps"));
+        assert_eq!(
+            e.message,
+            "step 5: mark \"synced\" is step 3's name already"
+        );
+        assert!(e.hint.unwrap().contains("give each its own name"));
+        parse("t.yaml", &with("end")).unwrap();
+    }
+
     #[test]
     fn unknown_errno_is_rejected() {
         let text = STEPS.replace("expect: EINVAL", "expect: EINVALID");
@@ -1143,11 +1532,24 @@ workload:
         let text = STEPS.replace("atomic: true }", "atomik: true }");
         let e = parse("t.yaml", &text).unwrap_err();
         assert_eq!(e.line, 7, "{e}");
+        // The field path once, without serde_yaml's `workload.steps[1].pwrite: `.
+        assert_eq!(e.field.as_deref(), Some("workload.steps.pwrite"), "{e}");
         assert!(
-            e.message.contains("unknown field `atomik`"),
+            e.message
+                .starts_with("unknown field `atomik`, expected one of"),
             "{}",
             e.message
         );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `atomic`?"));
+    }
+
+    #[test]
+    fn unknown_step_suggests_the_step_meant() {
+        let text = STEPS.replace("- fsync: {}", "- fsycn: {}");
+        let e = parse("t.yaml", &text).unwrap_err();
+        assert_eq!((e.line, e.column), (9, 7), "{e}");
+        assert!(e.message.starts_with("unknown variant `fsycn`"), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `fsync`?"));
     }
 
     #[test]
