@@ -200,10 +200,25 @@ fn scan_reports_runs_of_zeroes_stamps_and_garbage() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let runs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect();
+    // The header carries the file's extent map (null where the host's
+    // filesystem has no FIEMAP); where there is one, it maps the data.
+    let header = &lines[0];
+    assert_eq!(header["size"], 20580, "{header}");
+    match header.get("extents") {
+        Some(serde_json::Value::Array(extents)) => {
+            let mapped: u64 = extents.iter().map(|e| e["len"].as_u64().unwrap()).sum();
+            assert!(mapped >= 8192, "{header}");
+        }
+        Some(serde_json::Value::Null) => {}
+        other => panic!("no extents field: {other:?} in {header}"),
+    }
+    let runs: Vec<serde_json::Value> = lines
+        .into_iter()
         .filter(|v| v.get("size").is_none() && v.get("missing").is_none())
         .collect();
     let brief: Vec<(u64, u64, String, u64)> = runs

@@ -185,7 +185,10 @@ pub fn keep_build_files(built: &Built, dir: &Path) {
         (built.artifact.join("build.log"), "build.log"),
         (built.artifact.join("config"), "config"),
         (built.artifact.join("meta.json"), "build.json"),
-        (built.artifact.join(build::BASE_CHANGES), build::BASE_CHANGES),
+        (
+            built.artifact.join(build::BASE_CHANGES),
+            build::BASE_CHANGES,
+        ),
     ] {
         let _ = std::fs::copy(from, dir.join(to));
     }
