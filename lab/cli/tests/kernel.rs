@@ -1,7 +1,7 @@
 //! The kernel pipeline as users run it: Debian's linux-source tarball
 //! unpacked into a git repository, the lab's config fragments, real `make`
 //! builds with `O=` and ccache, `git am`, real boots of the kernels built.
-//! The first test to run builds the base (about 10 minutes on two cores
+//! The first test to run builds the base (about 18 minutes on two cores
 //! with a cold ccache); the others reuse its artifacts or build
 //! incrementally from it.
 
