@@ -321,25 +321,31 @@ fn check_share(
                         detail: r,
                     }
                 } else {
-                    match &mapped {
-                        Some(m) => {
-                            let why = lock().audit(m, &c.files, i, dir);
-                            if let Some(why) = why {
-                                share.results.push(result(
-                                    case,
-                                    "verify.extent-map",
-                                    Outcome::Error {
-                                        message: why,
-                                        detail: "the mounted scan is used for this state; its class is read through no more".into(),
-                                    },
-                                    Duration::ZERO,
-                                ));
-                            }
-                        }
-                        None => lock().learn(i, &c.files, &c.maps),
+                    if mapped.is_none() {
+                        lock().learn(i, &c.files, &c.maps);
                     }
                     Content::Scanned(c.files)
                 };
+                // An audit: the mount must have found what the map read
+                // did (a clean mount and the same files).
+                if let Some(m) = &mapped {
+                    let mounted = match &content {
+                        Content::Scanned(files) => Ok(files.as_slice()),
+                        Content::Broken { message, .. } => Err(message.as_str()),
+                        Content::Unchecked => Err("not checked"),
+                    };
+                    if let Some(why) = lock().audit(m, mounted, i, dir) {
+                        share.results.push(result(
+                            case,
+                            "verify.extent-map",
+                            Outcome::Error {
+                                message: why,
+                                detail: "the mounted result is used for this state; its class is read through no more".into(),
+                            },
+                            Duration::ZERO,
+                        ));
+                    }
+                }
                 share.contents.push((i, content));
             }
             Err(e) => {

@@ -115,42 +115,44 @@ impl Classes {
         Ok(None)
     }
 
-    /// The mounted scan of an audited member: None when it agrees with the
-    /// map's; otherwise what differs, and the class is retired.
+    /// The mounted result of an audited state (its files, or why the mount
+    /// or `xfs_repair -n` failed): None when it agrees with the map's read;
+    /// otherwise what differs, and the class is retired.
     pub fn audit(
         &mut self,
         read: &MappedRead,
-        mounted: &[FileScan],
+        mounted: Result<&[FileScan], &str>,
         state: usize,
         dir: &Path,
     ) -> Option<String> {
         self.audited += 1;
-        if read.files == mounted {
-            return None;
-        }
+        let first = match mounted {
+            Ok(files) if read.files == files => return None,
+            Ok(files) => read
+                .files
+                .iter()
+                .zip(files)
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| {
+                    let at = a
+                        .sectors
+                        .iter()
+                        .zip(&b.sectors)
+                        .position(|(x, y)| x != y)
+                        .map_or("its size or length".to_string(), |s| {
+                            format!(
+                                "sector {s}: map {:?}, mount {:?}",
+                                a.sectors[s], b.sectors[s]
+                            )
+                        });
+                    format!("{} differs at {at}", a.file)
+                })
+                .unwrap_or_else(|| "the files scanned differ".into()),
+            Err(why) => format!("the mount found what the map could not: {why}"),
+        };
         self.mismatches += 1;
         let class = &mut self.classes[read.class];
         class.retired = true;
-        let first = read
-            .files
-            .iter()
-            .zip(mounted)
-            .find(|(a, b)| a != b)
-            .map(|(a, b)| {
-                let at = a
-                    .sectors
-                    .iter()
-                    .zip(&b.sectors)
-                    .position(|(x, y)| x != y)
-                    .map_or("its size or length".to_string(), |s| {
-                        format!(
-                            "sector {s}: map {:?}, mount {:?}",
-                            a.sectors[s], b.sectors[s]
-                        )
-                    });
-                format!("{} differs at {at}", a.file)
-            })
-            .unwrap_or_else(|| "the files scanned differ".into());
         Some(format!(
             "crash state {state} read through the extent map of state {} disagrees with its mount: {first} (results in {})",
             class.rep,
