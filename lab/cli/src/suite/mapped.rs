@@ -34,7 +34,8 @@ struct Class {
     retired: bool,
 }
 
-/// The classes one verifier worker has learnt, and what it did with them.
+/// The classes the verifier workers of one run have learnt (shared: the
+/// states of a run are dealt out to them in turn), and what came of them.
 #[derive(Default)]
 pub struct Classes {
     classes: Vec<Class>,
