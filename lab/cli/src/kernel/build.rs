@@ -313,19 +313,9 @@ impl Builder {
         };
 
         let mut log = std::fs::File::create(&log_path)?;
-        if let Err(e) = self.configure(&odir, &mut log) {
-            // A tree whose Kconfig does not parse is the tree's failure.
+        if let Err(e) = self.configure_checked(&odir, &mut log, &log_path) {
             drop(log);
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(self.fail(
-                &tmp,
-                &key,
-                BuildError::Compile {
-                    summary: format!("configuring failed: {e:#}"),
-                    tail: make_output::tail(&text, 30),
-                    log: PathBuf::new(),
-                },
-            ));
+            return Err(self.fail(&tmp, &key, e));
         }
         let dropped = self.check_config(&odir)?;
         if !dropped.is_empty() {
@@ -455,6 +445,24 @@ impl Builder {
         Ok(Some(from_commit))
     }
 
+    /// [`Builder::configure`], a failure being the tree's (a Kconfig that
+    /// does not parse): a `Compile` error with the tail of `log_path`.
+    fn configure_checked(
+        &self,
+        odir: &Path,
+        log: &mut std::fs::File,
+        log_path: &Path,
+    ) -> Result<(), BuildError> {
+        self.configure(odir, log).map_err(|e| {
+            let text = std::fs::read_to_string(log_path).unwrap_or_default();
+            BuildError::Compile {
+                summary: format!("configuring failed: {e:#}"),
+                tail: make_output::tail(&text, 30),
+                log: log_path.to_path_buf(),
+            }
+        })
+    }
+
     /// The base (`make tinyconfig`, or the distribution's config copied
     /// in), merge the fragments, `make olddefconfig`. Cheap when nothing
     /// changed: Kbuild only touches the symbols that did.
@@ -512,14 +520,7 @@ impl Builder {
         std::fs::create_dir_all(out)?;
         let log_path = out.join("config.log");
         let mut log = std::fs::File::create(&log_path)?;
-        if let Err(e) = self.configure(&odir, &mut log) {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(BuildError::Compile {
-                summary: format!("configuring failed: {e:#}"),
-                tail: make_output::tail(&text, 30),
-                log: log_path,
-            });
-        }
+        self.configure_checked(&odir, &mut log, &log_path)?;
         std::fs::copy(odir.join(".config"), out.join("config"))?;
         let dropped = self.check_config(&odir)?;
         let changes = self.base_changes(&odir)?;
