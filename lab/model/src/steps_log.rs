@@ -93,6 +93,13 @@ struct Thread<'a> {
     preamble: Option<&'a Step>,
 }
 
+/// The stamp a write's sectors carry: the agent stamps only writes that are
+/// whole sectors (a pwrite and the stores of an mmap_write alike).
+fn stamp_of(run: u64, file: u32, write: u32, offset: u64, len: u64) -> Option<StampKey> {
+    (offset.is_multiple_of(SECTOR as u64) && len.is_multiple_of(SECTOR as u64))
+        .then_some(StampKey { run, file, write })
+}
+
 fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
     let resolve = |f: &str| {
         if f.starts_with('/') {
@@ -150,18 +157,13 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                     next_write += 1;
                     let path = file_of(&p.file, &last);
                     let (file_id, open_sync) = open.get(&path).copied().unwrap_or((0, false));
-                    let stamped = p.offset % SECTOR as u64 == 0 && p.len % SECTOR as u64 == 0;
                     OpKind::Write(Write {
                         file: path,
                         offset: p.offset,
                         len: p.len,
                         atomic: p.atomic,
                         sync: open_sync || p.sync || p.dsync,
-                        stamp: stamped.then_some(StampKey {
-                            run,
-                            file: file_id,
-                            write: next_write,
-                        }),
+                        stamp: stamp_of(run, file_id, next_write, p.offset, p.len),
                         store: false,
                         range_sync: None,
                     })
@@ -173,18 +175,13 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                     next_write += 1;
                     let path = file_of(&m.file, &last);
                     let (file_id, _) = open.get(&path).copied().unwrap_or((0, false));
-                    let stamped = m.offset % SECTOR as u64 == 0 && m.len % SECTOR as u64 == 0;
                     OpKind::Write(Write {
                         file: path,
                         offset: m.offset,
                         len: m.len,
                         atomic: false,
                         sync: false,
-                        stamp: stamped.then_some(StampKey {
-                            run,
-                            file: file_id,
-                            write: next_write,
-                        }),
+                        stamp: stamp_of(run, file_id, next_write, m.offset, m.len),
                         store: true,
                         range_sync: m.msync.then(|| m.pages()),
                     })
