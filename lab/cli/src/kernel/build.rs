@@ -269,12 +269,6 @@ impl Builder {
         })
     }
 
-    /// An exclusive lock on the tree's cache repository, for whatever
-    /// checks out or changes it (a build, `git am` of a series).
-    pub fn lock(&self) -> Result<std::fs::File> {
-        lock_tree(&self.tree.repo)
-    }
-
     fn out_base(&self) -> PathBuf {
         self.cache
             .join("kernel/out")
@@ -303,7 +297,7 @@ impl Builder {
         }
         // The tree's lock for the checkout, the make and the cache update
         // only: runs on kernels already built never wait for it.
-        let _lock = self.lock()?;
+        let _lock = lock_tree(&self.tree.repo)?;
         // Another lab may have built it while this one waited.
         if let Some(b) = load_artifact(&art)? {
             return Ok(b);
@@ -522,7 +516,7 @@ impl Builder {
     /// before paying for its build. Requests that did not survive are an
     /// error as for a build.
     pub fn configure_only(&self, commit: &str, out: &Path) -> Result<(), BuildError> {
-        let _lock = self.lock()?;
+        let _lock = lock_tree(&self.tree.repo)?;
         let tree_id = tree::tree_id(&self.tree.repo, commit)?;
         tree::checkout(&self.tree.repo, commit)?;
         let odir = self
@@ -832,7 +826,7 @@ fn first_line(cmd: &mut Command) -> Result<String> {
 
 /// An exclusive lock on a tree's cache repository (flock: released when the
 /// process dies, however it dies).
-fn lock_tree(repo: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_tree(repo: &Path) -> Result<std::fs::File> {
     crate::paths::lock_exclusive(
         &repo.with_extension("lock"),
         Some(&format!(

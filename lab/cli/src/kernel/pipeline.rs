@@ -99,10 +99,7 @@ impl Pipeline {
             other => PipelineError::Lab(anyhow::anyhow!("{other}")),
         })?;
         let levels = match &series {
-            Some(s) => {
-                let _lock = builder.lock().map_err(PipelineError::Lab)?;
-                series::apply(&tree, s)?
-            }
+            Some(s) => series::apply(&tree, s)?,
             None => Levels {
                 commits: vec![tree.base.clone()],
                 failure: None,
