@@ -199,7 +199,9 @@ pub fn run_into(
             .iter()
             .map(|s| QueueSlot {
                 class: if par.reuse { s.tc.vm_class() } else { None },
-                power_cut: s.tc.power_cut.is_some(),
+                // One worker gains nothing from starting the long ones
+                // first: -j 1 keeps the given order.
+                power_cut: par.jobs > 1 && s.tc.power_cut.is_some(),
             })
             .collect(),
     ));
@@ -208,81 +210,26 @@ pub fn run_into(
     if par.jobs > 1 && !host.verify_jobs_chosen {
         host.verify_jobs = (host.verify_jobs / par.jobs).max(1);
     }
-    let done = std::sync::Mutex::new(Done {
-        report,
-        suites: (0..slots.len()).map(|_| None).collect(),
-        error: None,
-    });
-    let bars = progress::Bars::new(par.jobs.min(slots.len()).max(1));
+    let shared = Shared {
+        host: &host,
+        opts,
+        dir,
+        slots: &slots,
+        queue,
+        done: std::sync::Mutex::new(Done {
+            report,
+            suites: (0..slots.len()).map(|_| None).collect(),
+            error: None,
+        }),
+        bars: progress::Bars::new(par.jobs.min(slots.len()).max(1)),
+    };
     std::thread::scope(|scope| {
         for worker in 0..par.jobs.min(slots.len()).max(1) {
-            let (host, slots, queue, done, bars) = (&host, &slots, &queue, &done, &bars);
-            scope.spawn(move || {
-                let pb = bars.worker(worker);
-                let mut vms = if par.reuse {
-                    Vms::reusing()
-                } else {
-                    Vms::one_each()
-                };
-                loop {
-                    if reaper::interrupted() {
-                        break;
-                    }
-                    let next = {
-                        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some(c) = vms.held_class() {
-                            if !q.wants(c) {
-                                vms.let_go();
-                            }
-                        }
-                        q.next(vms.held_class())
-                    };
-                    let Some(i) = next else { break };
-                    let slot = &slots[i];
-                    let case_dir = dir.join(&slot.suite_name);
-                    if let Err(e) = std::fs::create_dir_all(&case_dir) {
-                        done.lock().unwrap_or_else(|e| e.into_inner()).error =
-                            Some(anyhow::Error::from(e));
-                        break;
-                    }
-                    let started = Instant::now();
-                    pb.start(format!(
-                        "{}: {} ({})",
-                        slot.suite_name,
-                        if vms.held_class().is_some() {
-                            "resetting VM"
-                        } else {
-                            "booting"
-                        },
-                        host.accel.as_str()
-                    ));
-                    let mut suite = run_case_on(
-                        host,
-                        slot.tc,
-                        &slot.suite_name,
-                        &case_dir,
-                        pb.bar(),
-                        &mut vms,
-                    );
-                    suite.reproduce = format!("{} {}", opts.reproduce_prefix, slot.tc.name);
-                    suite.properties.push((
-                        "time.total_s".into(),
-                        format!("{:.2}", started.elapsed().as_secs_f64()),
-                    ));
-                    pb.clear();
-                    bars.print(&suite_text(&suite));
-                    let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
-                    d.suites[i] = Some(suite);
-                    if let Err(e) = d.write(dir) {
-                        d.error = Some(e);
-                        break;
-                    }
-                }
-                vms.let_go();
-                bars.finish(worker);
-            });
+            let shared = &shared;
+            scope.spawn(move || shared.work(worker));
         }
     });
+    let done = shared.done;
     let mut d = done.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(e) = d.error.take() {
         return Err(e);
@@ -290,6 +237,81 @@ pub fn run_into(
     d.report.interrupted = reaper::interrupted() || d.suites.iter().any(Option::is_none);
     d.write(dir)?;
     Ok(d.collect())
+}
+
+/// What a run's workers share.
+struct Shared<'a> {
+    host: &'a LabHost,
+    opts: &'a RunOptions,
+    dir: &'a Path,
+    slots: &'a [Slot<'a>],
+    queue: std::sync::Mutex<Queue>,
+    done: std::sync::Mutex<Done>,
+    bars: progress::Bars,
+}
+
+impl Shared<'_> {
+    /// One worker: takes testcases from the queue until none is left (or
+    /// Ctrl-C), runs each in a VM of its own or the one it holds, and
+    /// records and prints each as it finishes.
+    fn work(&self, worker: usize) {
+        let pb = self.bars.worker(worker);
+        let mut vms = if self.opts.parallel.reuse {
+            Vms::reusing()
+        } else {
+            Vms::one_each()
+        };
+        while !reaper::interrupted() {
+            let next = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                // A VM whose class has no testcase left is shut down now,
+                // not when the whole run ends.
+                if vms.held_class().is_some_and(|c| !q.wants(c)) {
+                    vms.let_go();
+                }
+                q.next(vms.held_class())
+            };
+            let Some(i) = next else { break };
+            let slot = &self.slots[i];
+            let case_dir = self.dir.join(&slot.suite_name);
+            if let Err(e) = std::fs::create_dir_all(&case_dir) {
+                self.done.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e.into());
+                break;
+            }
+            let started = Instant::now();
+            let reusing =
+                vms.held_class().is_some() && vms.held_class() == slot.tc.vm_class().as_deref();
+            pb.start(format!(
+                "{}: {} ({})",
+                slot.suite_name,
+                if reusing { "resetting a VM" } else { "booting" },
+                self.host.accel.as_str()
+            ));
+            let mut suite = run_case_on(
+                self.host,
+                slot.tc,
+                &slot.suite_name,
+                &case_dir,
+                pb.bar(),
+                &mut vms,
+            );
+            suite.reproduce = format!("{} {}", self.opts.reproduce_prefix, slot.tc.name);
+            suite.properties.push((
+                "time.total_s".into(),
+                format!("{:.2}", started.elapsed().as_secs_f64()),
+            ));
+            pb.clear();
+            self.bars.print(&suite_text(&suite));
+            let mut d = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            d.suites[i] = Some(suite);
+            if let Err(e) = d.write(self.dir) {
+                d.error = Some(e);
+                break;
+            }
+        }
+        vms.let_go();
+        self.bars.finish(worker);
+    }
 }
 
 /// What the workers have finished, in the order the testcases were given.
