@@ -118,7 +118,10 @@ fn pids() -> Result<BTreeSet<u32>, String> {
 /// (parent pid, flags, state) from /proc/PID/stat; the command name is in
 /// parentheses and may hold spaces, so fields are counted after the last ')'.
 fn stat(pid: u32) -> Option<(u32, u64, char, String)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(s: &str) -> Option<(u32, u64, char, String)> {
     let open = s.find('(')?;
     let close = s.rfind(')')?;
     let comm = s[open + 1..close].to_string();
@@ -231,11 +234,14 @@ fn swapoff_all() -> Result<Vec<String>, String> {
 /// The value to write back: a list attribute (`none [mq-deadline]`) is its
 /// selected entry.
 fn read_tunable(path: &str) -> Option<String> {
-    let v = std::fs::read_to_string(path).ok()?;
+    Some(tunable_value(&std::fs::read_to_string(path).ok()?))
+}
+
+fn tunable_value(v: &str) -> String {
     let v = v.trim();
     match (v.find('['), v.find(']')) {
-        (Some(a), Some(b)) if a < b => Some(v[a + 1..b].to_string()),
-        _ => Some(v.to_string()),
+        (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
+        _ => v.to_string(),
     }
 }
 
@@ -357,4 +363,30 @@ fn zero_namespace(dev: &str) -> Result<u64, String> {
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = "269 (sleep (x) y) S 1 269 269 0 -1 4194560 91 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(line),
+            Some((1, 4_194_560, 'S', "sleep (x) y".to_string()))
+        );
+        let kthread = "12 (kworker/0:1) I 2 0 0 0 -1 69238880 0 0 0 0 0 0";
+        let (ppid, flags, ..) = parse_stat(kthread).unwrap();
+        assert_eq!(ppid, 2);
+        assert_ne!(flags & PF_KTHREAD, 0);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_list_tunable_is_its_selected_entry() {
+        assert_eq!(tunable_value("none [mq-deadline] kyber\n"), "mq-deadline");
+        assert_eq!(tunable_value("128\n"), "128");
+        assert_eq!(tunable_value("write back\n"), "write back");
+    }
 }
