@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
-use common::{lab, qemu_children_of, read, run_prop, suite_results, wait_for, LabRun};
+use common::{lab, qemu_children_of, read, run_prop, wait_for, LabRun};
 
 /// One VM class of four testcases (the clean-slate control's three runs
 /// litter the VM for whoever comes next), a seeded generator, a limits
@@ -69,27 +69,10 @@ fn two_jobs_with_reuse_give_the_verdicts_of_one_boot_per_testcase() {
     };
     assert_eq!(names(&s), names(&p));
     assert_eq!(s.suites.len(), 7, "{:?}", names(&s));
-    for name in names(&s) {
-        let (a, b) = (suite_results(&s, &name), suite_results(&p, &name));
-        // A power cut races the guest's report of its last steps: a step
-        // the agent printed just before the cut may or may not reach the
-        // host (the model's "may or may not have happened"), with or
-        // without reuse. Every verdict, and every step both runs heard
-        // of, must agree.
-        let cut = a.iter().any(|(check, ..)| check == "power_cut.cut");
-        let heard = |v: &[(String, String, String)], check: &str| {
-            !cut || !check.starts_with("step") || v.iter().any(|(c, ..)| c == check)
-        };
-        let a2: Vec<_> = a.iter().filter(|(c, ..)| heard(&b, c)).collect();
-        let b2: Vec<_> = b.iter().filter(|(c, ..)| heard(&a, c)).collect();
-        assert_eq!(
-            a2, b2,
-            "{name}: the checks differ between -j 1 and -j 2 with reuse"
-        );
-        assert!(
-            a2.len() + 2 >= a.len().max(b.len()),
-            "{name}: {a:?} against {b:?}"
-        );
+    for (a, b) in s.suites.iter().zip(&p.suites) {
+        if let Some(why) = lab_core::report::verdict_difference(a, b) {
+            panic!("-j 1 and -j 2 with reuse disagree: {why}");
+        }
     }
     let (so, po) = (
         ops_by_thread(&serial.dir().join("generate-direct-xfs-4k/oplog.jsonl")),

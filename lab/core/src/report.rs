@@ -92,6 +92,72 @@ impl SuiteReport {
     }
 }
 
+/// Why two runs of one testcase disagree, if they do (`lab run -j 1`
+/// against `-j N` with reuse: the equivalence test and `lab bench run`).
+/// Every check must come out the same, with one allowance a power cut
+/// forces on any two runs: the cut races the guest, so which of the last
+/// steps' results reach the host before QEMU dies (`stepNN.*`), which writes
+/// are in flight and so which crash states exist (`state.*`), and which cut
+/// points a sweep finds (`cut-*`), vary from run to run. For those, the
+/// checks both runs made must agree and the worst outcome must be the same.
+pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
+    let cut = |s: &SuiteReport| s.results.iter().any(|r| r.check == "power_cut.cut");
+    let racy = |check: &str| {
+        check.starts_with("step") || check.starts_with("state.") || check.starts_with("cut-")
+    };
+    let power_cut = cut(a) || cut(b);
+    let fixed = |s: &SuiteReport| -> Vec<(String, &'static str)> {
+        s.results
+            .iter()
+            .filter(|r| !(power_cut && racy(&r.check)))
+            .map(|r| (r.check.clone(), r.outcome.label()))
+            .collect()
+    };
+    let (fa, fb) = (fixed(a), fixed(b));
+    if fa != fb {
+        let only = |x: &[(String, &str)], y: &[(String, &str)]| -> Vec<String> {
+            x.iter()
+                .filter(|c| !y.contains(c))
+                .map(|(c, o)| format!("{c} {o}"))
+                .collect()
+        };
+        return Some(format!(
+            "{}: {:?} in one run, {:?} in the other",
+            a.name,
+            only(&fa, &fb),
+            only(&fb, &fa)
+        ));
+    }
+    if !power_cut {
+        return None;
+    }
+    for r in a.results.iter().filter(|r| racy(&r.check)) {
+        if let Some(o) = b.results.iter().find(|o| o.check == r.check) {
+            if o.outcome.label() != r.outcome.label() {
+                return Some(format!(
+                    "{}: {} {} in one run, {} in the other",
+                    a.name,
+                    r.check,
+                    r.outcome.label(),
+                    o.outcome.label()
+                ));
+            }
+        }
+    }
+    let worst = |s: &SuiteReport| {
+        s.results
+            .iter()
+            .map(|r| match r.outcome {
+                Outcome::Passed => 0,
+                Outcome::Skipped { .. } => 1,
+                Outcome::Failed { .. } => 2,
+                Outcome::Error { .. } => 3,
+            })
+            .max()
+    };
+    (worst(a) != worst(b)).then(|| format!("{}: the worst outcome differs", a.name))
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub passed: usize,
@@ -322,6 +388,75 @@ pub fn regressions_only(patched: &RunReport, base: &RunReport) -> RunReport {
 
 #[cfg(test)]
 mod tests {
+    fn suite_with(name: &str, checks: &[(&str, Outcome)]) -> SuiteReport {
+        SuiteReport {
+            name: name.into(),
+            properties: vec![],
+            results: checks
+                .iter()
+                .map(|(c, o)| CaseResult {
+                    case: name.into(),
+                    check: (*c).into(),
+                    outcome: o.clone(),
+                    duration_s: 0.0,
+                })
+                .collect(),
+            console_log: None,
+            reproduce: String::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts_differ_unless_a_power_cut_raced_the_guest() {
+        let fail = || Outcome::Failed {
+            message: "m".into(),
+            detail: String::new(),
+        };
+        let plain = suite_with(
+            "a",
+            &[
+                ("step01.open", Outcome::Passed),
+                ("console", Outcome::Passed),
+            ],
+        );
+        let short = suite_with("a", &[("console", Outcome::Passed)]);
+        assert_eq!(verdict_difference(&plain, &plain), None);
+        assert!(verdict_difference(&plain, &short)
+            .unwrap()
+            .contains("step01.open"));
+
+        let cut = |extra: &[(&str, Outcome)]| {
+            let mut v = vec![
+                ("power_cut.cut", Outcome::Passed),
+                ("step01.open", Outcome::Passed),
+            ];
+            v.extend(extra.iter().cloned());
+            v.push(("power_cut.states", Outcome::Passed));
+            suite_with("c", &v)
+        };
+        // A step or a crash state only one run saw: the race, not a difference.
+        let more = cut(&[
+            ("step02.mark", Outcome::Passed),
+            ("state.state-9", Outcome::Passed),
+        ]);
+        assert_eq!(verdict_difference(&cut(&[]), &more), None);
+        // The same step judged differently, or a failure only one run has.
+        let failed_step = cut(&[("step02.mark", fail())]);
+        assert!(verdict_difference(&more, &failed_step)
+            .unwrap()
+            .contains("step02.mark"));
+        let failed_state = cut(&[("state.state-3", fail())]);
+        assert!(verdict_difference(&cut(&[]), &failed_state)
+            .unwrap()
+            .contains("worst"));
+        // A verdict of the cut itself must match.
+        let mut lost = cut(&[]);
+        lost.results[2].outcome = fail();
+        assert!(verdict_difference(&cut(&[]), &lost)
+            .unwrap()
+            .contains("power_cut.states"));
+    }
+
     use super::*;
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use lab_core::report::{RunReport, SuiteReport};
+use lab_core::report::{verdict_difference, RunReport};
 
 use crate::bench::{accel_record, rec, Measurement};
 use crate::host::LabHost;
@@ -75,8 +75,8 @@ pub fn bench_run(host: &LabHost, plan: &RunBenchPlan) -> Result<Vec<Measurement>
     out.push(rec("speedup", serial_wall / parallel_wall, "ratio"));
     let differ = differing_testcases(serial, parallel);
     out.push(rec("verdicts_differing", differ.len() as f64, "testcases"));
-    for name in differ {
-        eprintln!("lab bench run: {name}: the checks differ between the two runs");
+    for why in differ {
+        eprintln!("lab bench run: verdicts differ: {why}");
     }
     Ok(out)
 }
@@ -114,28 +114,23 @@ fn split_records(label: &str, r: &RunReport, wall: f64, dir: &Path) -> Vec<Measu
     ]
 }
 
-/// (check, outcome) of a testcase, in order.
-fn verdicts(s: &SuiteReport) -> Vec<(String, &'static str)> {
-    s.results
-        .iter()
-        .map(|r| (r.check.clone(), r.outcome.label()))
-        .collect()
-}
-
-/// Testcases whose checks or outcomes differ between two runs.
+/// Testcases whose checks disagree between two runs
+/// (`lab_core::report::verdict_difference`), each with why.
 fn differing_testcases(a: &RunReport, b: &RunReport) -> Vec<String> {
-    let mut names: Vec<&String> = a.suites.iter().map(|s| &s.name).collect();
-    names.extend(b.suites.iter().map(|s| &s.name));
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .filter(|n| {
-            let find = |r: &RunReport| r.suites.iter().find(|s| &s.name == *n).map(verdicts);
-            find(a) != find(b)
-        })
-        .cloned()
-        .collect()
+    let mut out = Vec::new();
+    for sa in &a.suites {
+        match b.suites.iter().find(|s| s.name == sa.name) {
+            None => out.push(format!("{}: missing from the parallel run", sa.name)),
+            Some(sb) => out.extend(verdict_difference(sa, sb)),
+        }
+    }
+    out.extend(
+        b.suites
+            .iter()
+            .filter(|sb| !a.suites.iter().any(|s| s.name == sb.name))
+            .map(|sb| format!("{}: missing from the serial run", sb.name)),
+    );
+    out
 }
 
 /// Where the two runs are kept: `results/bench-run/{serial,parallel}`.
