@@ -294,6 +294,11 @@ pub struct BisectStepView {
     pub tries: u32,
     /// Relative to the bisection's directory.
     pub dir: String,
+    /// Files of the step worth a click (label, path relative to the
+    /// bisection's directory): build log, build error, each try's console.
+    /// Filled by the reader with the files that exist.
+    #[serde(skip)]
+    pub links: Vec<(String, String)>,
 }
 
 /// A check the patched kernel failed, and what the base did.
@@ -453,7 +458,7 @@ svg{background:#fff;display:block;max-width:100%;height:auto}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}
 .legend i{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px;border:1px solid #9e9e9e}
 .strip{display:flex;gap:6px;flex-wrap:wrap}
-.step{border:1px solid #d5d9e0;background:#fff;padding:4px 8px;min-width:150px;font-size:12px}
+.step{border:1px solid #d5d9e0;background:#fff;padding:4px 8px;flex:0 1 260px;font-size:12px}
 .step.good{border-top:5px solid #2e7d32}.step.bad{border-top:5px solid #c62828}.step.skip{border-top:5px solid #8d6e00}
 .culprit{background:#fdecea;border:1px solid #c62828;padding:8px;font-size:15px}
 .muted{color:#666}
@@ -1069,6 +1074,13 @@ fn bisect_section(o: &mut String, b: &BisectView) {
         );
         if !s.reason.is_empty() {
             let _ = write!(o, "<div>{}</div>", esc(&truncate(&s.reason, 300)));
+        }
+        if !s.links.is_empty() {
+            o.push_str("<div>");
+            for (label, rel) in &s.links {
+                let _ = write!(o, "<a href=\"{}\">{}</a> ", href(rel), esc(label));
+            }
+            o.push_str("</div>");
         }
         o.push_str("</div>\n");
     }

@@ -3,6 +3,7 @@
 pub mod contents;
 pub mod mapped;
 pub mod outcome;
+pub mod page;
 pub mod powercut;
 pub mod results;
 pub mod sweep;
@@ -175,7 +176,13 @@ pub fn run_into(
             let case_dir = dir.join(&suite_name);
             std::fs::create_dir_all(&case_dir)?;
             let pb = spinner(format!("{suite_name}: booting ({})", host.accel.as_str()));
+            let started = Instant::now();
             let mut suite = run_case(host, tc, &suite_name, &case_dir, &pb);
+            // The page's time split: total minus boot and verification.
+            suite.properties.push((
+                "case.total_s".into(),
+                format!("{:.2}", started.elapsed().as_secs_f64()),
+            ));
             suite.reproduce = format!("{} {}", opts.reproduce_prefix, tc.name);
             pb.finish_and_clear();
             print_suite(&suite);
