@@ -45,7 +45,11 @@ fn the_page_of_a_passing_run_lists_its_testcases_and_the_run() {
     ] {
         assert!(page.text.contains(want), "{want} not on the page");
     }
-    assert_eq!(page.dom.matches("class=\"b pass\"").count(), 2, "two passing rows");
+    assert_eq!(
+        page.dom.matches("class=\"b pass\"").count(),
+        2,
+        "two passing rows"
+    );
     assert!(!page.dom.contains("class=\"b fail\""));
     // `lab report merge` writes the merged run's page too.
     let merged = tmp.path().join("merged");
@@ -74,7 +78,10 @@ fn the_page_of_the_lying_disk_shows_the_rule_the_timeline_and_sector_maps() {
     let page = check_page(&run);
     let t = &page.text;
     assert!(t.contains("lying-disk-xfs-4k"));
-    assert!(page.dom.contains("class=\"case fail\""), "a failing testcase section");
+    assert!(
+        page.dom.contains("class=\"case fail\""),
+        "a failing testcase section"
+    );
     // The rule in words, and the command that judges a kept state again.
     assert!(
         t.contains("a file made durable by a completed sync is missing")
@@ -144,7 +151,10 @@ fn untrusted_text_reaches_the_browser_as_text() {
     let page = check_page(&dir);
     assert!(page.text.contains(&format!("3/4 {NASTY}")), "the subject");
     assert!(page.text.contains(&name), "the testcase name");
-    assert!(page.text.contains(&format!("[    1.000] {NASTY}")), "the console");
+    assert!(
+        page.text.contains(&format!("[    1.000] {NASTY}")),
+        "the console"
+    );
     assert!(page.dom.matches("&lt;script&gt;").count() >= 5);
     keep(&page, "untrusted-text");
 }

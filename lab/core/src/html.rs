@@ -426,7 +426,12 @@ pub fn worst(s: &SuiteReport) -> &'static str {
         Outcome::Failed { .. } => 2,
         Outcome::Error { .. } => 3,
     };
-    let w = s.results.iter().map(|r| rank(&r.outcome)).max().unwrap_or(0);
+    let w = s
+        .results
+        .iter()
+        .map(|r| rank(&r.outcome))
+        .max()
+        .unwrap_or(0);
     ["pass", "skip", "fail", "error"][w]
 }
 
@@ -624,9 +629,8 @@ fn case_table(o: &mut String, page: &Page) {
 
 fn case_section(o: &mut String, i: usize, s: &SuiteReport, view: Option<&CaseView>) {
     let w = worst(s);
-    let has_pictures = view.is_some_and(|v| {
-        v.timeline.is_some() || !v.sector_maps.is_empty() || !v.sweep.is_empty()
-    });
+    let has_pictures = view
+        .is_some_and(|v| v.timeline.is_some() || !v.sector_maps.is_empty() || !v.sweep.is_empty());
     // A passing testcase without pictures is its table row; the page of a
     // 60-testcase run stays short and small.
     if w == "pass" && !has_pictures {
@@ -716,11 +720,7 @@ fn case_section(o: &mut String, i: usize, s: &SuiteReport, view: Option<&CaseVie
             }
         }
         if let Some(h) = &v.console_href {
-            let _ = writeln!(
-                o,
-                "<div><a href=\"{}\">console.log</a></div>",
-                href(h)
-            );
+            let _ = writeln!(o, "<div><a href=\"{}\">console.log</a></div>", href(h));
         }
     }
     o.push_str("</section>\n");
@@ -791,7 +791,10 @@ fn timeline_svg(o: &mut String, t: &Timeline) {
         let y = 4.0 + row * i as f64;
         let end = w.acked_s.unwrap_or(t1).max(w.received_s);
         let (x0, x1) = (x(w.received_s), x(end));
-        let what = w.describe.as_deref().unwrap_or("(filesystem metadata or log)");
+        let what = w
+            .describe
+            .as_deref()
+            .unwrap_or("(filesystem metadata or log)");
         let label = format!(
             "#{} {}+{} {}",
             w.seq,
@@ -907,7 +910,9 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
         })
         .collect();
     if cells.is_empty() {
-        o.push_str("<p>No sector to draw: the file is missing and the log wrote nothing to it.</p>\n");
+        o.push_str(
+            "<p>No sector to draw: the file is missing and the log wrote nothing to it.</p>\n",
+        );
     } else {
         let size = 12.0;
         let rows = cells.len().div_ceil(PER_ROW);
@@ -931,10 +936,12 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
                 first * 512,
                 (first + per_cell) * 512,
                 c.kind.words(),
-                c.write
-                    .as_deref()
-                    .map(|w| format!(" [{w}]"))
-                    .unwrap_or_default(),
+                match (c.kind, c.write.as_deref()) {
+                    (_, None) => String::new(),
+                    (CellKind::Zeroes | CellKind::Missing, Some(w)) =>
+                        format!("; the newest write here in the log: {w}"),
+                    (_, Some(w)) => format!(" from {w}"),
+                },
                 if c.refused { "refused" } else { "allowed" }
             );
             let _ = write!(
@@ -1013,7 +1020,9 @@ fn sweep_section(o: &mut String, points: &[SweepPoint]) {
         ],
     );
     if failed > 0 {
-        o.push_str("<table><tr><th>point</th><th>at</th><th>where</th><th>states failed</th></tr>\n");
+        o.push_str(
+            "<table><tr><th>point</th><th>at</th><th>where</th><th>states failed</th></tr>\n",
+        );
         for p in points.iter().filter(|p| p.failed > 0) {
             let _ = writeln!(
                 o,
@@ -1045,7 +1054,11 @@ fn bisect_section(o: &mut String, b: &BisectView) {
     kv(o, "series", &b.series);
     kv(o, "kernel source", &b.kernel_source);
     kv(o, "outcome", &b.outcome);
-    kv(o, "first bad patch", b.first_bad_patch.as_deref().unwrap_or(""));
+    kv(
+        o,
+        "first bad patch",
+        b.first_bad_patch.as_deref().unwrap_or(""),
+    );
     kv(
         o,
         "builds",
@@ -1084,7 +1097,9 @@ fn bisect_section(o: &mut String, b: &BisectView) {
         }
         o.push_str("</div>\n");
     }
-    o.push_str("</div>\n<h3>The series</h3><table><tr><th>level</th><th>patch</th><th>verdict</th></tr>\n");
+    o.push_str(
+        "</div>\n<h3>The series</h3><table><tr><th>level</th><th>patch</th><th>verdict</th></tr>\n",
+    );
     let _ = writeln!(
         o,
         "<tr><td class=\"n\">0</td><td>base</td><td>{}</td></tr>",
@@ -1109,14 +1124,10 @@ fn bisect_section(o: &mut String, b: &BisectView) {
 
 /// A level's verdict as the steps found it (the last step that tested it).
 fn level_verdict(b: &BisectView, level: usize) -> String {
-    b.steps
-        .iter()
-        .rev()
-        .find(|s| s.level == level)
-        .map_or_else(
-            || "<span class=\"muted\">not tested</span>".to_string(),
-            |s| badge(&s.verdict),
-        )
+    b.steps.iter().rev().find(|s| s.level == level).map_or_else(
+        || "<span class=\"muted\">not tested</span>".to_string(),
+        |s| badge(&s.verdict),
+    )
 }
 
 fn compare_section(o: &mut String, rows: &[CompareRow]) {
@@ -1254,8 +1265,7 @@ mod tests {
             ],
         );
         s.reproduce = format!("lab run {NASTY}");
-        s.properties
-            .push(("power_cut.policy".into(), NASTY.into()));
+        s.properties.push(("power_cut.policy".into(), NASTY.into()));
         let mut r = run(vec![s.clone()]);
         r.properties.push(("kernel.source".into(), NASTY.into()));
         r.reproduce = NASTY.into();
@@ -1357,13 +1367,18 @@ mod tests {
             ],
         );
         let html = render(&Page {
-            run: &run(vec![s.clone(), suite("limits-4k", vec![("a", Outcome::Passed)])]),
+            run: &run(vec![
+                s.clone(),
+                suite("limits-4k", vec![("a", Outcome::Passed)]),
+            ]),
             cases: vec![],
             bisect: None,
             compare: None,
         });
         assert!(html.contains("data made durable by a completed sync was lost"));
-        assert!(html.contains("<pre><code>lab verify /r/lying-disk-xfs-4k/crash/state-2</code></pre>"));
+        assert!(
+            html.contains("<pre><code>lab verify /r/lying-disk-xfs-4k/crash/state-2</code></pre>")
+        );
         assert!(html.contains("<pre><code>lab run lying-disk-xfs-4k</code></pre>"));
         // 6.2 boot + 10.5 verify of 30 s: 13.3 s of workload.
         assert!(html.contains(">6.2s<") && html.contains(">13.3s<") && html.contains(">10.5s<"));
@@ -1397,7 +1412,11 @@ mod tests {
         assert_eq!(writes[51].state, WriteState::After);
         let t = Timeline::around_cut(writes, 50.5, "mark done".into(), vec![], 8, 4);
         assert_eq!((t.acknowledged, t.in_flight, t.after), (50, 1, 9));
-        assert_eq!(t.writes.first().map(|w| w.seq), Some(3), "the old in-flight write is drawn");
+        assert_eq!(
+            t.writes.first().map(|w| w.seq),
+            Some(3),
+            "the old in-flight write is drawn"
+        );
         assert_eq!(t.writes.last().map(|w| w.seq), Some(54));
         assert_eq!((t.hidden_before, t.hidden_after), (3, 5));
         let mut o = String::new();
@@ -1406,7 +1425,10 @@ mod tests {
         assert_eq!(o.matches("<rect class=\"after\"").count(), 4);
         assert!(o.contains("class=\"cut\""));
         // A write acknowledged exactly at the cut is durable.
-        assert_eq!(WriteState::at_cut(0, Some(1.0), 1.0, 1), WriteState::Acknowledged);
+        assert_eq!(
+            WriteState::at_cut(0, Some(1.0), 1.0, 1),
+            WriteState::Acknowledged
+        );
     }
 
     #[test]
@@ -1417,7 +1439,16 @@ mod tests {
             file: "/mnt/data".into(),
             size: Some(65536),
             sectors: (0..128)
-                .map(|i| cell(if i < 8 { CellKind::New } else { CellKind::Zeroes }, i >= 8))
+                .map(|i| {
+                    cell(
+                        if i < 8 {
+                            CellKind::New
+                        } else {
+                            CellKind::Zeroes
+                        },
+                        i >= 8,
+                    )
+                })
                 .collect(),
             violations: vec![],
             verify: "lab verify x".into(),
@@ -1442,8 +1473,20 @@ mod tests {
         let patched = run(vec![suite(
             "t",
             vec![
-                ("a", Outcome::Failed { message: "m".into(), detail: String::new() }),
-                ("b", Outcome::Failed { message: "n".into(), detail: String::new() }),
+                (
+                    "a",
+                    Outcome::Failed {
+                        message: "m".into(),
+                        detail: String::new(),
+                    },
+                ),
+                (
+                    "b",
+                    Outcome::Failed {
+                        message: "n".into(),
+                        detail: String::new(),
+                    },
+                ),
                 ("c", Outcome::Passed),
             ],
         )]);
@@ -1451,7 +1494,13 @@ mod tests {
             "t",
             vec![
                 ("a", Outcome::Passed),
-                ("b", Outcome::Failed { message: "n".into(), detail: String::new() }),
+                (
+                    "b",
+                    Outcome::Failed {
+                        message: "n".into(),
+                        detail: String::new(),
+                    },
+                ),
             ],
         )]);
         let rows = compare_rows(&patched, &base);
@@ -1486,13 +1535,18 @@ mod tests {
         assert!(html.contains("<div class=\"culprit\">first bad patch: 2/2 b</div>"));
         assert!(html.contains("<b>⇒ </b>2/2 b"));
         assert_eq!(html.matches("class=\"step ").count(), 2);
-        assert!(html.contains("<span class=\"muted\">not tested</span>"), "level 1 was not tested");
+        assert!(
+            html.contains("<span class=\"muted\">not tested</span>"),
+            "level 1 was not tested"
+        );
     }
 
     #[test]
     fn verify_commands_are_found_in_messages() {
         assert_eq!(
-            verify_commands("x (reproduce: lab verify /a/crash/state-1) and (reproduce: lab verify /b)"),
+            verify_commands(
+                "x (reproduce: lab verify /a/crash/state-1) and (reproduce: lab verify /b)"
+            ),
             vec!["lab verify /a/crash/state-1", "lab verify /b"]
         );
         assert!(verify_commands("nothing").is_empty());

@@ -79,7 +79,10 @@ fn step_links(dir: &Path, b: &mut BisectView) {
             continue;
         }
         let mut links = Vec::new();
-        for (label, file) in [("build log", "build.log"), ("build error", "build-error.txt")] {
+        for (label, file) in [
+            ("build log", "build.log"),
+            ("build error", "build-error.txt"),
+        ] {
             let rel = format!("{}/{file}", s.dir);
             if dir.join(&rel).is_file() {
                 links.push((label.to_string(), rel));
@@ -126,10 +129,7 @@ const MAPS_PER_CASE: usize = 4;
 fn case_view(dir: &Path, s: &SuiteReport) -> CaseView {
     let rel = case_rel(s);
     let case_dir = dir.join(&rel);
-    let console = s
-        .console_log
-        .as_deref()
-        .filter(|c| dir.join(c).is_file());
+    let console = s.console_log.as_deref().filter(|c| dir.join(c).is_file());
     CaseView {
         suite: s.name.clone(),
         console_href: console.map(str::to_string),
@@ -290,7 +290,11 @@ fn sector_maps(crash: &Path) -> Vec<SectorMap> {
         .collect();
     // state-2 before state-10.
     dirs.sort_by_key(|p| {
-        let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let digits: String = name.chars().filter(char::is_ascii_digit).collect();
         (digits.len(), name)
     });
@@ -357,7 +361,11 @@ pub fn classify(ops: &[Op], scan: &FileScan, violations: &[MapViolation]) -> Vec
             _ => None,
         })
         .collect();
-    let logged_end = writes.iter().map(|(_, w, _)| w.offset + w.len).max().unwrap_or(0);
+    let logged_end = writes
+        .iter()
+        .map(|(_, w, _)| w.offset + w.len)
+        .max()
+        .unwrap_or(0);
     let n = (scan.sectors.len() as u64).max(logged_end.div_ceil(SECTOR)) as usize;
     // Op position of the newest write covering each sector.
     let newest = |off: u64| {
@@ -411,7 +419,8 @@ pub fn classify(ops: &[Op], scan: &FileScan, violations: &[MapViolation]) -> Vec
         .collect();
     // An atomic write shown in part: its sectors that hold it are torn.
     for (k, w, _) in writes.iter().filter(|(_, w, _)| w.atomic) {
-        let range = (w.offset / SECTOR) as usize..((w.offset + w.len).div_ceil(SECTOR) as usize).min(n);
+        let range =
+            (w.offset / SECTOR) as usize..((w.offset + w.len).div_ceil(SECTOR) as usize).min(n);
         let shown = range.clone().filter(|&i| holds[i] == Some(*k)).count();
         let newer_or_it = range
             .clone()
@@ -463,7 +472,7 @@ mod tests {
             write,
             generation: write,
             offset,
-})
+        })
     }
 
     #[test]
@@ -474,11 +483,11 @@ mod tests {
             file: "/mnt/f".into(),
             size: Some(3072),
             sectors: vec![
-                stamped(0, 0),     // new: write 0 is the newest here
-                Sector::Zero,      // zeroes
-                stamped(0, 1024),  // old: write 1 is newer here
-                stamped(1, 1536),  // write 1, but 2/4/5 do not hold it: torn
-                stamped(1, 0),     // write 1's data at the wrong place
+                stamped(0, 0),    // new: write 0 is the newest here
+                Sector::Zero,     // zeroes
+                stamped(0, 1024), // old: write 1 is newer here
+                stamped(1, 1536), // write 1, but 2/4/5 do not hold it: torn
+                stamped(1, 0),    // write 1's data at the wrong place
                 Sector::Garbage,
             ],
         };
@@ -512,6 +521,9 @@ mod tests {
         let cells = classify(&ops, &gone, &[]);
         assert_eq!(cells.len(), 6);
         assert!(cells.iter().all(|c| c.kind == CellKind::Missing));
-        assert_eq!(cells[5].write.as_deref(), Some("step 1 pwritev2(off=1024 len=2048)"));
+        assert_eq!(
+            cells[5].write.as_deref(),
+            Some("step 1 pwritev2(off=1024 len=2048)")
+        );
     }
 }

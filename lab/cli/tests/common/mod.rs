@@ -303,7 +303,11 @@ pub fn check_page(run: &Path) -> Page {
     let size = std::fs::metadata(&page)
         .unwrap_or_else(|e| panic!("{}: {e} (every run writes its page)", page.display()))
         .len();
-    assert!(size < 2 << 20, "{}: {size} bytes, over 2 MB", page.display());
+    assert!(
+        size < 2 << 20,
+        "{}: {size} bytes, over 2 MB",
+        page.display()
+    );
     let url = format!("file://{}", std::fs::canonicalize(&page).unwrap().display());
     let (dom, stderr) = run_chromium(&["--dump-dom".into()], &url);
     assert!(dom.contains("</html>"), "no DOM from chromium:\n{stderr}");
@@ -355,8 +359,13 @@ pub fn check_page(run: &Path) -> Page {
         ],
         &url,
     );
-    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("{}: {e}", screenshot.display()));
-    assert!(png.starts_with(b"\x89PNG"), "{} is not a PNG", screenshot.display());
+    let png =
+        std::fs::read(&screenshot).unwrap_or_else(|e| panic!("{}: {e}", screenshot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        screenshot.display()
+    );
     let text = visible_text(&dom);
     Page {
         path: page,
