@@ -502,7 +502,7 @@ pub fn render(page: &Page) -> String {
     let c = run.counts();
     let _ = write!(
         o,
-        "<header><h1>{}</h1><div class=\"totals\"><span>{} testcase(s)</span><span>{} passed</span><span>{} failed</span><span>{} skipped</span><span>{} errors</span>{}</div></header>\n<main>\n",
+        "<header><h1>{}</h1><div class=\"totals\"><span>{} testcase(s)</span><span>checks: {} passed</span><span>{} failed</span><span>{} skipped</span><span>{} errors</span>{}</div></header>\n<main>\n",
         esc(&title),
         run.suites.len(),
         c.passed,
@@ -837,9 +837,9 @@ fn timeline_svg(o: &mut String, t: &Timeline) {
             );
         }
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<g><title>the cut</title><line class=\"cut\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"0\" y2=\"{h}\"/></g><text x=\"{1:.1}\" y=\"{2:.1}\" font-size=\"10\">{3:.6} s</text><text x=\"{4:.1}\" y=\"{2:.1}\" font-size=\"10\" text-anchor=\"end\">{5:.6} s</text></svg>\n",
+        "<g><title>the cut</title><line class=\"cut\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"0\" y2=\"{h}\"/></g><text x=\"{1:.1}\" y=\"{2:.1}\" font-size=\"10\">{3:.6} s</text><text x=\"{4:.1}\" y=\"{2:.1}\" font-size=\"10\" text-anchor=\"end\">{5:.6} s</text></svg>",
         x(t.cut_s),
         label_w,
         h - 4.0,
