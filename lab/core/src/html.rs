@@ -603,13 +603,21 @@ fn case_table(o: &mut String, page: &Page) {
             .filter(|r| r.outcome == Outcome::Passed)
             .count();
         let (boot, work, verify, total) = time_split(s);
-        let cut = s
-            .property("power_cut.policy")
-            .map(|p| {
-                let states = s.property("power_cut.states").unwrap_or("?");
-                format!("{p}, {states} states")
-            })
-            .unwrap_or_default();
+        let cut = match (
+            s.property("sweep.cut_points"),
+            s.property("power_cut.policy"),
+        ) {
+            (Some(points), _) => format!(
+                "sweep every {}: {points} cut points, {} failing",
+                s.property("sweep.every").unwrap_or("?"),
+                s.property("sweep.cut_points_failed").unwrap_or("?")
+            ),
+            (None, Some(p)) => match s.property("power_cut.states") {
+                Some(states) => format!("{p}, {states} states"),
+                None => p.to_string(),
+            },
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             o,
             "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td class=\"n\">{passed}/{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
@@ -671,8 +679,14 @@ fn case_section(o: &mut String, i: usize, s: &SuiteReport, view: Option<&CaseVie
                 esc(&r.check),
                 esc(message)
             );
+            // The detail repeats the message with every violation and the
+            // recipe: there on a click, so the pictures stay near the top.
             if !detail.is_empty() {
-                let _ = write!(o, "<pre>{}</pre>", esc(detail));
+                let _ = write!(
+                    o,
+                    "<details><summary>detail</summary><pre>{}</pre></details>",
+                    esc(detail)
+                );
             }
             for cmd in verify_commands(message) {
                 let _ = write!(o, "<pre><code>{}</code></pre>", esc(&cmd));
