@@ -171,6 +171,9 @@ pub struct SectorMap {
     pub violations: Vec<MapViolation>,
     /// `lab verify DIR` for this state.
     pub verify: String,
+    /// Other kept states whose map of this file is the same (not drawn
+    /// again).
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -469,6 +472,10 @@ svg{background:#fff;display:block;max-width:100%;height:auto}
 .muted{color:#666}
 "#;
 
+/// The sector maps' grid: a white line right and below each 12 px cell,
+/// drawn over runs of like sectors (defined once for the page).
+const CELLS: &str = "<svg width=\"0\" height=\"0\" style=\"position:absolute\" aria-hidden=\"true\"><defs><pattern id=\"cells\" width=\"12\" height=\"12\" x=\"2\" y=\"2\" patternUnits=\"userSpaceOnUse\"><path d=\"M11 0V12M0 11H12\" stroke=\"#fff\" stroke-width=\"2\"/></pattern></defs></svg>\n";
+
 /// Legend swatch colours (the same as the CSS classes; a legend is HTML).
 fn swatch(class: &str) -> &'static str {
     match class {
@@ -496,7 +503,7 @@ pub fn render(page: &Page) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<title>{}</title><style>{CSS}</style></head><body>\n",
+<title>{}</title><style>{CSS}</style></head><body>\n{CELLS}",
         esc(&title)
     );
     let c = run.counts();
@@ -880,6 +887,18 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// Half-open index ranges of consecutive cells that look the same.
+fn runs(cells: &[Cell]) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = Vec::new();
+    for (i, c) in cells.iter().enumerate() {
+        match v.last_mut() {
+            Some((from, to)) if cells[*from] == *c => *to = i + 1,
+            _ => v.push((i, i + 1)),
+        }
+    }
+    v
+}
+
 /// Sectors as a grid of cells (64 a row), coloured by what the state holds,
 /// outlined red where the model refused it. Large files are drawn with
 /// several sectors a cell (the worst of them).
@@ -928,6 +947,10 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
             "<p>No sector to draw: the file is missing and the log wrote nothing to it.</p>\n",
         );
     } else {
+        // Runs of like cells are drawn as one rectangle per row with one
+        // tooltip, and the page's `cells` pattern draws the grid over them:
+        // a 64 KiB file is a few elements, not 128 (the page of a run with
+        // many failing states stays small).
         let size = 12.0;
         let rows = cells.len().div_ceil(PER_ROW);
         let (w, h) = (PER_ROW as f64 * size + 4.0, rows as f64 * size + 4.0);
@@ -936,19 +959,17 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
             "<svg class=\"sectormap\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" role=\"img\" aria-label=\"sector map of {}\">",
             esc(&m.file)
         );
-        for (i, c) in cells.iter().enumerate() {
-            let (cx, cy) = (
-                2.0 + (i % PER_ROW) as f64 * size,
-                2.0 + (i / PER_ROW) as f64 * size,
-            );
-            let first = i * per_cell;
+        let mut outlines = String::new();
+        for (from, to) in runs(&cells) {
+            let c = &cells[from];
+            let (first, last) = (from * per_cell, to * per_cell - 1);
             let tip = format!(
                 "{} {}-{} (bytes {}-{}): {}{}; model: {}",
-                if per_cell > 1 { "sectors" } else { "sector" },
+                if last > first { "sectors" } else { "sector" },
                 first,
-                first + per_cell - 1,
+                last,
                 first * 512,
-                (first + per_cell) * 512,
+                (last + 1) * 512,
                 c.kind.words(),
                 match (c.kind, c.write.as_deref()) {
                     (_, None) => String::new(),
@@ -958,16 +979,53 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
                 },
                 if c.refused { "refused" } else { "allowed" }
             );
+            let mut i = from;
+            while i < to {
+                let row_end = ((i / PER_ROW + 1) * PER_ROW).min(to);
+                let (x, y) = (
+                    2.0 + (i % PER_ROW) as f64 * size,
+                    2.0 + (i / PER_ROW) as f64 * size,
+                );
+                let width = (row_end - i) as f64 * size;
+                let _ = write!(
+                    o,
+                    "<rect class=\"{}\" x=\"{x}\" y=\"{y}\" width=\"{width}\" height=\"{size}\"><title>{}</title></rect>",
+                    c.kind.class(),
+                    esc(&tip)
+                );
+                if c.refused {
+                    let _ = write!(
+                        outlines,
+                        "<rect class=\"refused\" fill=\"none\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
+                        x + 0.5,
+                        y + 0.5,
+                        width - 2.5,
+                        size - 2.5,
+                        esc(&tip)
+                    );
+                }
+                i = row_end;
+            }
+        }
+        // The grid: full rows, then the last row's cells.
+        let full = cells.len() / PER_ROW;
+        if full > 0 {
             let _ = write!(
                 o,
-                "<rect class=\"{}{}\" x=\"{cx}\" y=\"{cy}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
-                c.kind.class(),
-                if c.refused { " refused" } else { "" },
-                size - 2.0,
-                size - 2.0,
-                esc(&tip)
+                "<rect fill=\"url(#cells)\" x=\"2\" y=\"2\" width=\"{}\" height=\"{}\"/>",
+                PER_ROW as f64 * size,
+                full as f64 * size
             );
         }
+        if cells.len() % PER_ROW > 0 {
+            let _ = write!(
+                o,
+                "<rect fill=\"url(#cells)\" x=\"2\" y=\"{}\" width=\"{}\" height=\"{size}\"/>",
+                2.0 + full as f64 * size,
+                (cells.len() % PER_ROW) as f64 * size
+            );
+        }
+        o.push_str(&outlines);
         o.push_str("</svg>\n");
         if per_cell > 1 {
             let _ = writeln!(
@@ -975,6 +1033,13 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
                 "<div class=\"muted\">{per_cell} sectors a cell (the worst of them)</div>"
             );
         }
+    }
+    if !m.also.is_empty() {
+        let _ = writeln!(
+            o,
+            "<div>The same map, rule and ranges in: {}</div>",
+            esc(&m.also.join(", "))
+        );
     }
     let mut items: Vec<(&str, &str)> = CellKind::ALL
         .iter()
@@ -1316,6 +1381,7 @@ mod tests {
                     message: NASTY.into(),
                 }],
                 verify: format!("lab verify {NASTY}"),
+                also: vec![NASTY.into()],
             }],
             sweep: vec![SweepPoint {
                 name: NASTY.into(),
@@ -1466,20 +1532,40 @@ mod tests {
                 .collect(),
             violations: vec![],
             verify: "lab verify x".into(),
+            also: vec![],
         };
         let mut o = String::new();
         sector_map_svg(&mut o, &m);
-        assert_eq!(o.matches("<rect ").count(), 128);
-        assert_eq!(o.matches("class=\"zero refused\"").count(), 120);
-        assert!(o.contains("sector 8-8 (bytes 4096-4608): zeroes"), "{o}");
+        // Two runs: sectors 0-7 new; 8-127 zeroes and refused, over two
+        // rows: one rectangle per row of a run, one outline per refused one.
+        assert_eq!(o.matches("<rect class=\"new\"").count(), 1);
+        assert_eq!(o.matches("<rect class=\"zero\"").count(), 2);
+        assert_eq!(o.matches("<rect class=\"refused\"").count(), 2);
+        assert_eq!(o.matches("url(#cells)").count(), 1, "two full rows");
+        assert!(
+            o.contains("sectors 8-127 (bytes 4096-65536): zeroes; the newest write here in the log: step 2"),
+            "{o}"
+        );
+        assert!(
+            o.contains("sectors 0-7 (bytes 0-4096): new data (the newest write here) from step 2")
+        );
         assert!(o.contains("red outline"));
         // 4096 sectors fold four to a cell; a refused sector marks its cell.
         m.sectors = (0..4096).map(|i| cell(CellKind::New, i == 5)).collect();
         let mut o = String::new();
         sector_map_svg(&mut o, &m);
-        assert_eq!(o.matches("<rect ").count(), 1024);
-        assert_eq!(o.matches(" refused\"").count(), 1);
+        assert_eq!(o.matches("<rect class=\"refused\"").count(), 1);
+        assert!(o.contains("sectors 4-7 (bytes 2048-4096)"), "{o}");
         assert!(o.contains("4 sectors a cell"));
+        // The page defines the grid pattern the maps use, once.
+        let r = run(vec![]);
+        let page = render(&Page {
+            run: &r,
+            cases: vec![],
+            bisect: None,
+            compare: None,
+        });
+        assert_eq!(page.matches("<pattern id=\"cells\"").count(), 1);
     }
 
     #[test]

@@ -299,7 +299,10 @@ fn sector_maps(crash: &Path) -> Vec<SectorMap> {
         (digits.len(), name)
     });
     let mut maps = Vec::new();
-    for d in dirs.iter().take(MAPS_PER_CASE) {
+    for d in &dirs {
+        if maps.len() >= MAPS_PER_CASE {
+            break;
+        }
         let (Ok(case), Ok(scan)) = (
             read_json::<KeptCase>(&d.join("case.json")),
             read_json::<Vec<FileScan>>(&d.join("scan.json")),
@@ -327,14 +330,32 @@ fn sector_maps(crash: &Path) -> Vec<SectorMap> {
             if violations.is_empty() {
                 continue;
             }
+            let sectors = classify(&case.ops, f, &violations);
+            // States that look alike (the lying disk loses the same file
+            // in most of them) are drawn once and named under it.
+            let same = |m: &SectorMap| {
+                m.file == f.file
+                    && m.size == f.size
+                    && m.sectors == sectors
+                    && m.violations.len() == violations.len()
+                    && m.violations
+                        .iter()
+                        .zip(&violations)
+                        .all(|(a, b)| (&a.rule, a.from, a.to) == (&b.rule, b.from, b.to))
+            };
+            if let Some(m) = maps.iter_mut().find(|m| same(m)) {
+                m.also.push(state.clone());
+                continue;
+            }
             maps.push(SectorMap {
                 state: state.clone(),
                 recipe: case.recipe.clone(),
                 file: f.file.clone(),
                 size: f.size,
-                sectors: classify(&case.ops, f, &violations),
+                sectors,
                 violations,
                 verify: format!("lab verify {}", d.display()),
+                also: Vec::new(),
             });
         }
     }
