@@ -94,7 +94,7 @@ fn the_page_of_the_lying_disk_shows_the_rule_the_timeline_and_sector_maps() {
     assert!(t.contains("in flight at the cut"));
     assert!(page.dom.contains("class=\"sectormap\""), "no sector map");
     assert!(
-        page.dom.contains(" refused\""),
+        page.dom.contains("<rect class=\"refused\""),
         "no sector the model refused is outlined"
     );
     // The console tail of a failing testcase.
