@@ -1017,7 +1017,7 @@ fn sector_map_svg(o: &mut String, m: &SectorMap) {
                 full as f64 * size
             );
         }
-        if cells.len() % PER_ROW > 0 {
+        if !cells.len().is_multiple_of(PER_ROW) {
             let _ = write!(
                 o,
                 "<rect fill=\"url(#cells)\" x=\"2\" y=\"{}\" width=\"{}\" height=\"{size}\"/>",
