@@ -29,6 +29,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     reaper::install_signal_handler();
+    // What a `lab` killed with SIGKILL left: its QEMU died with it
+    // (PR_SET_PDEATHSIG), its private directories did not.
+    lab_cli::paths::remove_stale_private_dirs();
     let result = cli.command.run();
     exit::finish(result, reaper::interrupted()).into()
 }

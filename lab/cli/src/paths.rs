@@ -81,13 +81,66 @@ pub struct PrivateDir {
     path: PathBuf,
 }
 
+/// Where private directories are made: $XDG_RUNTIME_DIR, else the
+/// temporary directory.
+fn private_base() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The pid in a private directory's name, `lab-<what>-<pid>-<attempt>`.
+fn private_dir_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("lab-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let attempt = parts.next()?;
+    let pid = parts.next()?;
+    let what = parts.next()?;
+    if what.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// Removes the private directories (keys, sockets) of lab processes that
+/// are gone: a `lab` killed with SIGKILL never ran its drops. Only our own
+/// directories, only when their process no longer exists; a directory of
+/// a live process (another `lab` running beside this one) is left alone.
+/// Returns how many were removed.
+pub fn remove_stale_private_dirs() -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(private_base()) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(private_dir_owner) else {
+            continue;
+        };
+        let Ok(md) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if !md.is_dir() || md.uid() != me || md.mode() & 0o777 != 0o700 {
+            continue;
+        }
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && std::fs::remove_dir_all(e.path()).is_ok() {
+            tracing::info!("removed {} (its lab process is gone)", e.path().display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl PrivateDir {
     pub fn new(prefix: &str) -> Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
+        let base = private_base();
         for attempt in 0..100u32 {
             let name = format!("{prefix}-{}-{attempt}", std::process::id());
             let path = base.join(name);
@@ -117,6 +170,16 @@ impl Drop for PrivateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_directory_names_give_their_pid() {
+        assert_eq!(private_dir_owner("lab-vm-1234-0"), Some(1234));
+        assert_eq!(private_dir_owner("lab-verify-state-77-12"), Some(77));
+        assert_eq!(private_dir_owner("lab-vm-x-0"), None);
+        assert_eq!(private_dir_owner("lab-1234-0"), None);
+        assert_eq!(private_dir_owner("systemd-private-1-2"), None);
+        assert_eq!(private_dir_owner("lab-vm-1234-a"), None);
+    }
 
     #[test]
     fn a_typed_path_is_taken_from_the_current_directory_first_then_the_root() {

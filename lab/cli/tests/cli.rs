@@ -3,33 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::{
-    lab, outcome, output, prop, read, root, run_prop, suite_of, suite_results, summary_in,
-    summary_of, LabRun,
+    lab, outcome, output, prop, qemu_children_of, read, root, run_prop, suite_of, suite_results,
+    summary_in, summary_of, wait_for, LabRun,
 };
-
-fn qemu_children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid: u32 = stat
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (stat.contains("(qemu-system-x86") && ppid == pid)
-                .then(|| e.file_name().to_string_lossy().parse().ok())
-                .flatten()
-        })
-        .collect()
-}
 
 #[test]
 fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
@@ -518,14 +498,6 @@ fn missing_lab_qemu_falls_back_to_the_system_one_with_a_notice() {
     );
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(stderr.contains("cannot set namespace atomics"), "{stderr}");
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

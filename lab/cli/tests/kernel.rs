@@ -428,3 +428,62 @@ fn distro_config_is_the_default_kernels_own_with_the_labs_essentials() {
     assert!(stderr.contains("lab: distro config: "), "{stderr}");
     assert!(stdout.contains("not built"), "{stdout}");
 }
+
+/// The kernel tree's lock covers what changes the tree (a series applied,
+/// a build), not a run's testcases: with every tree lock held by someone
+/// else, a run on a series built before goes ahead instead of waiting.
+#[test]
+fn a_run_on_a_built_series_does_not_wait_for_the_tree_lock() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |results: &Path| {
+        let mut c = lab();
+        c.args(["run", "-j", "1", "--series"])
+            .arg(demo_series())
+            .arg("--results")
+            .arg(results)
+            .arg("atomic-errors-raw-4k");
+        c
+    };
+    // Built (or found in the cache) without anyone else holding a lock.
+    let (code, stdout, stderr) = output(&mut run(&tmp.path().join("first")));
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+
+    let trees = std::env::var_os("LAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/lab"))
+        .join("kernel/trees");
+    let held: Vec<std::fs::File> = std::fs::read_dir(&trees)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "lock"))
+        .map(|p| {
+            let f = std::fs::File::open(&p).unwrap();
+            // SAFETY: flock on a descriptor we own; released when it closes.
+            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+            f
+        })
+        .collect();
+    assert!(!held.is_empty(), "no tree lock in {}", trees.display());
+    let mut child = run(&tmp.path().join("second"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A run that waited would never end while the locks are held: give it
+    // far longer than it needs, then look.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let finished = child.try_wait().unwrap().is_some();
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(held);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(finished, "the run waited for the tree lock:\n{stderr}");
+    assert!(!stderr.contains("waiting for another lab"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -22,6 +22,7 @@ pub mod powercut;
 pub mod qemu;
 pub mod repeat;
 pub mod report;
+pub mod schedule;
 pub mod series;
 pub mod shard;
 pub mod splat;

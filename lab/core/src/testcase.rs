@@ -41,6 +41,40 @@ pub struct Testcase {
     /// `powercut::PowerCut`).
     #[serde(default)]
     pub power_cut: Option<PowerCut>,
+    /// Whether `lab run -j N` may run this testcase in a VM booted for an
+    /// earlier one (after a clean slate), or boots one for it alone.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// `isolation:` of a testcase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A VM of the same class (device, guest tools, boot bound) may be
+    /// reused, wiped between testcases (the default).
+    #[default]
+    Reuse,
+    /// A VM booted for this testcase alone.
+    Boot,
+}
+
+impl Testcase {
+    /// The class of VMs this testcase may share (`None`: it boots its own,
+    /// because it cuts the power or asks for `isolation: boot`). Testcases
+    /// of one class would boot identical VMs: the same device parameters,
+    /// guest tools and boot bound.
+    pub fn vm_class(&self) -> Option<String> {
+        if self.power_cut.is_some() || self.isolation == Isolation::Boot {
+            return None;
+        }
+        let mut tools = self.guest_tools.clone();
+        tools.sort();
+        Some(
+            serde_json::to_string(&(&self.device, tools, self.timeouts.boot_s))
+                .expect("plain data serialises"),
+        )
+    }
 }
 
 fn one() -> u32 {
@@ -939,6 +973,24 @@ workload:
     - pwrite: { offset: 0, len: 16384 }
     - mark: { name: synced }
 ";
+
+    #[test]
+    fn vm_classes_join_what_would_boot_the_same_vm() {
+        let a = parse("a.yaml", GOOD).unwrap();
+        let b = parse("b.yaml", &GOOD.replace("limits-4k", "other")).unwrap();
+        assert!(a.vm_class().is_some());
+        assert_eq!(a.vm_class(), b.vm_class());
+        let other_device = parse("c.yaml", &GOOD.replace("4096\nmkfs", "512\nmkfs")).unwrap();
+        assert_ne!(a.vm_class(), other_device.vm_class());
+        let tools = parse("d.yaml", &format!("{GOOD}guest_tools: [fio]\n")).unwrap();
+        assert_ne!(a.vm_class(), tools.vm_class());
+        let own = parse("e.yaml", &format!("{GOOD}isolation: boot\n")).unwrap();
+        assert_eq!(own.isolation, Isolation::Boot);
+        assert_eq!(own.vm_class(), None);
+        assert_eq!(parse("f.yaml", CUT).unwrap().vm_class(), None);
+        let e = parse("g.yaml", &format!("{GOOD}isolation: shared\n")).unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (8, Some("isolation")), "{e}");
+    }
 
     #[test]
     fn power_cut_testcases_parse_and_their_mistakes_are_named() {

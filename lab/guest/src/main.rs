@@ -15,10 +15,14 @@
 //!   scan FILE...     per file a header {"file","size"} (or "missing"), then
 //!                    what every 512-byte sector holds (zeroes, a stamp, or
 //!                    garbage), as runs: one JSON object per run.
+//!   baseline         record the guest as booted (/run/lab-baseline.json).
+//!   reset            back to the baseline before the next testcase in a
+//!                    reused VM: one JSON object saying what it undid.
 
 mod fiemap;
 mod folios;
 mod plan;
+mod slate;
 mod statx;
 
 use std::process::ExitCode;
@@ -46,12 +50,14 @@ fn main() -> ExitCode {
         Some("run") => run_args(&args[1..]),
         Some("generate") => plan::generate(),
         Some("scan") if args.len() >= 2 => scan_files(&args[1..]),
+        Some("baseline") => slate::baseline(),
+        Some("reset") => slate::reset(),
         Some("version") => {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         _ => {
-            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE... | version".to_string())
+            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE... | baseline | reset | version".to_string())
         }
     };
     match result {

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod disk;
 pub mod heap;
 pub mod kernel;
+pub mod run;
 pub mod stress;
 pub mod verify;
 

@@ -50,6 +50,7 @@ impl KernelArgs {
     fn tuned(&self, mut host: LabHost) -> LabHost {
         if let Some(j) = self.verify_jobs {
             host.verify_jobs = usize::from(j);
+            host.verify_jobs_chosen = true;
         }
         host.verify_by_map = !self.verify_mount_all;
         host

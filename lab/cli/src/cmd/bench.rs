@@ -52,6 +52,18 @@ pub enum BenchWhat {
     /// then the demo series bisected (incremental build per step, total
     /// time, number of builds against ceil(log2 N) + 2). About 15 minutes.
     Kernel,
+    /// The default testcases (or those the filters name) with a VM booted
+    /// for every testcase one after another (`-j 1`), then with `-j N` and
+    /// VM reuse: wall time of each, the speed-up, boots per testcase, the
+    /// time split (boot, reset, workload, verification), and whether every
+    /// check agrees. The two runs are kept in results/bench-run/.
+    Run {
+        /// Jobs of the parallel run (default: what `lab run` would use).
+        #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(2..=64))]
+        jobs: Option<u16>,
+        /// Testcases whose name contains one of these (default: all).
+        filters: Vec<String>,
+    },
     /// Boots on the crash disk under load (CPU hogs, VMs booting at once),
     /// never retried: boot failures counted by the stage they stalled in,
     /// against a few unloaded boots measured first. Failed boots keep their
@@ -100,6 +112,7 @@ impl BenchWhat {
             BenchWhat::Disk { .. } => "disk",
             BenchWhat::Verify { .. } => "verify",
             BenchWhat::Kernel => "kernel",
+            BenchWhat::Run { .. } => "run",
             BenchWhat::Stress { .. } => "stress",
         }
     }
@@ -134,6 +147,13 @@ fn measure(host: &LabHost, what: BenchWhat) -> anyhow::Result<Vec<Measurement>> 
             bench::verify::bench_verify(host, states.max(1), judgements.max(1))
         }
         BenchWhat::Kernel => bench::kernel::bench_kernel(host),
+        BenchWhat::Run { jobs, filters } => bench::run::bench_run(
+            host,
+            &bench::run::RunBenchPlan {
+                filters,
+                jobs: jobs.map(usize::from),
+            },
+        ),
         BenchWhat::Stress {
             boots,
             parallel,

@@ -28,6 +28,13 @@ pub struct RunArgs {
     /// List the testcases and exit.
     #[arg(long)]
     pub list: bool,
+    /// Testcases at once, each in its own VM (default: what the host can
+    /// take: one VM per core under TCG, one per two cores under KVM, less
+    /// when memory is short). Testcases that would boot identical VMs
+    /// share one, wiped between them; `-j 1` boots a VM for every testcase,
+    /// one after another.
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
     /// Run only shard M of N (1-based) of the selected testcases, split by
     /// a stable hash of each name: for CI matrices (`lab report merge`
     /// joins the shards' results).
@@ -167,7 +174,9 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         let host = args.k.host()?;
         print_host(&host);
         let (id, dir) = suite::results::new_run_dir(&results, args.run_id.as_deref())?;
-        let opts = reproduce.options(&host, &cases, &results, shard_properties(&args, &selected));
+        let mut opts =
+            reproduce.options(&host, &cases, &results, shard_properties(&args, &selected));
+        opts.parallel = parallel(args.jobs, &host);
         let report = suite::run_into(&host, &cases, &opts, &id, &dir)?;
         return Ok(finish_run(&report, &dir));
     }
@@ -177,7 +186,48 @@ pub fn run(args: RunArgs) -> Result<Exit, CmdError> {
         run_id: args.run_id.as_deref(),
         properties: shard_properties(&args, &selected),
     };
-    built_run(&root, &req, &args.k, args.compare_base, &target, &reproduce)
+    built_run(
+        &root,
+        &req,
+        &args.k,
+        args.compare_base,
+        args.jobs,
+        &target,
+        &reproduce,
+    )
+}
+
+/// `-j`: 1 is one VM per testcase, one after another (no reuse); N or the
+/// host's default runs N at once with VMs reused within a class.
+fn parallel(jobs: Option<u16>, host: &LabHost) -> suite::Parallel {
+    let p = match jobs {
+        Some(1) => suite::Parallel::SERIAL,
+        Some(n) => suite::Parallel {
+            jobs: usize::from(n),
+            reuse: true,
+        },
+        None => {
+            let d = crate::host::default_jobs(host.accel);
+            eprintln!("lab: {} jobs ({}; -j to choose)", d.jobs, d.reason);
+            suite::Parallel {
+                jobs: d.jobs,
+                reuse: true,
+            }
+        }
+    };
+    if jobs.is_some() {
+        eprintln!(
+            "lab: {} job{}{}",
+            p.jobs,
+            if p.jobs == 1 { "" } else { "s" },
+            if p.reuse {
+                ", VMs reused within a class"
+            } else {
+                ", a VM booted for every testcase"
+            }
+        );
+    }
+    p
 }
 
 /// Where a run goes: the testcases, the results directory, the run id
@@ -233,6 +283,7 @@ impl Reproduce {
             reproduce: full,
             reproduce_prefix,
             properties,
+            parallel: suite::Parallel::SERIAL,
         }
     }
 
@@ -278,6 +329,7 @@ fn built_run(
     req: &KernelRequest,
     k: &KernelArgs,
     compare_base: bool,
+    jobs: Option<u16>,
     target: &Target,
     reproduce: &Reproduce,
 ) -> Result<Exit, CmdError> {
@@ -342,12 +394,13 @@ fn built_run(
         p.extend(target.properties.iter().cloned());
         p
     };
-    let opts = reproduce.options(
+    let mut opts = reproduce.options(
         &host,
         cases,
         results,
         with_target(pipe.properties(level, &built)),
     );
+    opts.parallel = parallel(jobs, &host);
     let Some(base) = base else {
         let report = suite::run_into(&host, cases, &opts, &id, &dir)?;
         return Ok(finish_run(&report, &dir));
@@ -361,12 +414,13 @@ fn built_run(
     pipeline::keep_build_files(&base, &dir.join("base/kernel"));
     let base_host = k.host_for(base.kernel.clone())?;
     eprintln!("lab: running on the base kernel");
-    let base_opts = reproduce.options(
+    let mut base_opts = reproduce.options(
         &base_host,
         cases,
         results,
         with_target(pipe.properties(0, &base)),
     );
+    base_opts.parallel = opts.parallel;
     let base_report = suite::run_into(&base_host, cases, &base_opts, &id, &dir.join("base"))?;
     let mut combined = regressions_only(&patched, &base_report);
     combined

@@ -33,6 +33,9 @@ pub struct LabHost {
     pub accel_reason: String,
     /// Verifier VMs that check crash states at once (`--verify-jobs`).
     pub verify_jobs: usize,
+    /// `--verify-jobs` was given: kept as it is when testcases run in
+    /// parallel (otherwise the jobs share the default).
+    pub verify_jobs_chosen: bool,
     /// Read a crash state through the extent map of a mounted state whose
     /// bytes it shares outside the files' data (`--verify-mount-all`: no).
     pub verify_by_map: bool,
@@ -45,6 +48,21 @@ pub fn default_verify_jobs() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4)
+}
+
+/// `lab run`'s default `-j` on this host (lab_core::schedule::default_jobs
+/// from its cores and MemAvailable).
+pub fn default_jobs(accel: Accel) -> lab_core::schedule::Jobs {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(4096, |kib| kib / 1024);
+    lab_core::schedule::default_jobs(accel, cores, available_mib)
 }
 
 impl LabHost {
@@ -92,6 +110,7 @@ impl LabHost {
             accel,
             accel_reason,
             verify_jobs: default_verify_jobs(),
+            verify_jobs_chosen: false,
             verify_by_map: true,
         })
     }

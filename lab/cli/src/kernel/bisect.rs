@@ -336,6 +336,7 @@ fn test_level(
             tc_path.display()
         );
         let ropts = RunOptions {
+            parallel: suite::Parallel::SERIAL,
             results: dir.to_path_buf(),
             reproduce: format!("{prefix} {}", tc.name),
             reproduce_prefix: prefix,

@@ -208,9 +208,10 @@ pub struct Built {
     pub log: PathBuf,
 }
 
-/// Builds levels of one tree with one configuration. Holds a lock on the
-/// tree's cache repository for its lifetime: two labs checking out levels
-/// in the same work tree would build each other's sources.
+/// Builds levels of one tree with one configuration. Each build holds a
+/// lock on the tree's cache repository while it checks out and makes (two
+/// labs checking out levels in the same work tree would build each other's
+/// sources), and only then: a run's testcases never hold it.
 pub struct Builder {
     cache: PathBuf,
     tree: KernelTree,
@@ -221,7 +222,6 @@ pub struct Builder {
     compiler: String,
     ccache: bool,
     jobs: usize,
-    _lock: std::fs::File,
 }
 
 impl Builder {
@@ -257,7 +257,6 @@ impl Builder {
         if !ccache {
             eprintln!("lab: warning: ccache not found; kernel builds will not be cached across levels (scripts/setup.sh installs it)");
         }
-        let lock = lock_tree(&tree.repo)?;
         Ok(Builder {
             cache: cache.to_path_buf(),
             tree: tree.clone(),
@@ -267,7 +266,6 @@ impl Builder {
             compiler,
             ccache,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            _lock: lock,
         })
     }
 
@@ -294,6 +292,13 @@ impl Builder {
         let key = self.build_key(&tree_id);
         let artifacts = self.cache.join("kernel/artifacts");
         let art = artifacts.join(&key);
+        if let Some(b) = load_artifact(&art)? {
+            return Ok(b);
+        }
+        // The tree's lock for the checkout, the make and the cache update
+        // only: runs on kernels already built never wait for it.
+        let _lock = lock_tree(&self.tree.repo)?;
+        // Another lab may have built it while this one waited.
         if let Some(b) = load_artifact(&art)? {
             return Ok(b);
         }
@@ -511,6 +516,7 @@ impl Builder {
     /// before paying for its build. Requests that did not survive are an
     /// error as for a build.
     pub fn configure_only(&self, commit: &str, out: &Path) -> Result<(), BuildError> {
+        let _lock = lock_tree(&self.tree.repo)?;
         let tree_id = tree::tree_id(&self.tree.repo, commit)?;
         tree::checkout(&self.tree.repo, commit)?;
         let odir = self
@@ -820,7 +826,7 @@ fn first_line(cmd: &mut Command) -> Result<String> {
 
 /// An exclusive lock on a tree's cache repository (flock: released when the
 /// process dies, however it dies).
-fn lock_tree(repo: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_tree(repo: &Path) -> Result<std::fs::File> {
     crate::paths::lock_exclusive(
         &repo.with_extension("lock"),
         Some(&format!(

@@ -144,6 +144,9 @@ pub fn apply(tree: &KernelTree, s: &Series) -> Result<Levels> {
             });
         }
     }
+    // `git am` changes the cache repository: under the tree's lock (a
+    // series applied before is read from the memo above without it).
+    let _lock = super::build::lock_tree(repo)?;
     let levels = apply_now(tree, s)?;
     if levels.failure.is_none() {
         let _ = std::fs::create_dir_all(repo.join(".git/lab-levels"));

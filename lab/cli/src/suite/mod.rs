@@ -5,25 +5,28 @@ pub mod mapped;
 pub mod outcome;
 pub mod page;
 pub mod powercut;
+pub mod progress;
 pub mod results;
 pub mod sweep;
+pub mod vms;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use lab_core::limits::{self, LimitsReport};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
+use lab_core::schedule::{Queue, Slot as QueueSlot};
 use lab_core::steps::{self, Plan, Step, StepResult, StepVerdict};
 use lab_core::testcase::{self, Mkfs, Mount, Testcase, TestcaseError, Workload};
 
-use crate::host::launch::{Backing, LaunchError, VmPlan};
+use crate::host::launch::LaunchError;
 use crate::host::LabHost;
 use crate::proc::reaper;
 use crate::vm::{agent, Vm};
 use outcome::{judge_steps, lab_error, result, stamp_run_id, vm_error_result, StageError};
 use results::{new_run_dir, now_rfc3339, write_results};
+use vms::Vms;
 
 /// Loads testcases from files or directories (default `testcases/`).
 /// All errors are returned together so a user fixes them in one go.
@@ -117,17 +120,24 @@ pub struct RunOptions {
     pub reproduce_prefix: String,
     /// Added to the run's properties (the kernel build, the series).
     pub properties: Vec<(String, String)>,
+    /// How many testcases at once, and whether VMs are reused.
+    pub parallel: Parallel,
 }
 
-fn spinner(msg: String) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        eprintln!("{msg}");
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb.set_message(msg);
-    pb
+/// `lab run -j N`: up to `jobs` testcases at once, each in its own VM; with
+/// `reuse`, a worker runs testcases of one VM class in one booted VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallel {
+    pub jobs: usize,
+    pub reuse: bool,
+}
+
+impl Parallel {
+    /// One testcase at a time, each in a VM booted for it (`-j 1`).
+    pub const SERIAL: Parallel = Parallel {
+        jobs: 1,
+        reuse: false,
+    };
 }
 
 /// Runs the testcases and writes results/<run-id>/. Returns the report.
@@ -141,8 +151,16 @@ pub fn run(
     Ok((report, dir))
 }
 
+/// One run of one testcase: a testcase with `repeat: N` makes N.
+struct Slot<'a> {
+    tc: &'a Testcase,
+    suite_name: String,
+}
+
 /// Runs the testcases into `dir` (junit.xml, summary.json, one directory
-/// per testcase), rewriting the report after each testcase.
+/// per testcase), rewriting the report after each testcase. With several
+/// jobs the testcases finish in any order; the report lists them in the
+/// order they were given, whatever order they finished in.
 pub fn run_into(
     host: &LabHost,
     cases: &[(PathBuf, Testcase)],
@@ -153,7 +171,10 @@ pub fn run_into(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut properties = host.properties();
     properties.extend(opts.properties.iter().cloned());
-    let mut report = RunReport {
+    let par = opts.parallel;
+    properties.push(("run.jobs".into(), par.jobs.to_string()));
+    properties.push(("run.reuse".into(), par.reuse.to_string()));
+    let report = RunReport {
         run_id: id.to_string(),
         started_at: now_rfc3339(),
         properties,
@@ -161,44 +182,163 @@ pub fn run_into(
         reproduce: opts.reproduce.clone(),
         interrupted: false,
     };
-
-    'cases: for (_, tc) in cases {
-        for rep in 0..tc.repeat {
-            if reaper::interrupted() {
-                report.interrupted = true;
-                break 'cases;
-            }
-            let suite_name = if tc.repeat > 1 {
-                format!("{}#{}", tc.name, rep + 1)
-            } else {
-                tc.name.clone()
-            };
-            let case_dir = dir.join(&suite_name);
-            std::fs::create_dir_all(&case_dir)?;
-            let pb = spinner(format!("{suite_name}: booting ({})", host.accel.as_str()));
-            let started = Instant::now();
-            let mut suite = run_case(host, tc, &suite_name, &case_dir, &pb);
-            // The page's time split: total minus boot and verification.
-            suite.properties.push((
-                "case.total_s".into(),
-                format!("{:.2}", started.elapsed().as_secs_f64()),
-            ));
-            suite.reproduce = format!("{} {}", opts.reproduce_prefix, tc.name);
-            pb.finish_and_clear();
-            print_suite(&suite);
-            report.suites.push(suite);
-            write_results(dir, &report)?;
+    let slots: Vec<Slot> = cases
+        .iter()
+        .flat_map(|(_, tc)| {
+            (0..tc.repeat).map(move |rep| Slot {
+                tc,
+                suite_name: if tc.repeat > 1 {
+                    format!("{}#{}", tc.name, rep + 1)
+                } else {
+                    tc.name.clone()
+                },
+            })
+        })
+        .collect();
+    let queue = std::sync::Mutex::new(Queue::new(
+        slots
+            .iter()
+            .map(|s| QueueSlot {
+                class: if par.reuse { s.tc.vm_class() } else { None },
+                // One worker gains nothing from starting the long ones
+                // first: -j 1 keeps the given order.
+                power_cut: par.jobs > 1 && s.tc.power_cut.is_some(),
+            })
+            .collect(),
+    ));
+    // A testcase's verifier VMs share the host with the other jobs' VMs.
+    let mut host = host.clone();
+    if par.jobs > 1 && !host.verify_jobs_chosen {
+        host.verify_jobs = (host.verify_jobs / par.jobs).max(1);
+    }
+    let shared = Shared {
+        host: &host,
+        opts,
+        dir,
+        slots: &slots,
+        queue,
+        done: std::sync::Mutex::new(Done {
+            report,
+            suites: (0..slots.len()).map(|_| None).collect(),
+            error: None,
+        }),
+        bars: progress::Bars::new(par.jobs.min(slots.len()).max(1)),
+    };
+    std::thread::scope(|scope| {
+        for worker in 0..par.jobs.min(slots.len()).max(1) {
+            let shared = &shared;
+            scope.spawn(move || shared.work(worker));
         }
+    });
+    let done = shared.done;
+    let mut d = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = d.error.take() {
+        return Err(e);
     }
-    if reaper::interrupted() {
-        report.interrupted = true;
-    }
-    write_results(dir, &report)?;
-    Ok(report)
+    d.report.interrupted = reaper::interrupted() || d.suites.iter().any(Option::is_none);
+    d.write(dir)?;
+    Ok(d.collect())
 }
 
-/// One line per testcase; the checks that did not pass are listed under it.
-fn print_suite(s: &SuiteReport) {
+/// What a run's workers share.
+struct Shared<'a> {
+    host: &'a LabHost,
+    opts: &'a RunOptions,
+    dir: &'a Path,
+    slots: &'a [Slot<'a>],
+    queue: std::sync::Mutex<Queue>,
+    done: std::sync::Mutex<Done>,
+    bars: progress::Bars,
+}
+
+impl Shared<'_> {
+    /// One worker: takes testcases from the queue until none is left (or
+    /// Ctrl-C), runs each in a VM of its own or the one it holds, and
+    /// records and prints each as it finishes.
+    fn work(&self, worker: usize) {
+        let pb = self.bars.worker(worker);
+        let mut vms = if self.opts.parallel.reuse {
+            Vms::reusing()
+        } else {
+            Vms::one_each()
+        };
+        while !reaper::interrupted() {
+            let next = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                // A VM whose class has no testcase left is shut down now,
+                // not when the whole run ends.
+                if vms.held_class().is_some_and(|c| !q.wants(c)) {
+                    vms.let_go();
+                }
+                q.next(vms.held_class())
+            };
+            let Some(i) = next else { break };
+            let slot = &self.slots[i];
+            let case_dir = self.dir.join(&slot.suite_name);
+            if let Err(e) = std::fs::create_dir_all(&case_dir) {
+                self.done.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e.into());
+                break;
+            }
+            let started = Instant::now();
+            let reusing =
+                vms.held_class().is_some() && vms.held_class() == slot.tc.vm_class().as_deref();
+            pb.start(format!(
+                "{}: {} ({})",
+                slot.suite_name,
+                if reusing { "resetting a VM" } else { "booting" },
+                self.host.accel.as_str()
+            ));
+            let mut suite = run_case_on(
+                self.host,
+                slot.tc,
+                &slot.suite_name,
+                &case_dir,
+                pb.bar(),
+                &mut vms,
+            );
+            suite.reproduce = format!("{} {}", self.opts.reproduce_prefix, slot.tc.name);
+            suite.properties.push((
+                "time.total_s".into(),
+                format!("{:.2}", started.elapsed().as_secs_f64()),
+            ));
+            pb.clear();
+            self.bars.print(&suite_text(&suite));
+            let mut d = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            d.suites[i] = Some(suite);
+            if let Err(e) = d.write(self.dir) {
+                d.error = Some(e);
+                break;
+            }
+        }
+        vms.let_go();
+        self.bars.finish(worker);
+    }
+}
+
+/// What the workers have finished, in the order the testcases were given.
+struct Done {
+    report: RunReport,
+    suites: Vec<Option<SuiteReport>>,
+    error: Option<anyhow::Error>,
+}
+
+impl Done {
+    fn collect(&self) -> RunReport {
+        let mut r = self.report.clone();
+        r.suites = self.suites.iter().flatten().cloned().collect();
+        r
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        write_results(dir, &self.collect())
+    }
+}
+
+/// One line per testcase, the checks that did not pass under it: printed
+/// as one block, so a testcase's lines stay together whatever the other
+/// jobs print.
+fn suite_text(s: &SuiteReport) -> String {
+    use std::fmt::Write;
     let worst = s
         .results
         .iter()
@@ -216,63 +356,57 @@ fn print_suite(s: &SuiteReport) {
         .iter()
         .filter(|r| r.outcome == Outcome::Passed)
         .count();
-    let boot = s
-        .property("boot_to_ssh_s")
-        .map(|v| format!(", boot {v} s"))
-        .unwrap_or_default();
-    println!(
-        "{label:<5} {} ({passed}/{} checks passed{boot})",
+    let vm = match (s.property("boot_to_ssh_s"), s.property("vm.reused_after")) {
+        (Some(b), _) => format!(", boot {b} s"),
+        (None, Some(_)) => ", reused VM".to_string(),
+        (None, None) => String::new(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{label:<5} {} ({passed}/{} checks passed{vm})",
         s.name,
         s.results.len()
     );
     if let Some(first) = s.property("boot.retried_after") {
-        println!(
+        let _ = writeln!(
+            out,
             "      NOTE  first boot failed before any workload ({first}); retried once with a fresh VM"
         );
     }
     if worst >= 2 && !s.reproduce.is_empty() {
-        println!("      reproduce: {}", s.reproduce);
+        let _ = writeln!(out, "      reproduce: {}", s.reproduce);
     }
     for r in &s.results {
-        match &r.outcome {
-            Outcome::Passed => {}
-            Outcome::Failed { message, .. } => println!("      FAIL  {}: {message}", r.check),
-            Outcome::Skipped { reason } => println!("      SKIP  {}: {reason}", r.check),
-            Outcome::Error { message, .. } => println!("      ERROR {}: {message}", r.check),
-        }
+        let _ = match &r.outcome {
+            Outcome::Passed => Ok(()),
+            Outcome::Failed { message, .. } => writeln!(out, "      FAIL  {}: {message}", r.check),
+            Outcome::Skipped { reason } => writeln!(out, "      SKIP  {}: {reason}", r.check),
+            Outcome::Error { message, .. } => writeln!(out, "      ERROR {}: {message}", r.check),
+        };
     }
+    out
 }
 
-/// Test hook (`LAB_INJECT_BOOT_STALLS=N`): the first N boot attempts of
-/// every testcase stall at once. Lets the tests prove the retry and the
-/// lab-error report on real VMs; never set in normal use.
-fn injected_boot_stalls() -> u32 {
-    std::env::var("LAB_INJECT_BOOT_STALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The testcase's VM: its device on fresh scratch files, or, for a
-/// power-cut testcase, on the crash disk.
-fn case_vm_plan<'h>(host: &'h LabHost, tc: &Testcase, dir: &Path) -> VmPlan<'h> {
-    let backing = match tc.power_cut {
-        None => Backing::Scratch,
-        Some(_) => Backing::CrashDisk,
-    };
-    host.plan(dir.join("console.log"))
-        .disk(&tc.device, backing)
-        .boot_timeout(Duration::from_secs(tc.timeouts.boot_s))
-        .tools(&tc.guest_tools)
-        .stall_first_boots(injected_boot_stalls())
-}
-
+/// Runs one testcase in a VM booted for it.
 pub(crate) fn run_case(
     host: &LabHost,
     tc: &Testcase,
     suite_name: &str,
     dir: &Path,
     pb: &indicatif::ProgressBar,
+) -> SuiteReport {
+    run_case_on(host, tc, suite_name, dir, pb, &mut Vms::one_each())
+}
+
+/// Runs one testcase in a VM from `vms`: booted for it, or reused.
+pub(crate) fn run_case_on(
+    host: &LabHost,
+    tc: &Testcase,
+    suite_name: &str,
+    dir: &Path,
+    pb: &indicatif::ProgressBar,
+    vms: &mut Vms,
 ) -> SuiteReport {
     let mut suite = SuiteReport {
         name: suite_name.to_string(),
@@ -310,8 +444,9 @@ pub(crate) fn run_case(
             .push(lab_error(suite_name, "qemu", &e, start.elapsed()));
         return suite;
     }
-    let mut case_vm = match case_vm_plan(host, tc, dir).boot_retrying("boot-1") {
-        Ok(vm) => vm,
+    let cmd_timeout = Duration::from_secs(tc.timeouts.command_s);
+    let mut lease = match vms.acquire(host, tc, dir, cmd_timeout) {
+        Ok(lease) => lease,
         Err(LaunchError::Setup { stage, error }) => {
             suite
                 .results
@@ -331,33 +466,55 @@ pub(crate) fn run_case(
             return suite;
         }
     };
-    if let Some(first) = &case_vm.retried_after {
+    if let Some(first) = &lease.vm.retried_after {
         // Said in the results (and by print_suite on the terminal): the
         // verdicts come from the second VM.
         suite
             .properties
             .push(("boot.retried_after".into(), first.clone()));
     }
-    let (vm, crash) = (&mut case_vm.vm, &case_vm.crash);
-    for (stage, at) in &vm.stage_times {
-        suite.properties.push((
-            format!("boot.{stage}_done_s"),
-            format!("{:.2}", at.as_secs_f64()),
-        ));
-    }
-    if let Some(b) = vm.boot_time {
+    if let Some(why) = &lease.reset_failed {
         suite
             .properties
-            .push(("boot_to_ssh_s".into(), format!("{:.2}", b.as_secs_f64())));
+            .push(("vm.reset_failed".into(), why.clone()));
     }
-    pb.set_message(format!("{suite_name}: running {}", tc.workload.label()));
-    let cmd_timeout = Duration::from_secs(tc.timeouts.command_s);
-    if let Err(e) = vm.wait_modules(cmd_timeout) {
+    if lease.booted {
+        let vm = &lease.vm;
+        for (stage, at) in &vm.stage_times {
+            suite.properties.push((
+                format!("boot.{stage}_done_s"),
+                format!("{:.2}", at.as_secs_f64()),
+            ));
+        }
+        if let Some(b) = vm.boot_time {
+            suite
+                .properties
+                .push(("boot_to_ssh_s".into(), format!("{:.2}", b.as_secs_f64())));
+        }
+        if let Err(e) = lease.vm.wait_modules(cmd_timeout) {
+            suite
+                .results
+                .push(vm_error_result(suite_name, "modules", &e, start.elapsed()));
+            let _ = vms.release(lease, suite_name, false);
+            return suite;
+        }
+        vms.baseline(&mut lease, cmd_timeout);
+    } else {
         suite
-            .results
-            .push(vm_error_result(suite_name, "modules", &e, start.elapsed()));
-        return suite;
+            .properties
+            .push(("vm.reused_after".into(), lease.served_before().join(" ")));
+        if let Some(r) = &lease.reset {
+            suite.properties.push(("vm.reset".into(), r.clone()));
+        }
+        if let Some(t) = lease.reset_time {
+            suite
+                .properties
+                .push(("vm.reset_s".into(), format!("{:.2}", t.as_secs_f64())));
+        }
     }
+    let workload_started = Instant::now();
+    let (vm, crash) = (&mut lease.vm.vm, &lease.vm.crash);
+    pb.set_message(format!("{suite_name}: running {}", tc.workload.label()));
     // A power-cut testcase runs its steps or generator on the crash disk.
     let cut_workload = match &tc.workload {
         Workload::Steps(steps) => Some(crate::suite::powercut::CutWorkload::Steps(steps)),
@@ -438,7 +595,15 @@ pub(crate) fn run_case(
             t,
         ));
     }
-    if let Err(e) = case_vm.shutdown() {
+    suite.properties.push((
+        "time.workload_s".into(),
+        format!("{:.2}", workload_started.elapsed().as_secs_f64()),
+    ));
+    let clean = suite
+        .results
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Passed | Outcome::Skipped { .. }));
+    if let Err(e) = vms.release(lease, suite_name, clean) {
         suite
             .results
             .push(vm_error_result(suite_name, "shutdown", &e, start.elapsed()));

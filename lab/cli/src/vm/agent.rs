@@ -59,6 +59,18 @@ pub fn scan(files: &[String]) -> String {
     format!("lab-guest scan {}", files.join(" "))
 }
 
+/// `lab-guest baseline`: records the freshly booted guest (processes,
+/// mounts, tunables, scratch files) for later resets.
+pub fn baseline() -> String {
+    "lab-guest baseline".into()
+}
+
+/// `lab-guest reset`: back to the baseline before another testcase runs
+/// in this VM; one JSON line says what it undid.
+pub fn reset() -> String {
+    "lab-guest reset".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -508,6 +508,25 @@ impl Vm {
         tail(self.console_log(), 40)
     }
 
+    /// Writes the serial console to `path` from now on (QMP
+    /// `chardev-change`): a VM reused for another testcase writes that
+    /// testcase's console to its own log. The watch starts afresh on the
+    /// new file; a VM is reused only when its console had no splat.
+    pub fn redirect_console(&mut self, path: &Path) -> Result<(), VmError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(anyhow::Error::from)?;
+        }
+        self.qmp()?.console_to(path)?;
+        self.spec.console_log = path.to_string_lossy().into_owned();
+        *self.console.borrow_mut() = ConsoleWatch::new(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        !self.wait_exit(Duration::ZERO)
+    }
+
     /// Splats in the console so far.
     pub fn splats(&self) -> Vec<Splat> {
         self.console.borrow_mut().splats()

@@ -132,6 +132,27 @@ impl QmpClient {
             .with_context(|| format!("human-monitor-command {command:?}"))
     }
 
+    /// `chardev-change`: the serial console (chardev `console`) writes to
+    /// `path` from now on, truncated first.
+    pub fn console_to(&mut self, path: &Path) -> Result<()> {
+        let file = qmp::ChardevFile {
+            base: qmp::ChardevCommon {
+                logappend: None,
+                logfile: None,
+            },
+            append: Some(false),
+            in_: None,
+            out: path.to_string_lossy().into_owned(),
+        };
+        self.qmp
+            .execute(&qmp::chardev_change {
+                id: "console".into(),
+                backend: qmp::ChardevBackend::file(qmp::ChardevFileWrapper { data: file }),
+            })
+            .with_context(|| format!("chardev-change console to {}", path.display()))?;
+        Ok(())
+    }
+
     /// `quit`: QEMU exits at once (the clean end of a VM the lab is done with).
     pub fn quit(&mut self) -> Result<()> {
         match self.qmp.execute(&qmp::quit {}) {

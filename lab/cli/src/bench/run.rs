@@ -1,0 +1,144 @@
+//! `lab bench run`: the default testcases (or a named subset) run twice in
+//! one invocation, with one VM booted for every testcase one after another
+//! (`-j 1`, the baseline) and with `-j N` plus VM reuse: wall time of each,
+//! the speed-up, boots per testcase, where each run's time went (boot,
+//! reset, workload, verification, summed over testcases), and whether every
+//! check came out the same.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use lab_core::report::{RunReport, SuiteReport};
+
+use crate::bench::{accel_record, rec, Measurement};
+use crate::host::LabHost;
+use crate::paths;
+use crate::suite::{self, Parallel, RunOptions};
+
+pub struct RunBenchPlan {
+    pub filters: Vec<String>,
+    /// `-j` of the parallel run (default: the host's).
+    pub jobs: Option<usize>,
+}
+
+pub fn bench_run(host: &LabHost, plan: &RunBenchPlan) -> Result<Vec<Measurement>> {
+    let all = suite::load(&[host.root.join("testcases")]).map_err(|errs| {
+        anyhow::anyhow!(
+            "{}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let cases = suite::select(all, &plan.filters);
+    if cases.is_empty() {
+        bail!("no testcase matches {:?}", plan.filters);
+    }
+    let jobs = plan
+        .jobs
+        .unwrap_or_else(|| crate::host::default_jobs(host.accel).jobs);
+    let runs_dir = runs_dir(&host.root);
+    let mut out = vec![
+        accel_record(host),
+        rec("testcases", cases.len() as f64, "count"),
+        rec("jobs", jobs as f64, "count"),
+    ];
+    let mut reports = Vec::new();
+    for (label, par) in [
+        ("serial", Parallel::SERIAL),
+        ("parallel", Parallel { jobs, reuse: true }),
+    ] {
+        eprintln!(
+            "lab bench run: {label} ({} jobs, reuse {})",
+            par.jobs, par.reuse
+        );
+        let opts = RunOptions {
+            results: runs_dir.join(label),
+            reproduce: format!("lab run -j {}", par.jobs),
+            reproduce_prefix: format!("lab run -j {}", par.jobs),
+            properties: vec![("bench.run".into(), label.into())],
+            parallel: par,
+        };
+        let started = Instant::now();
+        let (report, dir) = suite::run(host, &cases, &opts)?;
+        let wall = started.elapsed().as_secs_f64();
+        if report.interrupted {
+            bail!("interrupted; partial runs in {}", runs_dir.display());
+        }
+        out.extend(split_records(label, &report, wall, &dir));
+        reports.push((wall, report));
+    }
+    let (serial_wall, serial) = &reports[0];
+    let (parallel_wall, parallel) = &reports[1];
+    out.push(rec("speedup", serial_wall / parallel_wall, "ratio"));
+    let differ = differing_testcases(serial, parallel);
+    out.push(rec("verdicts_differing", differ.len() as f64, "testcases"));
+    for name in differ {
+        eprintln!("lab bench run: {name}: the checks differ between the two runs");
+    }
+    Ok(out)
+}
+
+fn prop_sum(report: &RunReport, key: &str) -> f64 {
+    report
+        .suites
+        .iter()
+        .filter_map(|s| s.property(key)?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Wall time, boots, and the time of all testcases summed by part.
+fn split_records(label: &str, r: &RunReport, wall: f64, dir: &Path) -> Vec<Measurement> {
+    let n = r.suites.len().max(1) as f64;
+    let boots = r
+        .suites
+        .iter()
+        .filter(|s| s.property("boot_to_ssh_s").is_some())
+        .count() as f64;
+    let c = r.counts();
+    let m = |what: &str, v: f64, unit: &str| rec(&format!("{label}.{what}"), v, unit);
+    eprintln!("lab bench run: {label} run in {}", dir.display());
+    vec![
+        m("wall_s", wall, "s"),
+        m("boots_per_testcase", boots / n, "ratio"),
+        m("boot_s_sum", prop_sum(r, "boot_to_ssh_s"), "s"),
+        m("reset_s_sum", prop_sum(r, "vm.reset_s"), "s"),
+        m("workload_s_sum", prop_sum(r, "time.workload_s"), "s"),
+        m("verify_s_sum", prop_sum(r, "verify.total_s"), "s"),
+        m("testcase_s_sum", prop_sum(r, "time.total_s"), "s"),
+        m("checks_passed", c.passed as f64, "count"),
+        m("checks_failed", (c.failed + c.errors) as f64, "count"),
+        m("checks_skipped", c.skipped as f64, "count"),
+    ]
+}
+
+/// (check, outcome) of a testcase, in order.
+fn verdicts(s: &SuiteReport) -> Vec<(String, &'static str)> {
+    s.results
+        .iter()
+        .map(|r| (r.check.clone(), r.outcome.label()))
+        .collect()
+}
+
+/// Testcases whose checks or outcomes differ between two runs.
+fn differing_testcases(a: &RunReport, b: &RunReport) -> Vec<String> {
+    let mut names: Vec<&String> = a.suites.iter().map(|s| &s.name).collect();
+    names.extend(b.suites.iter().map(|s| &s.name));
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|n| {
+            let find = |r: &RunReport| r.suites.iter().find(|s| &s.name == *n).map(verdicts);
+            find(a) != find(b)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Where the two runs are kept: `results/bench-run/{serial,parallel}`.
+pub fn runs_dir(root: &Path) -> PathBuf {
+    paths::results_dir(root).join("bench-run")
+}

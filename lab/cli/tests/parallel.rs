@@ -1,0 +1,225 @@
+//! `lab run -j N` with VM reuse against `-j 1` (a VM booted for every
+//! testcase): the same verdicts and op logs, a reused VM that was wiped,
+//! and Ctrl-C or SIGKILL with several VMs up leaving nothing behind.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+mod common;
+use common::{lab, qemu_children_of, read, run_prop, suite_results, wait_for, LabRun};
+
+/// One VM class of four testcases (the clean-slate control's three runs
+/// litter the VM for whoever comes next), a seeded generator, a limits
+/// check and a power cut (always a VM of its own).
+const SUBSET: [&str; 5] = [
+    "limits-4k",
+    "atomic-errors-xfs-4k",
+    "generate-direct-xfs-4k",
+    "powercut-raw-atomic-4k",
+    "clean-slate-xfs-4k",
+];
+
+fn run_with(jobs: &str) -> LabRun {
+    let mut args = vec![
+        "-j",
+        jobs,
+        "--testcases",
+        "testcases",
+        "--testcases",
+        "testcases/controls/clean-slate-xfs-4k.yaml",
+    ];
+    args.extend(SUBSET);
+    let run = LabRun::new(&args, &[]);
+    run.expect_exit(0);
+    run
+}
+
+/// Each generator thread's operations and results, in the thread's order
+/// (threads interleave differently from run to run; a thread's own
+/// sequence is the seed's).
+fn ops_by_thread(oplog: &Path) -> BTreeMap<u64, Vec<String>> {
+    let mut by = BTreeMap::<u64, Vec<String>>::new();
+    for line in read(oplog).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(t) = v.get("thread").and_then(|t| t.as_u64()) {
+            by.entry(t)
+                .or_default()
+                .push(format!("{} -> {}", v["step"], v["result"]));
+        }
+    }
+    by
+}
+
+#[test]
+fn two_jobs_with_reuse_give_the_verdicts_of_one_boot_per_testcase() {
+    let serial = run_with("1");
+    let parallel = run_with("2");
+    let (s, p) = (serial.summary(), parallel.summary());
+    assert_eq!(run_prop(&s, "run.reuse"), "false");
+    assert_eq!(
+        (run_prop(&p, "run.jobs"), run_prop(&p, "run.reuse")),
+        ("2".into(), "true".into())
+    );
+
+    // The same testcases in the same order, whatever order they finished in.
+    let names = |r: &lab_core::report::RunReport| -> Vec<String> {
+        r.suites.iter().map(|s| s.name.clone()).collect()
+    };
+    assert_eq!(names(&s), names(&p));
+    assert_eq!(s.suites.len(), 7, "{:?}", names(&s));
+    for name in names(&s) {
+        let (a, b) = (suite_results(&s, &name), suite_results(&p, &name));
+        // A power cut races the guest's report of its last steps: a step
+        // the agent printed just before the cut may or may not reach the
+        // host (the model's "may or may not have happened"), with or
+        // without reuse. Every verdict, and every step both runs heard
+        // of, must agree.
+        let cut = a.iter().any(|(check, ..)| check == "power_cut.cut");
+        let heard = |v: &[(String, String, String)], check: &str| {
+            !cut || !check.starts_with("step") || v.iter().any(|(c, ..)| c == check)
+        };
+        let a2: Vec<_> = a.iter().filter(|(c, ..)| heard(&b, c)).collect();
+        let b2: Vec<_> = b.iter().filter(|(c, ..)| heard(&a, c)).collect();
+        assert_eq!(
+            a2, b2,
+            "{name}: the checks differ between -j 1 and -j 2 with reuse"
+        );
+        assert!(
+            a2.len() + 2 >= a.len().max(b.len()),
+            "{name}: {a:?} against {b:?}"
+        );
+    }
+    let (so, po) = (
+        ops_by_thread(&serial.dir().join("generate-direct-xfs-4k/oplog.jsonl")),
+        ops_by_thread(&parallel.dir().join("generate-direct-xfs-4k/oplog.jsonl")),
+    );
+    assert!(!so.is_empty());
+    assert_eq!(so, po, "the seeded generator's operations differ");
+
+    // -j 1 boots a VM for every testcase; -j 2 reuses them within a class.
+    assert!(s
+        .suites
+        .iter()
+        .all(|x| x.property("boot_to_ssh_s").is_some() && x.property("vm.reused_after").is_none()));
+    let booted = p
+        .suites
+        .iter()
+        .filter(|x| x.property("boot_to_ssh_s").is_some())
+        .count();
+    let reused: Vec<_> = p
+        .suites
+        .iter()
+        .filter(|x| x.property("vm.reused_after").is_some())
+        .collect();
+    assert_eq!(booted + reused.len(), 7);
+    assert!(reused.len() >= 2, "{:?}", names(&p));
+    assert!(p
+        .suites
+        .iter()
+        .find(|x| x.name == "powercut-raw-atomic-4k")
+        .is_some_and(|x| x.property("vm.reused_after").is_none()));
+    // Whoever ran after a clean-slate control found its litter undone.
+    let after_litter = reused
+        .iter()
+        .filter(|x| {
+            x.property("vm.reused_after")
+                .unwrap()
+                .split(' ')
+                .next_back()
+                .is_some_and(|prev| prev.starts_with("clean-slate"))
+        })
+        .collect::<Vec<_>>();
+    for x in &after_litter {
+        let reset = x.property("vm.reset").unwrap();
+        for undone in [
+            "sleep",
+            "/mnt/litter",
+            "dirty_expire_centisecs",
+            "read_ahead_kb",
+            "/tmp/litter",
+        ] {
+            assert!(reset.contains(undone), "{}: {reset}", x.name);
+        }
+    }
+    // A reused VM's testcase has its own console log.
+    for x in &reused {
+        assert!(parallel.dir().join(&x.name).join("console.log").is_file());
+    }
+}
+
+/// The private directories (keys, sockets) of lab process `pid`.
+fn private_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let mid = format!("-{pid}-");
+    std::fs::read_dir(base)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("lab-") && n.contains(&mid)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+fn start_two_vms(results: &Path) -> (std::process::Child, Vec<u32>) {
+    let child = lab()
+        .args(["run", "-j", "2", "limits-4k", "limits-512", "--results"])
+        .arg(results)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_for("two QEMUs", Duration::from_secs(120), || {
+        qemu_children_of(pid).len() == 2
+    });
+    let qemus = qemu_children_of(pid);
+    (child, qemus)
+}
+
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn ctrl_c_or_sigkill_with_two_vms_up_leaves_nothing_behind() {
+    // Ctrl-C: both VMs stop, the partial results are written, exit 130.
+    let results = tempfile::tempdir().unwrap();
+    let (child, qemus) = start_two_vms(results.path());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    for q in qemus {
+        assert!(gone(q), "QEMU {q} outlived Ctrl-C");
+    }
+    let run = std::fs::canonicalize(results.path().join("latest")).unwrap();
+    assert!(common::summary_in(&run).interrupted);
+    assert!(run.join("junit.xml").is_file());
+
+    // SIGKILL: the QEMUs die with lab (PR_SET_PDEATHSIG); its private
+    // directories stay until the next lab starts and removes them.
+    let results = tempfile::tempdir().unwrap();
+    let (mut child, qemus) = start_two_vms(results.path());
+    let pid = child.id();
+    let dirs = private_dirs_of(pid);
+    assert!(dirs.len() >= 2, "{dirs:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("QEMU to die with lab", Duration::from_secs(10), || {
+        qemus.iter().all(|q| gone(*q))
+    });
+    assert!(dirs.iter().all(|d| d.exists()), "nothing removes them yet");
+    let (code, _, stderr) = common::output(lab().args(["run", "--list"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    for d in &dirs {
+        assert!(!d.exists(), "{} was left behind", d.display());
+    }
+}
