@@ -3,7 +3,7 @@
 #
 #   scripts/setup.sh          install packages, fetch the default kernel, build `lab`
 #   scripts/setup.sh run      ... then run the default testcases (results/)
-#   scripts/setup.sh test     ... then run the test suite
+#   scripts/setup.sh test     ... then run the test suite (installs chromium for it)
 #
 # Everything the lab downloads lives under $LAB_CACHE (default ~/.cache/lab).
 # The host's apt sources only gain bookworm-backports (for QEMU 10); kernels from
@@ -276,6 +276,17 @@ case "$mode" in
   run)   exec "$here/target/release/lab" run ;;
   test)
     cd "$here"
+    # Only the tests need a browser: lab/cli/tests/report.rs opens the HTML
+    # reports in headless Chromium (Debian's own package, no snap, no npm).
+    if ! command -v chromium >/dev/null; then
+      log "installing chromium (headless, for the HTML report tests)"
+      export DEBIAN_FRONTEND=noninteractive
+      sudo_ apt-get install -y -qq --no-install-recommends chromium >/dev/null || {
+        sudo_ apt-get update -qq
+        sudo_ apt-get install -y -qq --no-install-recommends chromium >/dev/null
+      }
+      command -v chromium >/dev/null || die "chromium not installed after apt"
+    fi
     log "cargo fmt --check, clippy -D warnings"
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -q -- -D warnings

@@ -9,7 +9,10 @@
 //! every file includes); the bisection then builds incrementally.
 
 mod common;
-use common::{lab, outcome, output, prop, read, run_prop, suite_of, summary_of};
+use common::{
+    check_bisect_page, check_page, keep_page, lab, outcome, output, prop, read, run_prop, suite_of,
+    summary_of,
+};
 
 #[test]
 fn the_buffered_atomic_series_runs_the_buffered_testcases_for_real() {
@@ -120,6 +123,14 @@ fn bisect_names_the_broken_patch_of_the_buffered_series() {
         .unwrap();
     assert_eq!(bad["verdict"], "bad");
     assert!(bad["reason"].as_str().unwrap().contains("torn"), "{bad}");
+    // The bisection's page, in a browser: the culprit and every step.
+    let page = check_page(&run);
+    check_bisect_page(
+        &page,
+        "4/5 xfs: write buffered atomic writes through in two halves",
+        b["steps"].as_array().unwrap().len(),
+    );
+    keep_page(&page, "bisect-buffered");
 }
 
 /// The broken variant's two-halves patch is caught by a sweep with no

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{lab, output, read, root, run_prop, summary_of};
+use common::{
+    check_bisect_page, check_page, keep_page, lab, output, read, root, run_prop, summary_of,
+};
 
 fn demo_series() -> PathBuf {
     root().join("patches/demo-atomic-align")
@@ -205,6 +207,14 @@ fn bisect_names_the_planted_patch_of_the_demo_series() {
     // The reproduce line of a step builds exactly that level.
     let summary = read(&run.join("level-3/try-1/summary.json"));
     assert!(summary.contains("--upto 3"), "{summary}");
+    // The bisection's page, in a browser: the culprit and the four steps.
+    let page = check_page(&run);
+    check_bisect_page(
+        &page,
+        "3/4 fs: test atomic write alignment with a mask",
+        steps.len(),
+    );
+    keep_page(&page, "bisect-demo");
 }
 
 #[test]

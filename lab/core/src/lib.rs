@@ -12,6 +12,7 @@ pub mod filemap;
 pub mod folio;
 pub mod generate;
 pub mod gitam;
+pub mod html;
 pub mod kconfig;
 pub mod kmod;
 pub mod limits;

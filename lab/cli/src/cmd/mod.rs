@@ -54,7 +54,8 @@ pub enum Cmd {
     Verify(verify::VerifyArgs),
     /// Benchmarks; results go to results/bench/<what>.json.
     Bench(bench::BenchArgs),
-    /// Results of several runs as one: `merge` joins a run's shards.
+    /// The HTML page of a results directory (`lab report DIR`), or several
+    /// runs as one (`merge` joins a run's shards).
     Report(report::ReportArgs),
 }
 

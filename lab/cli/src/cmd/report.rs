@@ -2,6 +2,9 @@
 //! the results of a run's shards (`lab run --shard M/N` in each CI job).
 //! The rules (same kernel, no testcase twice, what no shard ran) live in
 //! `lab_core::merge`; this reads the shards and writes the merged run.
+//!
+//! `lab report DIR`: writes (again) the HTML page of any results directory
+//! (`suite::page`), e.g. one an older lab wrote, or after copying it.
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +13,18 @@ use lab_core::report::RunReport;
 use crate::exit::{CmdError, Exit};
 use crate::suite::results::write_results;
 
+// `lab report DIR` or `lab report merge ...`: a positional directory and a
+// subcommand that exclude each other, so `merge` stays a subcommand and any
+// other word is a directory (`./merge` is one named merge).
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReportArgs {
     #[command(subcommand)]
-    pub what: ReportCmd,
+    pub what: Option<ReportCmd>,
+    /// A results directory (holding summary.json) whose index.html to
+    /// write again.
+    #[arg(required = true)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -34,9 +45,26 @@ pub enum ReportCmd {
 }
 
 pub fn run(args: ReportArgs) -> Result<Exit, CmdError> {
-    match args.what {
-        ReportCmd::Merge { dirs, out } => merge(&dirs, &out),
+    match (args.what, args.dir) {
+        (Some(ReportCmd::Merge { dirs, out }), _) => merge(&dirs, &out),
+        (None, Some(dir)) => page(&dir),
+        (None, None) => Err(CmdError::bad_input(
+            "lab report needs a results directory or `merge`",
+        )),
     }
+}
+
+/// `lab report DIR`: the page of a results directory; exit 0 once written.
+fn page(dir: &Path) -> Result<Exit, CmdError> {
+    if !dir.join("summary.json").is_file() {
+        return Err(CmdError::bad_input(format!(
+            "{}: no summary.json (give a run's results directory)",
+            dir.display()
+        )));
+    }
+    let path = crate::suite::page::write(dir).map_err(CmdError::Lab)?;
+    println!("page: {}", path.display());
+    Ok(Exit::Passed)
 }
 
 /// A shard's summary: `DIR/summary.json`, else `DIR/latest/summary.json`.
@@ -90,5 +118,6 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Result<Exit, CmdError> {
         );
     }
     println!("results: {}", out.display());
+    crate::suite::page::write_and_print(out);
     Ok(Exit::of_report(r))
 }

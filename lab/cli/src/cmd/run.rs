@@ -320,6 +320,7 @@ fn finish_run(report: &RunReport, dir: &Path) -> Exit {
     );
     println!("results: {}", dir.display());
     println!("reproduce: {}", report.reproduce);
+    suite::page::write_and_print(dir);
     Exit::of_report(report)
 }
 
@@ -382,6 +383,7 @@ fn built_run(
             };
             suite::results::write_results(&dir, &report)?;
             println!("results: {}", dir.display());
+            suite::page::write_and_print(&dir);
             return Ok(Exit::Failed);
         }
     };

@@ -259,6 +259,7 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
     );
     println!("results: {}", dir.display());
     println!("reproduce: {reproduce}");
+    suite::page::write_and_print(&dir);
     Ok(code)
 }
 

@@ -422,9 +422,12 @@ pub fn judge(content: &Content, model: &lab_model::Model) -> Option<Outcome> {
 /// Keeps a failing judgement (state `i`'s delta, the recipe that made it
 /// and the op log that judged it) as `crash/<name>/`, and says in the
 /// outcome how to judge it again; a state that could not be kept says why.
+/// The verifier's scan of it goes beside it as `scan.json`, so the run's
+/// page can draw its sector map without rebuilding and mounting the state.
 #[allow(clippy::too_many_arguments)]
 pub fn keep_failure(
     outcome: Outcome,
+    content: &Content,
     dir: &Path,
     base: &Path,
     store: &StateStore,
@@ -437,10 +440,18 @@ pub fn keep_failure(
         return outcome;
     };
     match keep_state(&dir.join("crash"), base, store, i, st, name, kept) {
-        Ok(d) => Outcome::Failed {
-            message: format!("{message} (reproduce: lab verify {})", d.display()),
-            detail,
-        },
+        Ok(d) => {
+            if let Content::Scanned(files) = content {
+                let _ = std::fs::write(
+                    d.join("scan.json"),
+                    serde_json::to_string(files).unwrap_or_default(),
+                );
+            }
+            Outcome::Failed {
+                message: format!("{message} (reproduce: lab verify {})", d.display()),
+                detail,
+            }
+        }
         Err(e) => Outcome::Failed {
             message,
             detail: format!("{detail}\n(could not keep the state: {e:#})"),

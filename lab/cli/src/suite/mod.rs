@@ -3,6 +3,7 @@
 pub mod contents;
 pub mod mapped;
 pub mod outcome;
+pub mod page;
 pub mod powercut;
 pub mod progress;
 pub mod results;

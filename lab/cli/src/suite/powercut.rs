@@ -412,7 +412,8 @@ fn verify_states(
             recipe: st.recipe.to_string(),
             timeout_s: tc.timeouts.command_s,
         };
-        let outcome = contents::keep_failure(outcome, dir, base, store, i, st, &name, &kept);
+        let outcome =
+            contents::keep_failure(outcome, content, dir, base, store, i, st, &name, &kept);
         results.push(result(case, &format!("state.{name}"), outcome, per_state));
     }
     results.extend(checked.results);

@@ -339,6 +339,7 @@ pub(crate) fn judge_sweep(
         };
         let outcome = contents::keep_failure(
             outcome,
+            &checked.contents[j.state],
             dir,
             base,
             &store,

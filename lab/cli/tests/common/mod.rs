@@ -203,3 +203,240 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A run's HTML page as headless Chromium showed it.
+pub struct Page {
+    /// The page's file (`<run>/index.html`).
+    pub path: PathBuf,
+    /// The DOM after loading (`--dump-dom`), as HTML.
+    pub dom: String,
+    /// What a person reads: the DOM's text, tags dropped, entities decoded.
+    pub text: String,
+    /// The screenshot kept beside the page (`index.png`).
+    pub screenshot: PathBuf,
+}
+
+/// Debian's Chromium (`LAB_CHROMIUM` to use another). No skip: without a
+/// browser the page tests fail and say how to get one.
+pub fn chromium() -> PathBuf {
+    let name = std::env::var("LAB_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(&name))
+        .chain(std::iter::once(PathBuf::from(&name)))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no `{name}` on PATH: the HTML page tests open the page in headless Chromium; \
+                 run `scripts/setup.sh test` (it installs Debian's chromium) or \
+                 `apt-get install --no-install-recommends chromium`"
+            )
+        })
+}
+
+/// Headless Chromium on `url` with its own profile; returns stdout and
+/// stderr. `--enable-logging=stderr --v=0` makes it print every console
+/// message (CSP violations included) as an `INFO:CONSOLE` line: the page
+/// has no script, so any such line is an error. No DevTools protocol.
+fn run_chromium(extra: &[String], url: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .args(["-k", "10", "120"])
+        .arg(chromium())
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "chromium {extra:?} {url}: {:?}\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// `%XX` escapes of a link back to bytes.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The text of an HTML document: tags dropped, the entities the lab and
+/// Chromium write decoded.
+pub fn visible_text(dom: &str) -> String {
+    let mut text = String::with_capacity(dom.len());
+    let mut in_tag = false;
+    for ch in dom.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// Every value of attribute `name` in an HTML text.
+fn attr_values<'a>(html: &'a str, name: &str) -> Vec<&'a str> {
+    let pat = format!(" {name}=\"");
+    html.match_indices(&pat)
+        .map(|(i, _)| {
+            let rest = &html[i + pat.len()..];
+            &rest[..rest.find('"').unwrap_or(rest.len())]
+        })
+        .collect()
+}
+
+/// Opens `<run>/index.html` in headless Chromium and checks what any page
+/// must be: under 2 MB, no script, no console message, every link and
+/// source either an anchor on the page or a file in the results directory
+/// (nothing on the network), and keeps a screenshot as `<run>/index.png`.
+/// Returns the page as the browser has it for the caller's own checks.
+pub fn check_page(run: &Path) -> Page {
+    let page = run.join("index.html");
+    let size = std::fs::metadata(&page)
+        .unwrap_or_else(|e| panic!("{}: {e} (every run writes its page)", page.display()))
+        .len();
+    assert!(
+        size < 2 << 20,
+        "{}: {size} bytes, over 2 MB",
+        page.display()
+    );
+    let url = format!("file://{}", std::fs::canonicalize(&page).unwrap().display());
+    let (dom, stderr) = run_chromium(&["--dump-dom".into()], &url);
+    assert!(dom.contains("</html>"), "no DOM from chromium:\n{stderr}");
+    let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(
+        console.is_empty(),
+        "console messages on {}:\n{}",
+        page.display(),
+        console.join("\n")
+    );
+    let lower = dom.to_lowercase();
+    for tag in ["<script", "<iframe", "<object", "<embed", "<img"] {
+        assert!(!lower.contains(tag), "{tag} in {}", page.display());
+    }
+    for link in attr_values(&dom, "href")
+        .into_iter()
+        .chain(attr_values(&dom, "src"))
+    {
+        if let Some(id) = link.strip_prefix('#') {
+            assert!(
+                dom.contains(&format!("id=\"{id}\"")),
+                "{}: link to #{id}, which is not on the page",
+                page.display()
+            );
+            continue;
+        }
+        let scheme = link
+            .split_once(':')
+            .is_some_and(|(s, _)| !s.contains('/') && !s.is_empty());
+        assert!(
+            !scheme && !link.starts_with("//"),
+            "{}: reference {link} leaves the results directory",
+            page.display()
+        );
+        let target = run.join(percent_decode(link.split('#').next().unwrap()));
+        assert!(
+            target.exists(),
+            "{}: broken reference {link} ({} does not exist)",
+            page.display(),
+            target.display()
+        );
+    }
+    let screenshot = run.join("index.png");
+    let _ = std::fs::remove_file(&screenshot);
+    run_chromium(
+        &[
+            format!("--screenshot={}", screenshot.display()),
+            "--window-size=1280,2000".into(),
+        ],
+        &url,
+    );
+    let png =
+        std::fs::read(&screenshot).unwrap_or_else(|e| panic!("{}: {e}", screenshot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        screenshot.display()
+    );
+    let text = visible_text(&dom);
+    Page {
+        path: page,
+        dom,
+        text,
+        screenshot,
+    }
+}
+
+/// What the page of a bisection that named `culprit` (a patch's label,
+/// `3/4 subject`) in `steps` steps shows: the culprit, the strip of steps
+/// with their verdicts and times, the reproduce line.
+pub fn check_bisect_page(page: &Page, culprit: &str, steps: usize) {
+    assert!(
+        page.text.contains(&format!("first bad patch: {culprit}")),
+        "{}: the culprit is not named",
+        page.path.display()
+    );
+    assert!(page.dom.contains("class=\"culprit\""));
+    assert_eq!(
+        page.dom.matches("<div class=\"step ").count(),
+        steps,
+        "{}: one box per step",
+        page.path.display()
+    );
+    assert!(page.dom.contains("class=\"step good\""));
+    assert!(page.dom.contains("class=\"step bad\""));
+    assert!(page.text.contains("build ") && page.text.contains("test "));
+    assert!(page.text.contains("lab bisect "), "no reproduce line");
+}
+
+/// Copies a checked page and its screenshot to
+/// `target/tmp/report-pages/<name>/`, where they outlive the test's
+/// temporary results directory.
+pub fn keep_page(page: &Page, name: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("report-pages")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&page.path, dir.join("index.html")).unwrap();
+    std::fs::copy(&page.screenshot, dir.join("index.png")).unwrap();
+    eprintln!("page kept: {}", dir.display());
+}
