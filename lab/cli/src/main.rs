@@ -29,6 +29,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     reaper::install_signal_handler();
+    let convention = cli.command.convention();
     let result = cli.command.run();
-    exit::finish(result, reaper::interrupted()).into()
+    let exit = exit::finish(result, reaper::interrupted());
+    let code = exit.code_in(convention);
+    if convention == exit::Convention::GitBisect {
+        eprintln!(
+            "lab: --bisect-exit: exit {code} ({})",
+            exit.git_bisect_word()
+        );
+    }
+    ExitCode::from(code)
 }

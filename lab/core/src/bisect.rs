@@ -249,6 +249,22 @@ pub enum RangeError {
     NotFirstParent { good: String, bad: String },
 }
 
+/// One line of `git log --format=%H%x00%P%x00%s`.
+pub fn parse_commit(line: &str) -> Result<Commit, RangeError> {
+    let mut it = line.splitn(3, '\0');
+    let (Some(id), Some(parents), Some(subject)) = (it.next(), it.next(), it.next()) else {
+        return Err(RangeError::Malformed(line.to_string()));
+    };
+    if id.len() < 7 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RangeError::Malformed(line.to_string()));
+    }
+    Ok(Commit {
+        id: id.to_string(),
+        parents: parents.split_whitespace().map(str::to_string).collect(),
+        subject: subject.to_string(),
+    })
+}
+
 /// The levels of a commit range from `git log --reverse --format=%H%x00%P%x00%s
 /// [--first-parent] good..bad`: oldest first, the bad commit last. Level 0 is
 /// the good commit, level k the k-th commit. On the first-parent line each
@@ -260,21 +276,11 @@ pub fn parse_range(
     bad: &str,
     first_parent: bool,
 ) -> Result<Vec<Commit>, RangeError> {
-    let mut v = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut it = line.splitn(3, '\0');
-        let (Some(id), Some(parents), Some(subject)) = (it.next(), it.next(), it.next()) else {
-            return Err(RangeError::Malformed(line.to_string()));
-        };
-        if id.len() < 7 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RangeError::Malformed(line.to_string()));
-        }
-        v.push(Commit {
-            id: id.to_string(),
-            parents: parents.split_whitespace().map(str::to_string).collect(),
-            subject: subject.to_string(),
-        });
-    }
+    let v = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_commit)
+        .collect::<Result<Vec<_>, _>>()?;
     let (g, b) = (good.to_string(), bad.to_string());
     let Some(last) = v.last() else {
         return Err(RangeError::Empty { good: g, bad: b });

@@ -89,6 +89,10 @@ pub struct BuildArgs {
     /// Apply only the first N patches of the series (0: the base).
     #[arg(long, requires = "series")]
     pub upto: Option<usize>,
+    /// Build this commit of the --kernel-tree git tree instead of its HEAD
+    /// (a commit-range bisection's step says which).
+    #[arg(long, requires = "kernel_tree")]
+    pub rev: Option<String>,
     /// Extra kernel config fragment on top of vm-images/kconfig/lab.config:
     /// a name there (`debug`: KASAN, UBSAN, lockdep, XFS_DEBUG;
     /// `no-large-folios`: THP off; `distro`: the default kernel's own
@@ -107,6 +111,8 @@ impl BuildArgs {
             series: self.series.as_ref().map(resolve),
             kconfig: self.kconfig.clone(),
             upto: self.upto,
+            rev: self.rev.clone(),
+            range: None,
         }
     }
 }
