@@ -642,7 +642,7 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
         dir.join("bisect.json"),
         serde_json::to_string_pretty(report)?,
     )?;
-    let results = report
+    let mut results: Vec<CaseResult> = report
         .steps
         .iter()
         .map(|s| CaseResult {
@@ -661,6 +661,30 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
             duration_s: s.build_s + s.test_s,
         })
         .collect();
+    // The confirmation is a testcase of its own: a culprit whose revert
+    // still fails is a red line in CI, a revert that cannot be tested a skip.
+    if let Some(c) = &report.confirmation {
+        results.push(CaseResult {
+            case: format!("bisect.{}", report.testcase),
+            check: format!(
+                "confirm (revert {})",
+                report.first_bad_patch.as_deref().unwrap_or("-")
+            ),
+            outcome: match c.outcome {
+                Confirmation::Confirmed => Outcome::Passed,
+                Confirmation::NotConfirmed => Outcome::Failed {
+                    message: c.message.clone(),
+                    detail: format!("logs: {}/", c.dir),
+                },
+                Confirmation::RevertDoesNotApply | Confirmation::RevertDoesNotBuild => {
+                    Outcome::Skipped {
+                        reason: c.message.clone(),
+                    }
+                }
+            },
+            duration_s: c.build_s + c.test_s,
+        });
+    }
     let suite = SuiteReport {
         name: format!("bisect.{}", report.testcase),
         properties: vec![
@@ -669,6 +693,22 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
             ("series".into(), report.series.clone()),
             ("kernel.source".into(), report.kernel_source.clone()),
             ("builds".into(), report.builds.to_string()),
+            (
+                "confirmation".into(),
+                report
+                    .confirmation
+                    .as_ref()
+                    .map_or("none".into(), |c| c.message.clone()),
+            ),
+            (
+                "flaky_levels".into(),
+                report
+                    .flaky_levels
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             ("max_builds".into(), report.max_builds.to_string()),
         ],
         results,
