@@ -140,7 +140,7 @@ impl Runs {
     /// Whether to stop running: at the first failure (a bad level needs no
     /// more evidence to be bad), or after `1 + retries` passes.
     pub fn done(&self, retries: u32) -> bool {
-        self.failed > 0 || self.passed >= 1 + retries
+        self.failed > 0 || self.passed > retries
     }
 
     pub fn verdict(&self) -> LevelVerdict {
@@ -484,9 +484,9 @@ mod tests {
             let good = id(1000);
             let mut text = String::new();
             let mut prev = good.clone();
-            for i in 0..n {
+            for (i, &merge) in merges.iter().enumerate().take(n) {
                 let mut parents = vec![prev.clone()];
-                if merges[i] {
+                if merge {
                     parents.push(id(5000 + i));
                 }
                 text.push_str(&format!("{}\0{}\0subject {i}\n", id(i), parents.join(" ")));
