@@ -107,7 +107,15 @@ impl BuildArgs {
     pub fn request(&self, root: &Path) -> KernelRequest {
         let resolve = |p: &PathBuf| paths::user_path(root, p);
         KernelRequest {
-            tree: self.kernel_tree.as_ref().map(resolve),
+            // Absolute, so a reproduce line works from anywhere (`git bisect
+            // run` runs `--kernel-tree .` from inside the tree).
+            tree: self.kernel_tree.as_ref().map(resolve).map(|p| {
+                if p.is_dir() {
+                    p.canonicalize().unwrap_or(p)
+                } else {
+                    p
+                }
+            }),
             series: self.series.as_ref().map(resolve),
             kconfig: self.kconfig.clone(),
             upto: self.upto,
