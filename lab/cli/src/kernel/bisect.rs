@@ -295,10 +295,14 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                             report.message = "interrupted: partial results".into();
                             break Exit::Interrupted;
                         }
+                        // The culprit stays named: only its confirmation
+                        // could not be run (exit 3 says so).
                         Err(StepError::Lab(m)) => {
-                            eprintln!("lab: error: {m}");
-                            report.outcome = "lab_error".into();
-                            report.message = m;
+                            eprintln!("lab: error: the confirmation could not run: {m}");
+                            report.message = format!(
+                                "{} (not confirmed: the lab could not run: {m})",
+                                report.message
+                            );
                             break Exit::LabError;
                         }
                     }
