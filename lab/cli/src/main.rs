@@ -32,6 +32,15 @@ fn main() -> ExitCode {
     // What a `lab` killed with SIGKILL left: its QEMU died with it
     // (PR_SET_PDEATHSIG), its private directories did not.
     lab_cli::paths::remove_stale_private_dirs();
+    let convention = cli.command.convention();
     let result = cli.command.run();
-    exit::finish(result, reaper::interrupted()).into()
+    let exit = exit::finish(result, reaper::interrupted());
+    let code = exit.code_in(convention);
+    if convention == exit::Convention::GitBisect {
+        eprintln!(
+            "lab: --bisect-exit: exit {code} ({})",
+            exit.git_bisect_word()
+        );
+    }
+    ExitCode::from(code)
 }

@@ -201,9 +201,26 @@ fn bisect_names_the_planted_patch_of_the_demo_series() {
             d.display()
         );
     }
+    // The culprit is confirmed: the whole series with 3/4 reverted passes
+    // 1 + retries times (issue 18).
+    assert!(
+        stdout.contains("confirmed: reverting 3/4 fs: test atomic write alignment with a mask makes atomic-misaligned-raw-64k pass (2 of 2 runs passed)"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        b["confirmation"]["outcome"], "confirmed",
+        "{}",
+        b["confirmation"]
+    );
+    assert_eq!(b["confirmation"]["runs"]["passed"], 2);
+    assert!(run
+        .join("confirm/try-2/atomic-misaligned-raw-64k/console.log")
+        .is_file());
+    assert_eq!(b["flaky_levels"].as_array().unwrap().len(), 0);
     let junit = read(&run.join("junit.xml"));
-    assert_eq!(junit.matches("<testcase ").count(), 4, "{junit}");
+    assert_eq!(junit.matches("<testcase ").count(), 5, "{junit}");
     assert!(junit.contains("level 3 (3/4 fs: test atomic write alignment with a mask)"));
+    assert!(junit.contains("confirm (revert 3/4 fs: test atomic write alignment with a mask)"));
     // The reproduce line of a step builds exactly that level.
     let summary = read(&run.join("level-3/try-1/summary.json"));
     assert!(summary.contains("--upto 3"), "{summary}");
@@ -215,6 +232,298 @@ fn bisect_names_the_planted_patch_of_the_demo_series() {
         steps.len(),
     );
     keep_page(&page, "bisect-demo");
+}
+
+/// Two bad patches (issue 18): the series' 3/5 and 5/5 each let the same
+/// misaligned atomic write through. The bisection names 3/5, and its
+/// confirmation (the series with 3/5 reverted) still fails, which is said.
+/// Levels 1-4 are the demo series' trees, so their builds are shared.
+#[test]
+fn bisect_with_two_bad_patches_names_the_first_and_does_not_confirm_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["bisect", "--accel", "tcg", "--retries", "0", "--series"])
+            .arg(root().join("patches/demo-two-bad"))
+            .args(["--testcase", "atomic-misaligned-raw-64k", "--results"])
+            .arg(&results),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("first bad patch: 3/5 fs: test atomic write alignment with a mask"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("not confirmed: atomic-misaligned-raw-64k still fails with 3/5 fs: test atomic write alignment with a mask reverted (a later patch is also bad, or they interact)"),
+        "{stdout}\n{stderr}"
+    );
+    let run = std::fs::canonicalize(results.join("latest")).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&read(&run.join("bisect.json"))).unwrap();
+    assert_eq!(b["first_bad"], 3);
+    assert_eq!(b["confirmation"]["outcome"], "not_confirmed");
+    assert!(
+        b["confirmation"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected EINVAL, got success"),
+        "{}",
+        b["confirmation"]
+    );
+    let junit = read(&run.join("junit.xml"));
+    assert!(junit.contains("confirm (revert 3/5"), "{junit}");
+    assert!(junit.contains("not confirmed:"), "{junit}");
+}
+
+/// A git history of a handful of commits on top of the lab's cached base
+/// tree, made cheaply: a `--shared` clone of the cached tree (no objects
+/// copied) with a sparse checkout of `fs/` only. Its commits reuse the demo
+/// series' trees, so every commit but the broken one has a cached build:
+///
+///   base <- c1 demo 1+2/4 <- c2 does not compile <- c3 compiles again
+///        <- c4 demo 3/4 (the planted bug) <- c5 demo 4/4
+///
+/// Made at a fixed path, so the cache's fetched refs are reused between
+/// runs. Returns the tree, the base and every commit.
+fn planted_history() -> (PathBuf, String, Vec<String>) {
+    let t0 = std::time::Instant::now();
+    let cache = std::env::var_os("LAB_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/lab"),
+        PathBuf::from,
+    );
+    // The cached tree of the default source (made by any series build; a
+    // config-only build of the base makes it if this test runs first).
+    let cfg = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["build", "--series"])
+            .arg(demo_series())
+            .args(["--upto", "0", "--config-only", "--out"])
+            .arg(cfg.path()),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let tarball = std::fs::canonicalize(cache.join("src/default")).unwrap();
+    let tar_name = tarball.file_name().unwrap().to_string_lossy().into_owned();
+    let cached = std::fs::read_dir(cache.join("kernel/trees"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_none()
+                && p.join(".git/lab-base").is_file()
+                && git_out(
+                    p,
+                    &[
+                        "log",
+                        "-1",
+                        "--format=%s",
+                        read(&p.join(".git/lab-base")).trim(),
+                    ],
+                )
+                .is_some_and(|s| s == tar_name)
+        })
+        .expect("the cached default tree");
+    let base = read(&cached.join(".git/lab-base")).trim().to_string();
+    let h = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bisect-history");
+    let _ = std::fs::remove_dir_all(&h);
+    git(
+        Path::new("/"),
+        &[
+            "clone",
+            "-q",
+            "--shared",
+            "--no-checkout",
+            &cached.to_string_lossy(),
+            &h.to_string_lossy(),
+        ],
+    );
+    git(&h, &["sparse-checkout", "set", "fs"]);
+    git(&h, &["checkout", "-q", "--detach", &base]);
+    git(&h, &["checkout", "-q", "-B", "planted"]);
+    let patch = |n: &str| {
+        std::fs::read_dir(demo_series())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(n))
+            .unwrap()
+    };
+    let mut commits = Vec::new();
+    git(
+        &h,
+        &[
+            "am",
+            "-q",
+            &patch("0001").to_string_lossy(),
+            &patch("0002").to_string_lossy(),
+        ],
+    );
+    git(&h, &["reset", "-q", "--soft", "HEAD~2"]);
+    git(
+        &h,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "fs: document and factor generic_atomic_write_valid()",
+        ],
+    );
+    commits.push(git_out(&h, &["rev-parse", "HEAD"]).unwrap());
+    let rw = h.join("fs/read_write.c");
+    let good = read(&rw);
+    std::fs::write(
+        &rw,
+        format!("{good}\nint lab_broken(void) {{ return lab_undeclared_symbol; }}\n"),
+    )
+    .unwrap();
+    git(
+        &h,
+        &[
+            "commit",
+            "-q",
+            "-a",
+            "-m",
+            "fs: a commit that does not compile",
+        ],
+    );
+    commits.push(git_out(&h, &["rev-parse", "HEAD"]).unwrap());
+    std::fs::write(&rw, &good).unwrap();
+    git(&h, &["commit", "-q", "-a", "-m", "fs: compile again"]);
+    commits.push(git_out(&h, &["rev-parse", "HEAD"]).unwrap());
+    for n in ["0003", "0004"] {
+        git(&h, &["am", "-q", &patch(n).to_string_lossy()]);
+        commits.push(git_out(&h, &["rev-parse", "HEAD"]).unwrap());
+    }
+    eprintln!(
+        "history of {} commits made in {:.1} s",
+        commits.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    (h, base, commits)
+}
+
+/// git with a fixed identity and dates: the same history every run.
+fn git_cmd(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("git");
+    c.arg("-C").arg(dir).args(args);
+    for (k, v) in [
+        ("GIT_AUTHOR_NAME", "Atomic Write Lab"),
+        ("GIT_AUTHOR_EMAIL", "lab@atomic-write-lab.invalid"),
+        ("GIT_AUTHOR_DATE", "@1700000000 +0000"),
+        ("GIT_COMMITTER_NAME", "Atomic Write Lab"),
+        ("GIT_COMMITTER_EMAIL", "lab@atomic-write-lab.invalid"),
+        ("GIT_COMMITTER_DATE", "@1700000000 +0000"),
+    ] {
+        c.env(k, v);
+    }
+    c
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let (code, stdout, stderr) = output(&mut git_cmd(dir, args));
+    assert_eq!(code, Some(0), "git {args:?}: {stdout}{stderr}");
+}
+
+fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = git_cmd(dir, args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Commit ranges and `git bisect run` over one planted history (issue 18):
+/// `lab bisect --good --bad` names the planted commit (id and subject),
+/// skipping the commit that does not compile, and confirms it by revert;
+/// `git bisect run lab run --bisect-exit --kernel-tree .` ends on the same
+/// commit, the broken one skipped with 125 rather than aborting.
+#[test]
+fn commit_range_and_git_bisect_run_name_the_planted_commit() {
+    let (h, base, commits) = planted_history();
+    let (broken, planted) = (&commits[1], &commits[3]);
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args([
+                "bisect",
+                "--accel",
+                "tcg",
+                "--retries",
+                "0",
+                "--kernel-tree",
+            ])
+            .arg(&h)
+            .args(["--good", &base, "--bad", "planted"])
+            .args(["--testcase", "atomic-misaligned-raw-64k", "--results"])
+            .arg(&results),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let named = format!(
+        "first bad commit: {} fs: test atomic write alignment with a mask",
+        &planted[..12]
+    );
+    assert!(stdout.contains(&named), "{named}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("confirmed: reverting"), "{stdout}");
+    let run = std::fs::canonicalize(results.join("latest")).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&read(&run.join("bisect.json"))).unwrap();
+    assert_eq!(b["mode"], "commits");
+    assert_eq!(b["first_bad_commit"], planted.as_str());
+    assert_eq!(b["confirmation"]["outcome"], "confirmed");
+    let steps = b["steps"].as_array().unwrap();
+    let skipped: Vec<&serde_json::Value> =
+        steps.iter().filter(|s| s["verdict"] == "skip").collect();
+    assert_eq!(skipped.len(), 1, "{steps:#?}");
+    assert_eq!(skipped[0]["commit"], broken.as_str());
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lab_undeclared_symbol"),
+        "{}",
+        skipped[0]
+    );
+    // A step's reproduce line builds exactly that commit.
+    let summary = read(&run.join("level-4/try-1/summary.json"));
+    assert!(summary.contains(&format!("--rev {planted}")), "{summary}");
+
+    // git bisect run, from inside the tree, as its documentation says.
+    let results2 = tmp.path().join("results-git");
+    git(&h, &["bisect", "start", "planted", &base]);
+    let (code, stdout, stderr) = output(
+        git_cmd(
+            &h,
+            &[
+                "bisect",
+                "run",
+                env!("CARGO_BIN_EXE_lab"),
+                "run",
+                "--bisect-exit",
+                "--accel",
+                "tcg",
+                "--kernel-tree",
+                ".",
+                "--results",
+                &results2.to_string_lossy(),
+                "atomic-misaligned-raw-64k",
+            ],
+        )
+        .env("LAB_ROOT", root()),
+    );
+    let log = git_out(&h, &["bisect", "log"]).unwrap_or_default();
+    git(&h, &["bisect", "reset"]);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{planted} is the first bad commit")),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        log.contains(&format!("git bisect skip {broken}")),
+        "{log}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("lab: --bisect-exit: exit 125 (skip"),
+        "{stderr}"
+    );
 }
 
 #[test]

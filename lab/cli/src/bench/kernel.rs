@@ -52,6 +52,8 @@ pub fn bench_kernel(host: &LabHost) -> Result<Vec<Measurement>> {
         testcase: tc,
         retries: 1,
         results: results.clone(),
+        // The recorded figures are of the bisection alone.
+        confirm: false,
         accel: match host.accel {
             lab_core::qemu::Accel::Kvm => AccelChoice::Kvm,
             lab_core::qemu::Accel::Tcg => AccelChoice::Tcg,

@@ -90,6 +90,10 @@ pub struct BuildArgs {
     /// Apply only the first N patches of the series (0: the base).
     #[arg(long, requires = "series")]
     pub upto: Option<usize>,
+    /// Build this commit of the --kernel-tree git tree instead of its HEAD
+    /// (a commit-range bisection's step says which).
+    #[arg(long, requires = "kernel_tree")]
+    pub rev: Option<String>,
     /// Extra kernel config fragment on top of vm-images/kconfig/lab.config:
     /// a name there (`debug`: KASAN, UBSAN, lockdep, XFS_DEBUG;
     /// `no-large-folios`: THP off; `distro`: the default kernel's own
@@ -104,10 +108,20 @@ impl BuildArgs {
     pub fn request(&self, root: &Path) -> KernelRequest {
         let resolve = |p: &PathBuf| paths::user_path(root, p);
         KernelRequest {
-            tree: self.kernel_tree.as_ref().map(resolve),
+            // Absolute, so a reproduce line works from anywhere (`git bisect
+            // run` runs `--kernel-tree .` from inside the tree).
+            tree: self.kernel_tree.as_ref().map(resolve).map(|p| {
+                if p.is_dir() {
+                    p.canonicalize().unwrap_or(p)
+                } else {
+                    p
+                }
+            }),
             series: self.series.as_ref().map(resolve),
             kconfig: self.kconfig.clone(),
             upto: self.upto,
+            rev: self.rev.clone(),
+            range: None,
         }
     }
 }

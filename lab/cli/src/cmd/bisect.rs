@@ -1,6 +1,8 @@
-//! `lab bisect`: finds the first patch of a series whose kernel fails a
-//! testcase (both ends first, then binary search; levels that do not apply
-//! or build are skipped). Exit 0 when it names the patch (or the range).
+//! `lab bisect`: finds the first patch of a series, or commit of a git
+//! tree's range (`--good`/`--bad`), whose kernel fails a testcase (both ends
+//! first, then binary search; levels that do not apply or build are
+//! skipped), then confirms it by reverting it on the bad end. Exit 0 when
+//! it names the patch (or the range).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +10,7 @@ use crate::cmd::args::BuildArgs;
 use crate::exit::{CmdError, Exit};
 use crate::host::accel::AccelChoice;
 use crate::kernel::bisect::{self, BisectOptions};
+use crate::kernel::pipeline::RangeRequest;
 use crate::paths;
 use crate::suite;
 
@@ -21,6 +24,27 @@ pub struct BisectArgs {
     /// Extra passing runs before a level is called good (flaky bugs).
     #[arg(long, default_value_t = 1)]
     pub retries: u32,
+    /// A commit of --kernel-tree that passes: bisect its commits up to --bad
+    /// instead of a series.
+    #[arg(
+        long,
+        requires = "bad",
+        requires = "kernel_tree",
+        conflicts_with = "series"
+    )]
+    pub good: Option<String>,
+    /// A commit of --kernel-tree that fails (with --good).
+    #[arg(long, requires = "good")]
+    pub bad: Option<String>,
+    /// Bisect every commit between --good and --bad in topological order,
+    /// not only the first-parent line (`git bisect --first-parent`, the
+    /// default: merged branches are tested as their merge).
+    #[arg(long, requires = "good")]
+    pub full_history: bool,
+    /// Do not confirm the culprit (by reverting it on the bad end and
+    /// running the testcase 1 + --retries times).
+    #[arg(long)]
+    pub no_confirm: bool,
     /// CPU accelerator: auto probes KVM with a real boot and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
@@ -31,13 +55,22 @@ pub struct BisectArgs {
 
 pub fn run(args: BisectArgs) -> Result<Exit, CmdError> {
     let root = paths::repo_root()?;
-    let req = args.b.request(&root);
-    if req.series.is_none() {
-        return Err(CmdError::bad_input("lab bisect needs --series"));
+    let mut req = args.b.request(&root);
+    if let (Some(good), Some(bad)) = (&args.good, &args.bad) {
+        req.range = Some(RangeRequest {
+            good: good.clone(),
+            bad: bad.clone(),
+            full_history: args.full_history,
+        });
     }
-    if req.upto.is_some() {
+    if req.series.is_none() && req.range.is_none() {
         return Err(CmdError::bad_input(
-            "--upto does not apply to lab bisect (it tries the levels itself)",
+            "lab bisect needs --series, or --kernel-tree with --good and --bad",
+        ));
+    }
+    if req.upto.is_some() || req.rev.is_some() {
+        return Err(CmdError::bad_input(
+            "--upto and --rev do not apply to lab bisect (it tries the levels itself)",
         ));
     }
     // A testcase by name (in testcases/ and testcases/controls/) or a file.
@@ -68,6 +101,7 @@ pub fn run(args: BisectArgs) -> Result<Exit, CmdError> {
         retries: args.retries,
         results: args.results.unwrap_or_else(|| paths::results_dir(&root)),
         accel: args.accel,
+        confirm: !args.no_confirm,
     };
     bisect::bisect(&root, &paths::cache_dir(), &opts)
 }

@@ -15,7 +15,7 @@ pub mod verify;
 
 use clap::{Parser, Subcommand};
 
-use crate::exit::{CmdError, Exit};
+use crate::exit::{CmdError, Convention, Exit};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +60,15 @@ pub enum Cmd {
 }
 
 impl Cmd {
+    /// How the exit is written: `lab run --bisect-exit` speaks `git bisect
+    /// run`'s convention, everything else the lab's.
+    pub fn convention(&self) -> Convention {
+        match self {
+            Cmd::Run(a) if a.bisect_exit => Convention::GitBisect,
+            _ => Convention::Lab,
+        }
+    }
+
     pub fn run(self) -> Result<Exit, CmdError> {
         match self {
             Cmd::Doctor { k } => {

@@ -35,6 +35,12 @@ pub struct RunArgs {
     /// one after another.
     #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
+    /// Exit as `git bisect run` expects: 0 good, 1 bad, 125 when this
+    /// revision cannot be tested (its kernel does not build, the lab could
+    /// not run); bad input (128) and Ctrl-C (130) stop the bisection. For
+    /// `git bisect run lab run --bisect-exit --kernel-tree . TESTCASE`.
+    #[arg(long)]
+    pub bisect_exit: bool,
     /// Run only shard M of N (1-based) of the selected testcases, split by
     /// a stable hash of each name: for CI matrices (`lab report merge`
     /// joins the shards' results).
@@ -345,7 +351,7 @@ fn built_run(
     let base = if compare_base && level > 0 {
         match level::build(&pipe, 0) {
             Ok(b) => Some(b),
-            Err(LevelFailure::Compile(_)) => return Ok(Exit::Failed),
+            Err(LevelFailure::Compile(_)) => return Ok(Exit::Untestable),
             Err(LevelFailure::Error(e)) => return Err(e),
         }
     } else {
@@ -384,7 +390,7 @@ fn built_run(
             suite::results::write_results(&dir, &report)?;
             println!("results: {}", dir.display());
             suite::page::write_and_print(&dir);
-            return Ok(Exit::Failed);
+            return Ok(Exit::Untestable);
         }
     };
     pipeline::keep_build_files(&built, &dir.join("kernel"));

@@ -1,10 +1,13 @@
-//! `lab bisect`: the first patch of a series whose kernel fails a testcase.
+//! `lab bisect`: the first patch of a series (or commit of a range,
+//! `--good`/`--bad`) whose kernel fails a testcase.
 //!
 //! The planner (`lab_core::bisect`) says which level to try; this module
 //! builds it, runs the testcase on it and records the step. A level that
 //! does not apply or build is skipped (`git bisect skip`); a level passes
 //! only when the testcase passes `1 + retries` times in a row, so a flaky
-//! failure is not mistaken for a good level.
+//! failure is not mistaken for a good level, and runs that disagree are
+//! named flaky. The culprit is then confirmed as KernelCI does: the bad end
+//! with it reverted must pass `1 + retries` times.
 //!
 //! Writes `results/<run-id>/`: bisect.json (the answer and every step),
 //! junit.xml and summary.json (one testcase per step), and per step
@@ -15,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
-use lab_core::bisect::{self, Bisect, LevelVerdict, Next};
+use lab_core::bisect::{self, Bisect, Confirmation, LevelVerdict, Next, Runs};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::testcase::Testcase;
 use serde::Serialize;
@@ -25,6 +28,7 @@ use crate::host::accel::AccelChoice;
 use crate::host::LabHost;
 use crate::kernel::build::BuildError;
 use crate::kernel::pipeline::{self, KernelRequest, Pipeline, PipelineError};
+use crate::kernel::series;
 use crate::proc::reaper;
 use crate::suite::{self, RunOptions};
 
@@ -35,6 +39,8 @@ pub struct BisectOptions {
     pub retries: u32,
     pub results: PathBuf,
     pub accel: AccelChoice,
+    /// Revert the culprit on the bad end and run again (`--no-confirm`: no).
+    pub confirm: bool,
 }
 
 /// One tested level.
@@ -52,7 +58,27 @@ pub struct BisectStep {
     pub test_s: f64,
     /// Testcase runs (1 + retries when it kept passing).
     pub tries: u32,
+    /// How many of them failed.
+    #[serde(default)]
+    pub failed_runs: u32,
+    /// "flaky: 1 of 2 runs failed" when the runs disagreed.
+    pub flaky: Option<String>,
     /// Relative to the bisect's directory.
+    pub dir: String,
+}
+
+/// The culprit reverted on the bad end, built and run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfirmReport {
+    pub outcome: Confirmation,
+    pub message: String,
+    /// The revert commit (empty when it did not apply).
+    pub commit: String,
+    pub reason: String,
+    pub runs: Runs,
+    pub build_s: f64,
+    pub build_cached: bool,
+    pub test_s: f64,
     pub dir: String,
 }
 
@@ -69,6 +95,14 @@ pub struct BisectReport {
     pub first_bad_patch: Option<String>,
     pub candidates: Vec<usize>,
     pub message: String,
+    /// `series` or `commits` (`--good`/`--bad`).
+    pub mode: String,
+    /// The first bad commit's id (a commit range).
+    pub first_bad_commit: Option<String>,
+    /// The culprit's revert (absent with --no-confirm or no single culprit).
+    pub confirmation: Option<ConfirmReport>,
+    /// Levels whose runs disagreed.
+    pub flaky_levels: Vec<usize>,
     pub steps: Vec<BisectStep>,
     pub builds: usize,
     pub max_builds: usize,
@@ -92,23 +126,36 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
     let n = pipe.patches();
     let (id, dir) = suite::results::new_run_dir(&opts.results, None)?;
     let reproduce = format!(
-        "lab bisect{} --testcase {} --retries {}",
+        "lab bisect{} --testcase {} --retries {}{}",
         opts.request.reproduce_args(),
         tc_path.display(),
-        opts.retries
+        opts.retries,
+        if opts.confirm { "" } else { " --no-confirm" }
     );
-    eprintln!(
-        "lab: bisecting {} patches of {} on {} with testcase {} (at most {} builds)",
-        n,
-        opts.request
-            .series
-            .as_deref()
-            .unwrap_or(Path::new("-"))
-            .display(),
-        pipe.tree.describe,
-        tc.name,
-        bisect::max_builds(n)
-    );
+    match &pipe.range {
+        Some(r) => eprintln!(
+            "lab: bisecting {} commits ({}) of {} from good {} to bad {} with testcase {} (at most {} builds)",
+            n,
+            if r.first_parent { "first-parent" } else { "full history" },
+            pipe.tree.arg.as_deref().unwrap_or(Path::new("-")).display(),
+            r.good.label(),
+            pipe.level_label(n),
+            tc.name,
+            bisect::max_builds(n)
+        ),
+        None => eprintln!(
+            "lab: bisecting {} patches of {} on {} with testcase {} (at most {} builds)",
+            n,
+            opts.request
+                .series
+                .as_deref()
+                .unwrap_or(Path::new("-"))
+                .display(),
+            pipe.tree.describe,
+            tc.name,
+            bisect::max_builds(n)
+        ),
+    }
     let mut report = BisectReport {
         testcase: tc.name.clone(),
         series: opts
@@ -124,6 +171,15 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
         first_bad_patch: None,
         candidates: Vec::new(),
         message: String::new(),
+        mode: if pipe.range.is_some() {
+            "commits"
+        } else {
+            "series"
+        }
+        .into(),
+        first_bad_commit: None,
+        confirmation: None,
+        flaky_levels: Vec::new(),
         steps: Vec::new(),
         builds: 0,
         max_builds: bisect::max_builds(n),
@@ -149,6 +205,8 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                 build_seeded_from: None,
                 test_s: 0.0,
                 tries: 0,
+                failed_runs: 0,
+                flaky: None,
                 dir: String::new(),
             });
         }
@@ -166,10 +224,14 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                 match test_level(&pipe, level, opts, &dir, &id) {
                     Ok(step) => {
                         eprintln!(
-                            "lab: level {} ({}): {}{}",
+                            "lab: level {} ({}): {}{}{}",
                             level,
                             step.patch,
                             verdict_word(step.verdict),
+                            step.flaky
+                                .as_ref()
+                                .map(|f| format!(" ({f})"))
+                                .unwrap_or_default(),
                             if step.reason.is_empty() {
                                 String::new()
                             } else {
@@ -177,6 +239,9 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                             }
                         );
                         planner.record(level, step.verdict);
+                        if step.flaky.is_some() {
+                            report.flaky_levels.push(level);
+                        }
                         // A build the lab ran (a failed one included).
                         if !step.build_cached && step.build_s > 0.0 {
                             report.builds += 1;
@@ -208,7 +273,40 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                 report.outcome = "first_bad".into();
                 report.first_bad = Some(p);
                 report.first_bad_patch = Some(pipe.level_label(p));
-                report.message = format!("first bad patch: {}", pipe.level_label(p));
+                if pipe.range.is_some() {
+                    report.first_bad_commit = pipe.levels.commits.get(p).cloned();
+                }
+                report.message = format!("first bad {}: {}", pipe.unit(), pipe.level_label(p));
+                if opts.confirm {
+                    // Said before the revert is built: it takes a build and runs.
+                    println!("{}", report.message);
+                    report.total_s = started.elapsed().as_secs_f64();
+                    let _ = write_bisect(&dir, &id, &report);
+                    match confirm(&pipe, p, opts, &dir, &id) {
+                        Ok(c) => report.confirmation = Some(c),
+                        Err(StepError::BadInput(m)) => {
+                            eprintln!("lab: error: {m}");
+                            report.outcome = "bad_input".into();
+                            report.message = m;
+                            break Exit::BadInput;
+                        }
+                        Err(StepError::Lab(_)) if reaper::interrupted() => {
+                            report.outcome = "interrupted".into();
+                            report.message = "interrupted: partial results".into();
+                            break Exit::Interrupted;
+                        }
+                        // The culprit stays named: only its confirmation
+                        // could not be run (exit 3 says so).
+                        Err(StepError::Lab(m)) => {
+                            eprintln!("lab: error: the confirmation could not run: {m}");
+                            report.message = format!(
+                                "{} (not confirmed: the lab could not run: {m})",
+                                report.message
+                            );
+                            break Exit::LabError;
+                        }
+                    }
+                }
                 break Exit::Passed;
             }
             Next::OneOf(v) => {
@@ -249,7 +347,22 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
     };
     report.total_s = started.elapsed().as_secs_f64();
     write_bisect(&dir, &id, &report).context("writing the bisection's results")?;
-    println!("{}", report.message);
+    match &report.confirmation {
+        // The first-bad line was printed before the revert was built.
+        Some(c) => println!("{}", c.message),
+        None => println!("{}", report.message),
+    }
+    if !report.flaky_levels.is_empty() {
+        println!(
+            "flaky levels (runs disagreed, counted bad): {}",
+            report
+                .flaky_levels
+                .iter()
+                .map(|l| format!("{l} ({})", pipe.level_label(*l)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     println!(
         "{} steps, {} builds (at most {} expected), {:.0} s",
         report.steps.len(),
@@ -275,7 +388,6 @@ fn test_level(
     dir: &Path,
     id: &str,
 ) -> Result<BisectStep, StepError> {
-    let (tc_path, tc) = &opts.testcase;
     let rel = format!("level-{level}");
     let ldir = dir.join(&rel);
     let _ = std::fs::create_dir_all(&ldir);
@@ -290,6 +402,8 @@ fn test_level(
         build_seeded_from: None,
         test_s: 0.0,
         tries: 0,
+        failed_runs: 0,
+        flaky: None,
         dir: rel.clone(),
     };
     let t0 = Instant::now();
@@ -323,34 +437,64 @@ fn test_level(
     };
     step.build_cached = built.cached;
     step.build_seeded_from = built.meta.seeded_from.clone();
+    let (runs, reason, test_s) = run_tries(
+        pipe,
+        &built,
+        level,
+        &pipe.level_request(level).reproduce_args(),
+        opts,
+        (dir, &ldir),
+        id,
+    )?;
+    step.tries = runs.total();
+    step.failed_runs = runs.failed;
+    step.flaky = runs.flaky_note();
+    step.verdict = runs.verdict();
+    step.reason = match &step.flaky {
+        Some(f) => format!("{f}: {reason}"),
+        None => reason,
+    };
+    step.test_s = test_s;
+    Ok(step)
+}
+
+/// Runs the testcase on a built kernel until [`Runs::done`]: the runs,
+/// the failing checks of the failing run, and the time it took. Each run
+/// goes to `<ldir>/try-<n>/`. A run the lab could not complete (a boot that
+/// stalled twice) is an error, not a verdict.
+fn run_tries(
+    pipe: &Pipeline,
+    built: &crate::kernel::build::Built,
+    level: usize,
+    kernel_args: &str,
+    opts: &BisectOptions,
+    (dir, ldir): (&Path, &Path),
+    id: &str,
+) -> Result<(Runs, String, f64), StepError> {
+    let (tc_path, tc) = &opts.testcase;
     let host = LabHost::with_kernel(built.kernel.clone(), opts.accel)
         .map_err(|e| StepError::Lab(format!("{e:#}")))?;
     let t1 = Instant::now();
     let cases = vec![(tc_path.clone(), tc.clone())];
-    let mut verdict = LevelVerdict::Good;
-    for try_no in 1..=1 + opts.retries {
-        let tdir = ldir.join(format!("try-{try_no}"));
-        let prefix = format!(
-            "lab run{} --testcases {}",
-            level_request(pipe, level).reproduce_args(),
-            tc_path.display()
-        );
+    let mut runs = Runs::default();
+    let mut reason = String::new();
+    while !runs.done(opts.retries) {
+        let tdir = ldir.join(format!("try-{}", runs.total() + 1));
+        let prefix = format!("lab run{kernel_args} --testcases {}", tc_path.display());
         let ropts = RunOptions {
             parallel: suite::Parallel::SERIAL,
             results: dir.to_path_buf(),
             reproduce: format!("{prefix} {}", tc.name),
             reproduce_prefix: prefix,
-            properties: pipe.properties(level, &built),
+            properties: pipe.properties(level, built),
         };
         let r = suite::run_into(&host, &cases, &ropts, id, &tdir)
             .map_err(|e| StepError::Lab(format!("{e:#}")))?;
-        step.tries = try_no;
         match Exit::of_report(&r) {
-            Exit::Passed => continue,
+            Exit::Passed => runs.record(true),
             Exit::Failed => {
-                verdict = LevelVerdict::Bad;
-                step.reason = failing_checks(&r);
-                break;
+                runs.record(false);
+                reason = failing_checks(&r);
             }
             _ => {
                 if reaper::interrupted() {
@@ -365,16 +509,111 @@ fn test_level(
             }
         }
     }
-    step.verdict = verdict;
-    step.test_s = t1.elapsed().as_secs_f64();
-    Ok(step)
+    Ok((runs, reason, t1.elapsed().as_secs_f64()))
 }
 
-/// The request that builds exactly this level (`--upto k`, 0 the base).
-fn level_request(pipe: &Pipeline, level: usize) -> KernelRequest {
-    let mut r = pipe.request.clone();
-    r.upto = Some(level);
-    r
+/// Reverts the culprit (level `p`'s patch or commit) on top of the bad end,
+/// builds that and runs the testcase `1 + retries` times: KernelCI's rule
+/// before it trusts a culprit. Reverting the last level gives the tree of
+/// the level before it, whose build is then reused.
+fn confirm(
+    pipe: &Pipeline,
+    p: usize,
+    opts: &BisectOptions,
+    dir: &Path,
+    id: &str,
+) -> Result<ConfirmReport, StepError> {
+    let tc = &opts.testcase.1;
+    let n = pipe.patches();
+    let culprit_label = pipe.level_label(p);
+    let rel = "confirm".to_string();
+    let cdir = dir.join(&rel);
+    let _ = std::fs::create_dir_all(&cdir);
+    let mut c = ConfirmReport {
+        outcome: Confirmation::RevertDoesNotApply,
+        message: String::new(),
+        commit: String::new(),
+        reason: String::new(),
+        runs: Runs::default(),
+        build_s: 0.0,
+        build_cached: false,
+        test_s: 0.0,
+        dir: rel,
+    };
+    let (bad, culprit) = (&pipe.levels.commits[n], &pipe.levels.commits[p]);
+    eprintln!(
+        "lab: confirming: {} with {culprit_label} reverted",
+        pipe.level_short(n)
+    );
+    let reverted =
+        series::revert(&pipe.tree, bad, culprit).map_err(|e| StepError::Lab(format!("{e:#}")))?;
+    let commit = match reverted {
+        Ok(commit) => commit,
+        Err(conflict) => {
+            c.reason = conflict.to_string();
+            c.message = format!(
+                "{} ({})",
+                c.outcome
+                    .message(&culprit_label, pipe.unit(), &tc.name, &c.runs),
+                c.reason
+            );
+            return Ok(c);
+        }
+    };
+    c.commit = commit.clone();
+    let t0 = Instant::now();
+    let label = format!("{} - {}", pipe.level_short(n), pipe.level_short(p));
+    let built = match pipe.builder.build(&commit, &label) {
+        Ok(b) => b,
+        Err(BuildError::Compile { summary, log, .. }) => {
+            let _ = std::fs::copy(&log, cdir.join("build.log"));
+            c.build_s = t0.elapsed().as_secs_f64();
+            c.outcome = Confirmation::RevertDoesNotBuild;
+            c.reason = format!("build failed: {summary}");
+            c.message = format!(
+                "{} ({})",
+                c.outcome
+                    .message(&culprit_label, pipe.unit(), &tc.name, &c.runs),
+                c.reason
+            );
+            return Ok(c);
+        }
+        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
+            return Err(StepError::BadInput(e.to_string()))
+        }
+        Err(BuildError::Interrupted) => return Err(StepError::Lab("interrupted".into())),
+        Err(BuildError::Lab(e)) => return Err(StepError::Lab(format!("{e:#}"))),
+    };
+    eprintln!("{}", pipeline::describe_build(&label, &built));
+    pipeline::keep_build_files(&built, &cdir);
+    c.build_s = if built.cached {
+        0.0
+    } else {
+        built.meta.duration_s
+    };
+    c.build_cached = built.cached;
+    // The runs' reproduce lines name the bad end: no flag rebuilds the
+    // revert itself, and `lab run` on the bad end is where to start.
+    let (runs, reason, test_s) = run_tries(
+        pipe,
+        &built,
+        n,
+        &pipe.level_request(n).reproduce_args(),
+        opts,
+        (dir, &cdir),
+        id,
+    )?;
+    c.runs = runs;
+    c.test_s = test_s;
+    c.outcome = Confirmation::of_runs(&runs);
+    c.reason = reason;
+    c.message = c
+        .outcome
+        .message(&culprit_label, pipe.unit(), &tc.name, &runs);
+    if c.outcome == Confirmation::NotConfirmed && !c.reason.is_empty() {
+        c.message.push_str(&format!(": {}", first_line(&c.reason)));
+    }
+    Ok(c)
 }
 
 fn failing_checks(r: &RunReport) -> String {
@@ -409,7 +648,7 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
         dir.join("bisect.json"),
         serde_json::to_string_pretty(report)?,
     )?;
-    let results = report
+    let mut results: Vec<CaseResult> = report
         .steps
         .iter()
         .map(|s| CaseResult {
@@ -428,6 +667,30 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
             duration_s: s.build_s + s.test_s,
         })
         .collect();
+    // The confirmation is a testcase of its own: a culprit whose revert
+    // still fails is a red line in CI, a revert that cannot be tested a skip.
+    if let Some(c) = &report.confirmation {
+        results.push(CaseResult {
+            case: format!("bisect.{}", report.testcase),
+            check: format!(
+                "confirm (revert {})",
+                report.first_bad_patch.as_deref().unwrap_or("-")
+            ),
+            outcome: match c.outcome {
+                Confirmation::Confirmed => Outcome::Passed,
+                Confirmation::NotConfirmed => Outcome::Failed {
+                    message: c.message.clone(),
+                    detail: format!("logs: {}/", c.dir),
+                },
+                Confirmation::RevertDoesNotApply | Confirmation::RevertDoesNotBuild => {
+                    Outcome::Skipped {
+                        reason: c.message.clone(),
+                    }
+                }
+            },
+            duration_s: c.build_s + c.test_s,
+        });
+    }
     let suite = SuiteReport {
         name: format!("bisect.{}", report.testcase),
         properties: vec![
@@ -436,6 +699,22 @@ fn write_bisect(dir: &Path, id: &str, report: &BisectReport) -> Result<()> {
             ("series".into(), report.series.clone()),
             ("kernel.source".into(), report.kernel_source.clone()),
             ("builds".into(), report.builds.to_string()),
+            (
+                "confirmation".into(),
+                report
+                    .confirmation
+                    .as_ref()
+                    .map_or("none".into(), |c| c.message.clone()),
+            ),
+            (
+                "flaky_levels".into(),
+                report
+                    .flaky_levels
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             ("max_builds".into(), report.max_builds.to_string()),
         ],
         results,

@@ -159,22 +159,7 @@ pub fn apply(tree: &KernelTree, s: &Series) -> Result<Levels> {
 /// so the build work tree only ever changes by checking levels out: a file
 /// the series touches is then new only to the levels that differ in it.
 fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
-    let repo = &tree.repo.with_extension("apply");
-    if !repo.join(".git").exists() {
-        let _ = std::fs::remove_dir_all(repo);
-        tree::git(&tree.repo, &["worktree", "prune"])?;
-        tree::git(
-            &tree.repo,
-            &[
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                &repo.to_string_lossy(),
-                &tree.base,
-            ],
-        )?;
-    }
+    let repo = &apply_worktree(tree)?;
     tree::checkout(repo, &tree.base)?;
     let mut commits = vec![tree.base.clone()];
     let tmp = tempfile_dir()?;
@@ -229,6 +214,75 @@ fn apply_now(tree: &KernelTree, s: &Series) -> Result<Levels> {
         commits,
         failure: None,
     })
+}
+
+/// The second work tree commits are made in (`<tree>.apply`), created on
+/// first use.
+fn apply_worktree(tree: &KernelTree) -> Result<PathBuf> {
+    let repo = tree.repo.with_extension("apply");
+    if !repo.join(".git").exists() {
+        let _ = std::fs::remove_dir_all(&repo);
+        tree::git(&tree.repo, &["worktree", "prune"])?;
+        tree::git(
+            &tree.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                &repo.to_string_lossy(),
+                &tree.base,
+            ],
+        )?;
+    }
+    Ok(repo)
+}
+
+/// A revert that does not apply: the files it conflicts in.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the revert conflicts in {}", .files.join(", "))]
+pub struct RevertConflict {
+    pub files: Vec<String>,
+}
+
+/// `bad` with `culprit` reverted on top (as `git revert` with the lab's
+/// fixed identity, so the same revert is the same commit on every run), in
+/// the apply work tree: the commit, or the conflict that stopped it.
+pub fn revert(
+    tree: &KernelTree,
+    bad: &str,
+    culprit: &str,
+) -> Result<std::result::Result<String, RevertConflict>> {
+    // The apply work tree is shared with every lab using this tree.
+    let _lock = super::build::lock_tree(&tree.repo)?;
+    let repo = apply_worktree(tree)?;
+    tree::checkout(&repo, bad)?;
+    let parents = tree::git_output(&repo, &["rev-list", "--parents", "-n", "1", culprit])?
+        .split_whitespace()
+        .count()
+        .saturating_sub(1);
+    let mut args = lab_core::bisect::revert_args(parents);
+    args.push(culprit);
+    let out = tree::fixed_identity(Command::new("git").arg("-C").arg(&repo).args(&args))
+        .stdin(Stdio::null())
+        .output()
+        .context("running git revert")?;
+    if out.status.success() {
+        return Ok(Ok(tree::git_output(&repo, &["rev-parse", "HEAD"])?));
+    }
+    let files: Vec<String> = tree::git_output(&repo, &["diff", "--name-only", "--diff-filter=U"])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let _ = tree::git(&repo, &["revert", "--abort"]);
+    if files.is_empty() {
+        bail!(
+            "git revert {culprit} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(Err(RevertConflict { files }))
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

@@ -209,6 +209,15 @@ fn from_git(trees: &Path, dir: &Path) -> Result<KernelTree> {
             &base[..12.min(base.len())]
         );
     }
+    let describe = format!(
+        "{} at {}",
+        dir.display(),
+        git_output(dir, &["log", "-1", "--format=%h %s"]).unwrap_or_else(|_| base.clone())
+    );
+    if let Some(mut t) = on_a_tarball_tree(trees, dir, &base)? {
+        t.describe = describe;
+        return Ok(t);
+    }
     if !repo.join(".git").is_dir() {
         let tmp = repo.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
@@ -222,11 +231,6 @@ fn from_git(trees: &Path, dir: &Path) -> Result<KernelTree> {
         )?;
         std::fs::rename(&tmp, &repo)?;
     }
-    let describe = format!(
-        "{} at {}",
-        dir.display(),
-        git_output(dir, &["log", "-1", "--format=%h %s"]).unwrap_or_else(|_| base.clone())
-    );
     Ok(KernelTree {
         repo,
         base,
@@ -234,6 +238,90 @@ fn from_git(trees: &Path, dir: &Path) -> Result<KernelTree> {
         arg: Some(dir.to_path_buf()),
         key,
     })
+}
+
+/// A git tree whose history holds the base commit of a tarball tree in the
+/// cache (a history made on top of the lab's own source, as the commit-range
+/// tests make): its commits are fetched into that tree's repository, so it
+/// builds in the work tree and `O=` directories already there, incrementally,
+/// instead of a clone of its own starting with a full build. Only objects the
+/// cache lacks are copied; the user's repository is only read.
+fn on_a_tarball_tree(trees: &Path, dir: &Path, head: &str) -> Result<Option<KernelTree>> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(trees)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_none()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("tar-"))
+                && p.join(".git/lab-base").is_file()
+        })
+        .collect();
+    candidates.sort();
+    for repo in candidates {
+        let base = std::fs::read_to_string(repo.join(".git/lab-base"))?
+            .trim()
+            .to_string();
+        // Exit 1: not an ancestor; 128: the user's repository lacks the
+        // commit (an unrelated tree). Either way not this family.
+        let related = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["merge-base", "--is-ancestor", &base, head])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !related {
+            continue;
+        }
+        let ns = format!(
+            "refs/lab/sources/{}",
+            short_hash(dir.as_os_str().as_encoded_bytes())
+        );
+        // Every ref and HEAD (detached under `git bisect`), so --good and
+        // --bad revisions are here too.
+        git(
+            &repo,
+            &[
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--no-write-fetch-head",
+                &dir.to_string_lossy(),
+                &format!("+refs/*:{ns}/refs/*"),
+                &format!("+HEAD:{ns}/HEAD"),
+            ],
+        )
+        .with_context(|| format!("fetching {} into {}", dir.display(), repo.display()))?;
+        let key = repo
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        return Ok(Some(KernelTree {
+            repo,
+            base: head.to_string(),
+            describe: String::new(),
+            arg: Some(dir.to_path_buf()),
+            key,
+        }));
+    }
+    Ok(None)
+}
+
+/// A revision of the user's git tree as a full commit id, read in their
+/// repository (which is only read).
+pub fn resolve_rev(dir: &Path, rev: &str) -> Result<String> {
+    git_output(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .map_err(|_| anyhow::anyhow!("{rev}: no such commit in {}", dir.display()))
 }
 
 /// Checks a commit out in the cache repository, discarding whatever an
