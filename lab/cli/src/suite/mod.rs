@@ -211,6 +211,7 @@ pub fn run_into(
     if par.jobs > 1 && !host.verify_jobs_chosen {
         host.verify_jobs = (host.verify_jobs / par.jobs).max(1);
     }
+    let workers = par.jobs.min(slots.len()).max(1);
     let shared = Shared {
         host: &host,
         opts,
@@ -222,16 +223,15 @@ pub fn run_into(
             suites: (0..slots.len()).map(|_| None).collect(),
             error: None,
         }),
-        bars: progress::Bars::new(par.jobs.min(slots.len()).max(1)),
+        bars: progress::Bars::new(workers),
     };
     std::thread::scope(|scope| {
-        for worker in 0..par.jobs.min(slots.len()).max(1) {
+        for worker in 0..workers {
             let shared = &shared;
             scope.spawn(move || shared.work(worker));
         }
     });
-    let done = shared.done;
-    let mut d = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut d = shared.done.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(e) = d.error.take() {
         return Err(e);
     }
