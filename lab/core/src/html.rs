@@ -430,16 +430,10 @@ pub fn time_split(s: &SuiteReport) -> (Option<f64>, Option<f64>, Option<f64>, f6
 
 /// The worst outcome of a testcase run, as the terminal labels it.
 pub fn worst(s: &SuiteReport) -> &'static str {
-    let rank = |o: &Outcome| match o {
-        Outcome::Passed => 0,
-        Outcome::Skipped { .. } => 1,
-        Outcome::Failed { .. } => 2,
-        Outcome::Error { .. } => 3,
-    };
     let w = s
         .results
         .iter()
-        .map(|r| rank(&r.outcome))
+        .map(|r| r.outcome.severity())
         .max()
         .unwrap_or(0);
     ["pass", "skip", "fail", "error"][w]

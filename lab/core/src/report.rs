@@ -27,6 +27,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How bad it is, for "the worst outcome of a testcase": passed 0,
+    /// skipped 1, failed 2, error 3.
+    pub fn severity(&self) -> usize {
+        match self {
+            Outcome::Passed => 0,
+            Outcome::Skipped { .. } => 1,
+            Outcome::Failed { .. } => 2,
+            Outcome::Error { .. } => 3,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
@@ -144,17 +155,7 @@ pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
             }
         }
     }
-    let worst = |s: &SuiteReport| {
-        s.results
-            .iter()
-            .map(|r| match r.outcome {
-                Outcome::Passed => 0,
-                Outcome::Skipped { .. } => 1,
-                Outcome::Failed { .. } => 2,
-                Outcome::Error { .. } => 3,
-            })
-            .max()
-    };
+    let worst = |s: &SuiteReport| s.results.iter().map(|r| r.outcome.severity()).max();
     (worst(a) != worst(b)).then(|| format!("{}: the worst outcome differs", a.name))
 }
 

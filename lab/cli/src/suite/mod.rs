@@ -342,12 +342,7 @@ fn suite_text(s: &SuiteReport) -> String {
     let worst = s
         .results
         .iter()
-        .map(|r| match r.outcome {
-            Outcome::Error { .. } => 3,
-            Outcome::Failed { .. } => 2,
-            Outcome::Skipped { .. } => 1,
-            Outcome::Passed => 0,
-        })
+        .map(|r| r.outcome.severity())
         .max()
         .unwrap_or(0);
     let label = ["PASS", "SKIP", "FAIL", "ERROR"][worst];
