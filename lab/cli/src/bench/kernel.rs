@@ -9,9 +9,17 @@
 //!    with the now warm ccache, to show what the incremental `O=` copy adds
 //!    over ccache alone.
 //!
+//! 3. with `--configs`, the other configurations a user can build, each a
+//!    full build of the same base tree with the ccache emptied first: the
+//!    lab config as it was before it took a distribution's I/O path
+//!    (`PRE_IO_PATH`), `--kconfig debug` and `--kconfig distro`, each
+//!    against stage 1's full build of the lab config, measured in the same
+//!    run.
+//!
 //! Records: full build time, each step's incremental build time, their
 //! ratio to the full build, the total bisect time, the number of builds
-//! against ceil(log2 N) + 2.
+//! against ceil(log2 N) + 2; with `--configs`, each configuration's full
+//! build time, Kbuild steps and ratio to the lab config's.
 
 use std::time::Instant;
 
@@ -27,14 +35,46 @@ use crate::suite;
 pub const DEMO_SERIES: &str = "patches/demo-atomic-align";
 pub const DEMO_TESTCASE: &str = "atomic-misaligned-raw-64k";
 
-pub fn bench_kernel(host: &LabHost) -> Result<Vec<Measurement>> {
+/// The lab config before commit 0f7c583 ("lab.config takes the I/O path
+/// of a distribution kernel"): what that commit added, turned back off on
+/// top of today's lab.config. tinyconfig has every one of these off (and
+/// SLUB_TINY on), so the result is the old config; a unit test keeps the
+/// list in step with lab.config.
+pub const PRE_IO_PATH: &str = "\
+# The lab config before it took a distribution kernel's I/O path
+# (written by `lab bench kernel --configs`).
+CONFIG_TRANSPARENT_HUGEPAGE=n
+CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS=n
+CONFIG_PROC_PAGE_MONITOR=n
+CONFIG_SLUB_TINY=y
+CONFIG_CGROUPS=n
+CONFIG_MEMCG=n
+CONFIG_BLK_CGROUP=n
+CONFIG_CGROUP_WRITEBACK=n
+CONFIG_BLK_WBT=n
+CONFIG_BLK_WBT_MQ=n
+CONFIG_PCI_MSI=n
+";
+
+/// The configurations `--configs` builds after the lab config: the name in
+/// the records, and the `--kconfig` arguments (a path is written into the
+/// bench's cache).
+const CONFIGS: [(&str, &str); 3] = [
+    ("pre_io_path", "pre-io-path.config"),
+    ("debug", "debug"),
+    ("distro", "distro"),
+];
+
+pub fn bench_kernel(host: &LabHost, configs: bool) -> Result<Vec<Measurement>> {
     let main_cache = &host.cache;
     let cache = main_cache.join("bench-kernel");
     let _ = std::fs::remove_dir_all(&cache);
     std::fs::create_dir_all(cache.join("kernel"))?;
-    // The unpacked trees and the tarball are inputs, not build caches.
+    // The unpacked trees, the tarball and the default kernel (whose config
+    // `--kconfig distro` starts from) are inputs, not build caches.
     std::os::unix::fs::symlink(main_cache.join("kernel/trees"), cache.join("kernel/trees"))?;
     std::os::unix::fs::symlink(main_cache.join("src"), cache.join("src"))?;
+    std::os::unix::fs::symlink(main_cache.join("kernels"), cache.join("kernels"))?;
 
     let all = suite::load(&[host.root.join("testcases")])
         .map_err(|e| anyhow::anyhow!("loading testcases: {}", e.len()))?;
@@ -139,13 +179,19 @@ pub fn bench_kernel(host: &LabHost) -> Result<Vec<Measurement>> {
     let _ = std::fs::remove_dir_all(cache.join("kernel/out"));
     let _ = std::fs::remove_dir_all(cache.join("kernel/artifacts"));
     let t = Instant::now();
-    pipe.build_level(last).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rebuilt = pipe.build_level(last).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ccache_only = t.elapsed().as_secs_f64();
     drop(pipe);
     records.push(rec(
         "kernel_rebuild_fresh_dir_warm_ccache",
         ccache_only,
         "s",
+    ));
+    // A fresh O= directory runs every Kbuild step a full build runs.
+    records.push(rec(
+        "kernel_full_build_kbuild_steps",
+        rebuilt.meta.steps as f64,
+        "count",
     ));
     records.push(rec(
         "ratio_ccache_only_to_full_build",
@@ -158,5 +204,85 @@ pub fn bench_kernel(host: &LabHost) -> Result<Vec<Measurement>> {
         "ratio",
     ));
     let _ = std::fs::remove_dir_all(cache.join("kernel/out"));
+    if configs {
+        records.extend(bench_configs(host, &cache, full)?);
+    }
     Ok(records)
+}
+
+/// Stage 3: each of `CONFIGS` built in full from the base tree with an
+/// empty ccache, like stage 1's lab config.
+fn bench_configs(
+    host: &LabHost,
+    cache: &std::path::Path,
+    lab_full: f64,
+) -> Result<Vec<Measurement>> {
+    let pre_io_path = cache.join("pre-io-path.config");
+    std::fs::write(&pre_io_path, PRE_IO_PATH)?;
+    let mut records = Vec::new();
+    for (name, kconfig) in CONFIGS {
+        let kconfig = if kconfig.ends_with(".config") {
+            cache.join(kconfig).display().to_string()
+        } else {
+            kconfig.to_string()
+        };
+        for dir in ["ccache", "kernel/out", "kernel/artifacts"] {
+            let _ = std::fs::remove_dir_all(cache.join(dir));
+        }
+        let request = KernelRequest {
+            series: Some(host.root.join(DEMO_SERIES)),
+            kconfig: vec![kconfig.clone()],
+            ..Default::default()
+        };
+        eprintln!("lab: bench kernel: a full build with --kconfig {kconfig} and a cold ccache");
+        let pipe =
+            Pipeline::prepare(&host.root, cache, &request).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = Instant::now();
+        let built = pipe
+            .build_level(0)
+            .map_err(|e| anyhow::anyhow!("--kconfig {kconfig}: {e}"))?;
+        let secs = t.elapsed().as_secs_f64();
+        records.push(rec(
+            &format!("kernel_full_build_cold_ccache_{name}"),
+            secs,
+            "s",
+        ));
+        records.push(rec(
+            &format!("kernel_full_build_kbuild_steps_{name}"),
+            built.meta.steps as f64,
+            "count",
+        ));
+        records.push(rec(
+            &format!("ratio_{name}_to_lab_config_full_build"),
+            secs / lab_full,
+            "ratio",
+        ));
+    }
+    for dir in ["kernel/out", "ccache"] {
+        let _ = std::fs::remove_dir_all(cache.join(dir));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option `PRE_IO_PATH` turns back is one lab.config sets the
+    /// other way: if lab.config drops or renames one, this says so.
+    #[test]
+    fn pre_io_path_undoes_options_lab_config_sets() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let lab = std::fs::read_to_string(root.join("vm-images/kconfig/lab.config")).unwrap();
+        let lab = lab_core::kconfig::parse_fragment("lab.config", &lab).unwrap();
+        let pre = lab_core::kconfig::parse_fragment("pre", PRE_IO_PATH).unwrap();
+        assert_eq!(pre.len(), 11);
+        for o in &pre {
+            let set = lab
+                .iter()
+                .find(|l| l.name == o.name)
+                .unwrap_or_else(|| panic!("{} is not in lab.config", o.name));
+            assert_ne!(set.value, o.value, "{}", o.name);
+        }
+    }
 }

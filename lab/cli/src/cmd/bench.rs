@@ -50,8 +50,14 @@ pub enum BenchWhat {
     },
     /// Kernel builds: a full build of the lab config with a cold ccache,
     /// then the demo series bisected (incremental build per step, total
-    /// time, number of builds against ceil(log2 N) + 2). About 15 minutes.
-    Kernel,
+    /// time, number of builds against ceil(log2 N) + 2). About 20 minutes.
+    Kernel {
+        /// Then full builds with a cold ccache of the lab config before its
+        /// I/O-path options, `--kconfig debug` and `--kconfig distro`, each
+        /// against the lab config's. About 1.5 hours more on 2 cores.
+        #[arg(long)]
+        configs: bool,
+    },
     /// The default testcases (or those the filters name) with a VM booted
     /// for every testcase one after another (`-j 1`), then with `-j N` and
     /// VM reuse: wall time of each, the speed-up, boots per testcase, the
@@ -111,7 +117,7 @@ impl BenchWhat {
             BenchWhat::Boot { .. } => "boot",
             BenchWhat::Disk { .. } => "disk",
             BenchWhat::Verify { .. } => "verify",
-            BenchWhat::Kernel => "kernel",
+            BenchWhat::Kernel { .. } => "kernel",
             BenchWhat::Run { .. } => "run",
             BenchWhat::Stress { .. } => "stress",
         }
@@ -146,7 +152,7 @@ fn measure(host: &LabHost, what: BenchWhat) -> anyhow::Result<Vec<Measurement>> 
         BenchWhat::Verify { states, judgements } => {
             bench::verify::bench_verify(host, states.max(1), judgements.max(1))
         }
-        BenchWhat::Kernel => bench::kernel::bench_kernel(host),
+        BenchWhat::Kernel { configs } => bench::kernel::bench_kernel(host, configs),
         BenchWhat::Run { jobs, filters } => bench::run::bench_run(
             host,
             &bench::run::RunBenchPlan {
