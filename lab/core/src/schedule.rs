@@ -8,7 +8,9 @@
 //! bound) share one booted VM, one after another, with a clean slate
 //! between them. The queue keeps a worker on its VM's class while work of
 //! that class remains, so a class costs one boot per worker that touches
-//! it, not one per testcase.
+//! it, not one per testcase; and it sends a worker with nothing left of
+//! its class to a class no other worker is on, so a second VM of a class
+//! is booted only when enough of it is left to pay for the boot.
 
 use crate::qemu::Accel;
 
@@ -23,6 +25,12 @@ pub struct Slot {
     pub power_cut: bool,
 }
 
+/// A worker boots a second VM of a class another worker is on only when
+/// at least this many of its slots are left: with two left the other
+/// worker's next one and a boot take longer than the two one after the
+/// other (a boot costs about as much as two testcases under TCG).
+pub const SHARE_CLASS_MIN: usize = 3;
+
 /// The slots not yet taken, in the order workers take them.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -30,6 +38,9 @@ pub struct Queue {
     /// Slot indices in taking order.
     order: Vec<usize>,
     taken: Vec<bool>,
+    /// The class each worker's last slot belongs to (the VM it holds or
+    /// will hold), until it asks again.
+    on: Vec<Option<String>>,
 }
 
 impl Queue {
@@ -37,7 +48,7 @@ impl Queue {
     /// so no worker is left with one at the end while the others idle),
     /// then the shared classes, largest first, each in its testcases'
     /// order; a slot with a VM of its own counts as a class of one.
-    pub fn new(slots: Vec<Slot>) -> Queue {
+    pub fn new(slots: Vec<Slot>, workers: usize) -> Queue {
         let class_size = |c: &Option<String>| match c {
             Some(c) => slots.iter().filter(|s| s.class.as_ref() == Some(c)).count(),
             None => 1,
@@ -64,22 +75,62 @@ impl Queue {
             slots,
             order,
             taken,
+            on: vec![None; workers.max(1)],
         }
     }
 
-    /// The slot a worker takes next: one of the class of the VM it holds
-    /// while any remains (no boot), else the first in taking order. `None`
-    /// once every slot is taken.
-    pub fn next(&mut self, held: Option<&str>) -> Option<usize> {
-        let same_class = held.and_then(|h| {
+    /// The slot `worker` takes next, holding a VM of class `held`:
+    /// 1. one of `held` while any remains (no boot);
+    /// 2. else the first in taking order that no other worker's class
+    ///    claims (a VM of its own, or a class nobody is on);
+    /// 3. else the first of a class another worker is on with at least
+    ///    `SHARE_CLASS_MIN` left (a second VM of that class).
+    ///
+    /// `None` when none of these is left: the worker is done, and the
+    /// workers on the remaining classes take what is left of them (a
+    /// worker always gets its own class, and a class nobody else is on).
+    pub fn next(&mut self, worker: usize, held: Option<&str>) -> Option<usize> {
+        let pick = self.choose(worker, held);
+        self.on[worker] = pick.and_then(|i| self.slots[i].class.clone());
+        if let Some(i) = pick {
+            self.taken[i] = true;
+        }
+        pick
+    }
+
+    fn choose(&self, worker: usize, held: Option<&str>) -> Option<usize> {
+        let left = |class: &str| {
             self.order
                 .iter()
-                .copied()
-                .find(|&i| !self.taken[i] && self.slots[i].class.as_deref() == Some(h))
-        });
-        let pick = same_class.or_else(|| self.order.iter().copied().find(|&i| !self.taken[i]))?;
-        self.taken[pick] = true;
-        Some(pick)
+                .filter(|&&i| !self.taken[i] && self.slots[i].class.as_deref() == Some(class))
+                .count()
+        };
+        let others_on = |class: &str| {
+            self.on
+                .iter()
+                .enumerate()
+                .any(|(w, c)| w != worker && c.as_deref() == Some(class))
+        };
+        let mut untaken = self.order.iter().copied().filter(|&i| !self.taken[i]);
+        if let Some(h) = held {
+            if let Some(i) = untaken
+                .clone()
+                .find(|&i| self.slots[i].class.as_deref() == Some(h))
+            {
+                return Some(i);
+            }
+        }
+        untaken
+            .clone()
+            .find(|&i| self.slots[i].class.as_deref().is_none_or(|c| !others_on(c)))
+            .or_else(|| {
+                untaken.find(|&i| {
+                    self.slots[i]
+                        .class
+                        .as_deref()
+                        .is_some_and(|c| left(c) >= SHARE_CLASS_MIN)
+                })
+            })
     }
 
     pub fn remaining(&self) -> usize {
@@ -149,15 +200,18 @@ mod tests {
 
     #[test]
     fn power_cuts_first_then_the_largest_class() {
-        let mut q = Queue::new(vec![
-            slot(Some("a"), false),
-            slot(Some("b"), false),
-            slot(None, true),
-            slot(Some("b"), false),
-            slot(None, false),
-        ]);
+        let mut q = Queue::new(
+            vec![
+                slot(Some("a"), false),
+                slot(Some("b"), false),
+                slot(None, true),
+                slot(Some("b"), false),
+                slot(None, false),
+            ],
+            1,
+        );
         let mut got = Vec::new();
-        while let Some(i) = q.next(None) {
+        while let Some(i) = q.next(0, None) {
             got.push(i);
         }
         assert_eq!(got, [2, 1, 3, 0, 4]);
@@ -165,21 +219,63 @@ mod tests {
 
     #[test]
     fn a_worker_stays_on_its_class() {
-        let mut q = Queue::new(vec![
-            slot(Some("a"), false),
-            slot(Some("b"), false),
-            slot(Some("b"), false),
-            slot(Some("a"), false),
-        ]);
+        let mut q = Queue::new(
+            vec![
+                slot(Some("a"), false),
+                slot(Some("b"), false),
+                slot(Some("b"), false),
+                slot(Some("a"), false),
+            ],
+            1,
+        );
         // "a" and "b" are the same size: "a" comes first by position.
-        assert_eq!(q.next(None), Some(0));
-        assert_eq!(q.next(Some("b")), Some(1));
+        assert_eq!(q.next(0, None), Some(0));
+        assert_eq!(q.next(0, Some("b")), Some(1));
         assert!(q.wants("a"));
-        assert_eq!(q.next(Some("a")), Some(3));
+        assert_eq!(q.next(0, Some("a")), Some(3));
         assert!(!q.wants("a"));
-        assert_eq!(q.next(Some("a")), Some(2));
-        assert_eq!(q.next(Some("b")), None);
+        assert_eq!(q.next(0, Some("a")), Some(2));
+        assert_eq!(q.next(0, Some("b")), None);
         assert_eq!(q.remaining(), 0);
+    }
+
+    #[test]
+    fn an_idle_worker_goes_to_a_class_nobody_is_on() {
+        let a = || slot(Some("a"), false);
+        let b = || slot(Some("b"), false);
+        let mut q = Queue::new(vec![a(), a(), a(), a(), b(), b()], 2);
+        assert_eq!(q.next(0, None), Some(0));
+        // Worker 0 is on "a": worker 1 starts "b", not a second "a".
+        assert_eq!(q.next(1, None), Some(4));
+        assert_eq!(q.next(1, Some("b")), Some(5));
+        // Nothing of "b" left, and only two of "a": not worth a boot.
+        assert_eq!(q.next(1, Some("b")), Some(1));
+    }
+
+    #[test]
+    fn a_class_left_large_gets_a_second_vm() {
+        let a = || slot(Some("a"), false);
+        let mut q = Queue::new(vec![a(), a(), a(), a(), a()], 2);
+        assert_eq!(q.next(0, None), Some(0));
+        // Four of "a" left: worker 1 boots a second VM of it.
+        assert_eq!(q.next(1, None), Some(1));
+        assert_eq!(q.next(0, Some("a")), Some(2));
+        assert_eq!(q.next(1, Some("a")), Some(3));
+        assert_eq!(q.next(0, Some("a")), Some(4));
+        assert_eq!(q.next(1, Some("a")), None);
+    }
+
+    #[test]
+    fn a_small_class_another_worker_is_on_is_left_to_it() {
+        let a = || slot(Some("a"), false);
+        let mut q = Queue::new(vec![a(), a(), a()], 2);
+        assert_eq!(q.next(0, None), Some(0));
+        // Two left: worker 1 is done; worker 0 takes both.
+        assert_eq!(q.next(1, None), None);
+        assert_eq!(q.next(0, Some("a")), Some(1));
+        // Worker 0's VM failed: it takes the last one with a fresh boot.
+        assert_eq!(q.next(0, None), Some(2));
+        assert_eq!(q.next(0, None), None);
     }
 
     #[test]
@@ -194,29 +290,61 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the workers hold when they ask, every slot is handed
-        /// out exactly once, and a worker holding a class gets that class
-        /// while any of it remains.
+        /// Workers asking in any order, each holding the class of its last
+        /// slot unless its VM failed (then nothing), stopping when told
+        /// there is nothing for them: every slot is handed out exactly
+        /// once; a worker holding a class gets that class while any of it
+        /// remains; a worker never starts a second VM of another worker's
+        /// class while a slot no one else is on waits.
         #[test]
-        fn every_slot_once_and_class_kept(
+        fn every_slot_once_and_classes_shared_only_when_nothing_else_waits(
             classes in proptest::collection::vec((proptest::option::of(0u8..4), any::<bool>()), 0..24),
-            holds in proptest::collection::vec(proptest::option::of(0u8..4), 0..64),
+            workers in 1usize..4,
+            turns in proptest::collection::vec((0usize..4, any::<bool>()), 0..96),
         ) {
             let slots: Vec<Slot> = classes
                 .iter()
                 .map(|(c, p)| Slot { class: c.map(|c| c.to_string()), power_cut: *p })
                 .collect();
-            let mut q = Queue::new(slots.clone());
+            let mut q = Queue::new(slots.clone(), workers);
             let mut seen = vec![0u32; slots.len()];
-            let mut holds = holds.into_iter().cycle();
-            loop {
-                let held = holds.next().flatten().map(|c| c.to_string());
+            let mut holds: Vec<Option<String>> = vec![None; workers];
+            let mut active: Vec<bool> = vec![true; workers];
+            // The given turns, then each worker in turn until all are done.
+            let tail = (0..).map(|n| (n % workers, false));
+            for (w, vm_failed) in turns.into_iter().chain(tail) {
+                let w = w % workers;
+                if !active.iter().any(|a| *a) {
+                    break;
+                }
+                if !active[w] {
+                    continue;
+                }
+                if vm_failed {
+                    holds[w] = None;
+                }
+                let held = holds[w].clone();
                 let wanted = held.as_deref().is_some_and(|h| q.wants(h));
-                let Some(i) = q.next(held.as_deref()) else { break };
+                let others: Vec<Option<String>> = (0..workers)
+                    .filter(|&o| o != w && active[o])
+                    .map(|o| holds[o].clone())
+                    .collect();
+                let free_waits = (0..slots.len()).any(|i| {
+                    !q.taken[i] && slots[i].class.as_ref().is_none_or(|c| !others.contains(&Some(c.clone())))
+                });
+                let Some(i) = q.next(w, held.as_deref()) else {
+                    active[w] = false;
+                    continue;
+                };
                 seen[i] += 1;
                 if wanted {
                     prop_assert_eq!(slots[i].class.as_deref(), held.as_deref());
+                } else if let Some(c) = &slots[i].class {
+                    if others.contains(&Some(c.clone())) {
+                        prop_assert!(!free_waits, "slot {} shared while a free one waits", i);
+                    }
                 }
+                holds[w] = slots[i].class.clone();
             }
             prop_assert!(seen.iter().all(|n| *n == 1), "{:?}", seen);
             prop_assert_eq!(q.remaining(), 0);

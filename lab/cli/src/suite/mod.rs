@@ -195,6 +195,12 @@ pub fn run_into(
             })
         })
         .collect();
+    // A testcase's verifier VMs share the host with the other jobs' VMs.
+    let mut host = host.clone();
+    if par.jobs > 1 && !host.verify_jobs_chosen {
+        host.verify_jobs = (host.verify_jobs / par.jobs).max(1);
+    }
+    let workers = par.jobs.min(slots.len()).max(1);
     let queue = std::sync::Mutex::new(Queue::new(
         slots
             .iter()
@@ -205,13 +211,8 @@ pub fn run_into(
                 power_cut: par.jobs > 1 && s.tc.power_cut.is_some(),
             })
             .collect(),
+        workers,
     ));
-    // A testcase's verifier VMs share the host with the other jobs' VMs.
-    let mut host = host.clone();
-    if par.jobs > 1 && !host.verify_jobs_chosen {
-        host.verify_jobs = (host.verify_jobs / par.jobs).max(1);
-    }
-    let workers = par.jobs.min(slots.len()).max(1);
     let shared = Shared {
         host: &host,
         opts,
@@ -270,7 +271,7 @@ impl Shared<'_> {
                 if vms.held_class().is_some_and(|c| !q.wants(c)) {
                     vms.let_go();
                 }
-                q.next(vms.held_class())
+                q.next(worker, vms.held_class())
             };
             let Some(i) = next else { break };
             let slot = &self.slots[i];
