@@ -108,14 +108,21 @@ impl SuiteReport {
 /// Every check must come out the same, with one allowance a power cut
 /// forces on any two runs: the cut races the guest, so which of the last
 /// steps' results reach the host before QEMU dies (`stepNN.*`), which writes
-/// are in flight and so which crash states exist (`state.*`), and which cut
-/// points a sweep finds (`cut-*`), vary from run to run. For those, the
-/// checks both runs made must agree and the worst outcome must be the same.
+/// are in flight and so which crash states exist (`state.*`), which cut
+/// points a sweep finds (`cut-*`), and whether an atomic write was in flight
+/// to be checked whole (`power_cut.atomic_writes_whole`, skipped when none
+/// was) vary from run to run. For those, the checks both runs made (and did
+/// not skip) must agree, and the worst outcome must be the same, a racy
+/// check's skip aside.
 pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
     let cut = |s: &SuiteReport| s.results.iter().any(|r| r.check == "power_cut.cut");
     let racy = |check: &str| {
-        check.starts_with("step") || check.starts_with("state.") || check.starts_with("cut-")
+        check.starts_with("step")
+            || check.starts_with("state.")
+            || check.starts_with("cut-")
+            || check == "power_cut.atomic_writes_whole"
     };
+    let skipped = |r: &CaseResult| matches!(r.outcome, Outcome::Skipped { .. });
     let power_cut = cut(a) || cut(b);
     let fixed = |s: &SuiteReport| -> Vec<(String, &'static str)> {
         s.results
@@ -142,8 +149,8 @@ pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
     if !power_cut {
         return None;
     }
-    for r in a.results.iter().filter(|r| racy(&r.check)) {
-        if let Some(o) = b.results.iter().find(|o| o.check == r.check) {
+    for r in a.results.iter().filter(|r| racy(&r.check) && !skipped(r)) {
+        if let Some(o) = b.results.iter().find(|o| o.check == r.check && !skipped(o)) {
             if o.outcome.label() != r.outcome.label() {
                 return Some(format!(
                     "{}: {} {} in one run, {} in the other",
@@ -155,7 +162,13 @@ pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
             }
         }
     }
-    let worst = |s: &SuiteReport| s.results.iter().map(|r| r.outcome.severity()).max();
+    let worst = |s: &SuiteReport| {
+        s.results
+            .iter()
+            .filter(|r| !(racy(&r.check) && skipped(r)))
+            .map(|r| r.outcome.severity())
+            .max()
+    };
     (worst(a) != worst(b)).then(|| format!("{}: the worst outcome differs", a.name))
 }
 
@@ -456,6 +469,23 @@ mod tests {
         assert!(verdict_difference(&cut(&[]), &lost)
             .unwrap()
             .contains("power_cut.states"));
+        // No atomic write in flight at one run's cut: nothing to check
+        // whole there, and nothing to compare; torn in one run is a
+        // difference.
+        let none_in_flight = cut(&[(
+            "power_cut.atomic_writes_whole",
+            Outcome::Skipped { reason: "r".into() },
+        )]);
+        let whole = cut(&[("power_cut.atomic_writes_whole", Outcome::Passed)]);
+        assert_eq!(verdict_difference(&none_in_flight, &whole), None);
+        assert_eq!(verdict_difference(&whole, &none_in_flight), None);
+        let torn = cut(&[("power_cut.atomic_writes_whole", fail())]);
+        assert!(verdict_difference(&none_in_flight, &torn)
+            .unwrap()
+            .contains("worst"));
+        assert!(verdict_difference(&whole, &torn)
+            .unwrap()
+            .contains("atomic_writes_whole"));
     }
 
     use super::*;
