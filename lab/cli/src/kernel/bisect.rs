@@ -248,23 +248,15 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                         }
                         report.steps.push(step);
                     }
-                    Err(StepError::BadInput(m)) => {
-                        eprintln!("lab: error: {m}");
-                        report.outcome = "bad_input".into();
-                        report.message = m;
-                        break Exit::BadInput;
-                    }
-                    Err(StepError::Lab(_)) if reaper::interrupted() => {
-                        report.outcome = "interrupted".into();
-                        report.message = "interrupted: partial results".into();
-                        break Exit::Interrupted;
-                    }
-                    Err(StepError::Lab(m)) => {
-                        eprintln!("lab: error: {m}");
-                        report.outcome = "lab_error".into();
-                        report.message = m;
-                        break Exit::LabError;
-                    }
+                    Err(e) => match e.end(&mut report) {
+                        Ok(exit) => break exit,
+                        Err(m) => {
+                            eprintln!("lab: error: {m}");
+                            report.outcome = "lab_error".into();
+                            report.message = m;
+                            break Exit::LabError;
+                        }
+                    },
                 }
                 report.total_s = started.elapsed().as_secs_f64();
                 let _ = write_bisect(&dir, &id, &report);
@@ -284,27 +276,19 @@ pub fn bisect(root: &Path, cache: &Path, opts: &BisectOptions) -> Result<Exit, C
                     let _ = write_bisect(&dir, &id, &report);
                     match confirm(&pipe, p, opts, &dir, &id) {
                         Ok(c) => report.confirmation = Some(c),
-                        Err(StepError::BadInput(m)) => {
-                            eprintln!("lab: error: {m}");
-                            report.outcome = "bad_input".into();
-                            report.message = m;
-                            break Exit::BadInput;
-                        }
-                        Err(StepError::Lab(_)) if reaper::interrupted() => {
-                            report.outcome = "interrupted".into();
-                            report.message = "interrupted: partial results".into();
-                            break Exit::Interrupted;
-                        }
-                        // The culprit stays named: only its confirmation
-                        // could not be run (exit 3 says so).
-                        Err(StepError::Lab(m)) => {
-                            eprintln!("lab: error: the confirmation could not run: {m}");
-                            report.message = format!(
-                                "{} (not confirmed: the lab could not run: {m})",
-                                report.message
-                            );
-                            break Exit::LabError;
-                        }
+                        Err(e) => match e.end(&mut report) {
+                            Ok(exit) => break exit,
+                            // The culprit stays named: only its confirmation
+                            // could not be run (exit 3 says so).
+                            Err(m) => {
+                                eprintln!("lab: error: the confirmation could not run: {m}");
+                                report.message = format!(
+                                    "{} (not confirmed: the lab could not run: {m})",
+                                    report.message
+                                );
+                                break Exit::LabError;
+                            }
+                        },
                     }
                 }
                 break Exit::Passed;
@@ -381,6 +365,41 @@ enum StepError {
     Lab(String),
 }
 
+impl StepError {
+    /// A build that failed other than by not compiling (which is a level's
+    /// verdict, handled where it is built).
+    fn from_build(e: BuildError) -> StepError {
+        match e {
+            BuildError::Dropped { .. } | BuildError::Fragment(_) => {
+                StepError::BadInput(e.to_string())
+            }
+            BuildError::Interrupted => StepError::Lab("interrupted".into()),
+            BuildError::Lab(e) => StepError::Lab(format!("{e:#}")),
+            BuildError::Compile { .. } => StepError::Lab(e.to_string()),
+        }
+    }
+
+    /// Ends the bisection on bad input or Ctrl-C, recording why in the
+    /// report and returning the exit; a lab failure is given back for the
+    /// caller to word (a failed level and a failed confirmation differ).
+    fn end(self, report: &mut BisectReport) -> Result<Exit, String> {
+        match self {
+            StepError::BadInput(m) => {
+                eprintln!("lab: error: {m}");
+                report.outcome = "bad_input".into();
+                report.message = m;
+                Ok(Exit::BadInput)
+            }
+            StepError::Lab(_) if reaper::interrupted() => {
+                report.outcome = "interrupted".into();
+                report.message = "interrupted: partial results".into();
+                Ok(Exit::Interrupted)
+            }
+            StepError::Lab(m) => Err(m),
+        }
+    }
+}
+
 fn test_level(
     pipe: &Pipeline,
     level: usize,
@@ -419,11 +438,7 @@ fn test_level(
             );
             return Ok(step);
         }
-        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
-            return Err(StepError::BadInput(e.to_string()))
-        }
-        Err(BuildError::Interrupted) => return Err(StepError::Lab("interrupted".into())),
-        Err(BuildError::Lab(e)) => return Err(StepError::Lab(format!("{e:#}"))),
+        Err(e) => return Err(StepError::from_build(e)),
     };
     eprintln!(
         "{}",
@@ -578,11 +593,7 @@ fn confirm(
             );
             return Ok(c);
         }
-        Err(e @ (BuildError::Dropped { .. } | BuildError::Fragment(_))) => {
-            return Err(StepError::BadInput(e.to_string()))
-        }
-        Err(BuildError::Interrupted) => return Err(StepError::Lab("interrupted".into())),
-        Err(BuildError::Lab(e)) => return Err(StepError::Lab(format!("{e:#}"))),
+        Err(e) => return Err(StepError::from_build(e)),
     };
     eprintln!("{}", pipeline::describe_build(&label, &built));
     pipeline::keep_build_files(&built, &cdir);
