@@ -10,12 +10,13 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LevelVerdict {
     Good,
     Bad,
     /// Did not apply or build: no information.
+    #[default]
     Skip,
 }
 
@@ -208,6 +209,77 @@ impl Confirmation {
             ),
         }
     }
+}
+
+/// One tested level.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BisectStep {
+    pub level: usize,
+    pub patch: String,
+    pub commit: String,
+    pub verdict: LevelVerdict,
+    /// Why: the failing check, the build error, the patch that did not apply.
+    pub reason: String,
+    pub build_s: f64,
+    pub build_cached: bool,
+    pub build_seeded_from: Option<String>,
+    pub test_s: f64,
+    /// Testcase runs (1 + retries when it kept passing).
+    pub tries: u32,
+    /// How many of them failed.
+    pub failed_runs: u32,
+    /// "flaky: 1 of 2 runs failed" when the runs disagreed.
+    pub flaky: Option<String>,
+    /// Relative to the bisect's directory.
+    pub dir: String,
+}
+
+/// The culprit reverted on the bad end, built and run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmReport {
+    pub outcome: Confirmation,
+    pub message: String,
+    /// The revert commit (empty when it did not apply).
+    pub commit: String,
+    pub reason: String,
+    pub runs: Runs,
+    pub build_s: f64,
+    pub build_cached: bool,
+    pub test_s: f64,
+    pub dir: String,
+}
+
+/// bisect.json: the answer and every step. Every field defaults, so a file
+/// an older lab wrote still reads (`lab report`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BisectReport {
+    pub testcase: String,
+    pub series: String,
+    pub kernel_source: String,
+    pub patches: Vec<String>,
+    /// `first_bad`, `one_of`, `base_fails`, `series_passes`, `end_skipped`,
+    /// `interrupted` or `running`.
+    pub outcome: String,
+    pub first_bad: Option<usize>,
+    pub first_bad_patch: Option<String>,
+    pub candidates: Vec<usize>,
+    pub message: String,
+    /// `series` or `commits` (`--good`/`--bad`).
+    pub mode: String,
+    /// The first bad commit's id (a commit range).
+    pub first_bad_commit: Option<String>,
+    /// The culprit's revert (absent with --no-confirm or no single culprit).
+    pub confirmation: Option<ConfirmReport>,
+    /// Levels whose runs disagreed.
+    pub flaky_levels: Vec<usize>,
+    pub steps: Vec<BisectStep>,
+    pub builds: usize,
+    pub max_builds: usize,
+    pub retries: u32,
+    pub total_s: f64,
+    pub reproduce: String,
 }
 
 /// The arguments of `git revert` for a culprit with `parents` parents: a

@@ -11,8 +11,8 @@
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
 
+use crate::bisect::{BisectReport, Confirmation, LevelVerdict};
 use crate::report::{Outcome, RunReport, SuiteReport};
 
 /// Everything the page shows.
@@ -20,7 +20,7 @@ pub struct Page<'a> {
     pub run: &'a RunReport,
     /// Extras per testcase run, matched to `run.suites` by name.
     pub cases: Vec<CaseView>,
-    pub bisect: Option<BisectView>,
+    pub bisect: Option<BisectPage>,
     /// `--compare-base`: the patched run's failures against the base.
     pub compare: Option<Vec<CompareRow>>,
 }
@@ -260,48 +260,14 @@ pub struct SweepPoint {
     pub unchecked: usize,
 }
 
-/// bisect.json, as `lab bisect` writes it (fields it may add later are
-/// ignored; the ones it may drop default).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct BisectView {
-    pub testcase: String,
-    pub series: String,
-    pub kernel_source: String,
-    pub patches: Vec<String>,
-    pub outcome: String,
-    pub first_bad: Option<usize>,
-    pub first_bad_patch: Option<String>,
-    pub candidates: Vec<usize>,
-    pub message: String,
-    pub steps: Vec<BisectStepView>,
-    pub builds: usize,
-    pub max_builds: usize,
-    pub retries: u32,
-    pub total_s: f64,
-    pub reproduce: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct BisectStepView {
-    pub level: usize,
-    pub patch: String,
-    pub commit: String,
-    /// `good`, `bad` or `skip`.
-    pub verdict: String,
-    pub reason: String,
-    pub build_s: f64,
-    pub build_cached: bool,
-    pub test_s: f64,
-    pub tries: u32,
-    /// Relative to the bisection's directory.
-    pub dir: String,
-    /// Files of the step worth a click (label, path relative to the
-    /// bisection's directory): build log, build error, each try's console.
-    /// Filled by the reader with the files that exist.
-    #[serde(skip)]
-    pub links: Vec<(String, String)>,
+/// A bisection's page: its bisect.json, and per step the files worth a
+/// click (label, path relative to the bisection's directory: build log,
+/// build error, each try's console), filled by the reader with the files
+/// that exist.
+#[derive(Debug, Clone, Default)]
+pub struct BisectPage {
+    pub report: BisectReport,
+    pub links: Vec<Vec<(String, String)>>,
 }
 
 /// A check the patched kernel failed, and what the base did.
@@ -496,7 +462,7 @@ pub fn render(page: &Page) -> String {
     let run = page.run;
     let mut o = String::with_capacity(64 * 1024);
     let title = match &page.bisect {
-        Some(b) => format!("lab bisect {} ({})", b.testcase, run.run_id),
+        Some(b) => format!("lab bisect {} ({})", b.report.testcase, run.run_id),
         None => format!("lab run {}", run.run_id),
     };
     let _ = write!(
@@ -1121,7 +1087,16 @@ fn sweep_section(o: &mut String, points: &[SweepPoint]) {
     }
 }
 
-fn bisect_section(o: &mut String, b: &BisectView) {
+fn verdict_class(v: LevelVerdict) -> &'static str {
+    match v {
+        LevelVerdict::Good => "good",
+        LevelVerdict::Bad => "bad",
+        LevelVerdict::Skip => "skip",
+    }
+}
+
+fn bisect_section(o: &mut String, page: &BisectPage) {
+    let b = &page.report;
     o.push_str("<h2>Bisection</h2>\n");
     let _ = writeln!(
         o,
@@ -1132,16 +1107,66 @@ fn bisect_section(o: &mut String, b: &BisectView) {
             &b.message
         })
     );
+    if let Some(c) = &b.confirmation {
+        let class = if c.outcome == Confirmation::Confirmed {
+            "good"
+        } else {
+            "bad"
+        };
+        let _ = writeln!(
+            o,
+            "<p class=\"confirmation\">{} {}</p>",
+            badge(class),
+            esc(&c.message)
+        );
+    }
     o.push_str("<table class=\"kv\">\n");
     kv(o, "testcase", &b.testcase);
     kv(o, "series", &b.series);
     kv(o, "kernel source", &b.kernel_source);
     kv(o, "outcome", &b.outcome);
+    let unit = if b.mode == "commits" {
+        "commit"
+    } else {
+        "patch"
+    };
     kv(
         o,
-        "first bad patch",
+        &format!("first bad {unit}"),
         b.first_bad_patch.as_deref().unwrap_or(""),
     );
+    kv(o, "commit", b.first_bad_commit.as_deref().unwrap_or(""));
+    if let Some(c) = &b.confirmation {
+        kv(
+            o,
+            "confirmation",
+            &format!(
+                "{} ({} of {} runs passed with it reverted{})",
+                serde_json::to_value(c.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                    .unwrap_or_default(),
+                c.runs.passed,
+                c.runs.total(),
+                if c.commit.is_empty() {
+                    String::new()
+                } else {
+                    format!("; revert {}", &c.commit[..12.min(c.commit.len())])
+                }
+            ),
+        );
+    }
+    if !b.flaky_levels.is_empty() {
+        kv(
+            o,
+            "flaky levels",
+            &b.flaky_levels
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
     kv(
         o,
         "builds",
@@ -1151,10 +1176,7 @@ fn bisect_section(o: &mut String, b: &BisectView) {
     kv(o, "total", &secs(Some(b.total_s)));
     o.push_str("</table>\n<h3>Steps, in the order they ran</h3><div class=\"strip\">\n");
     for (k, s) in b.steps.iter().enumerate() {
-        let verdict = match s.verdict.as_str() {
-            v @ ("good" | "bad" | "skip") => v,
-            _ => "skip",
-        };
+        let verdict = verdict_class(s.verdict);
         let _ = write!(
             o,
             "<div class=\"step {verdict}\"><div>step {} · level {}</div><div><b>{}</b></div><div>{}</div><div class=\"muted\">build {}{} · test {} · {} tr{}</div>",
@@ -1168,20 +1190,27 @@ fn bisect_section(o: &mut String, b: &BisectView) {
             s.tries,
             if s.tries == 1 { "y" } else { "ies" }
         );
+        if let Some(f) = &s.flaky {
+            let _ = write!(o, "<div><b>{}</b></div>", esc(f));
+        }
         if !s.reason.is_empty() {
             let _ = write!(o, "<div>{}</div>", esc(&truncate(&s.reason, 300)));
         }
-        if !s.links.is_empty() {
+        let links = page.links.get(k).map_or(&[][..], Vec::as_slice);
+        if !links.is_empty() {
             o.push_str("<div>");
-            for (label, rel) in &s.links {
+            for (label, rel) in links {
                 let _ = write!(o, "<a href=\"{}\">{}</a> ", href(rel), esc(label));
             }
             o.push_str("</div>");
         }
         o.push_str("</div>\n");
     }
-    o.push_str(
-        "</div>\n<h3>The series</h3><table><tr><th>level</th><th>patch</th><th>verdict</th></tr>\n",
+    let _ =
+        write!(
+        o,
+        "</div>\n<h3>The {}</h3><table><tr><th>level</th><th>{unit}</th><th>verdict</th></tr>\n",
+        if b.mode == "commits" { "commits" } else { "series" }
     );
     let _ = writeln!(
         o,
@@ -1206,10 +1235,10 @@ fn bisect_section(o: &mut String, b: &BisectView) {
 }
 
 /// A level's verdict as the steps found it (the last step that tested it).
-fn level_verdict(b: &BisectView, level: usize) -> String {
+fn level_verdict(b: &BisectReport, level: usize) -> String {
     b.steps.iter().rev().find(|s| s.level == level).map_or_else(
         || "<span class=\"muted\">not tested</span>".to_string(),
-        |s| badge(&s.verdict),
+        |s| badge(verdict_class(s.verdict)),
     )
 }
 
@@ -1249,6 +1278,7 @@ fn compare_section(o: &mut String, rows: &[CompareRow]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bisect::{BisectStep, ConfirmReport};
     use crate::report::CaseResult;
 
     const NASTY: &str = r#"<script>alert("x")</script>'quoted' & "double""#;
@@ -1397,7 +1427,7 @@ mod tests {
                 unchecked: 0,
             }],
         };
-        let bisect = BisectView {
+        let report = BisectReport {
             testcase: NASTY.into(),
             series: NASTY.into(),
             kernel_source: NASTY.into(),
@@ -1405,16 +1435,32 @@ mod tests {
             outcome: "first_bad".into(),
             first_bad: Some(1),
             first_bad_patch: Some(NASTY.into()),
+            first_bad_commit: Some(NASTY.into()),
             message: NASTY.into(),
-            steps: vec![BisectStepView {
+            confirmation: Some(ConfirmReport {
+                outcome: Confirmation::NotConfirmed,
+                message: NASTY.into(),
+                commit: NASTY.into(),
+                reason: NASTY.into(),
+                runs: Default::default(),
+                build_s: 0.0,
+                build_cached: false,
+                test_s: 0.0,
+                dir: NASTY.into(),
+            }),
+            steps: vec![BisectStep {
                 level: 1,
                 patch: NASTY.into(),
-                verdict: NASTY.into(),
                 reason: NASTY.into(),
-                ..BisectStepView::default()
+                flaky: Some(NASTY.into()),
+                ..BisectStep::default()
             }],
             reproduce: NASTY.into(),
-            ..BisectView::default()
+            ..BisectReport::default()
+        };
+        let bisect = BisectPage {
+            report,
+            links: vec![vec![(NASTY.into(), NASTY.into())]],
         };
         let compare = vec![CompareRow {
             case: NASTY.into(),
@@ -1622,7 +1668,7 @@ mod tests {
 
     #[test]
     fn bisect_json_reads_with_fields_added_or_missing() {
-        let b: BisectView = serde_json::from_str(
+        let b: BisectReport = serde_json::from_str(
             r#"{"testcase":"t","patches":["1/2 a","2/2 b"],"outcome":"first_bad","first_bad":2,
                 "first_bad_patch":"2/2 b","message":"first bad patch: 2/2 b","confirmed":true,
                 "steps":[{"level":0,"patch":"base","verdict":"good","build_s":10.0,"test_s":5.0,"tries":2,"dir":"level-0","new_field":1},
@@ -1631,12 +1677,18 @@ mod tests {
         .unwrap();
         assert_eq!(b.steps.len(), 2);
         let r = run(vec![]);
-        let html = render(&Page {
-            run: &r,
-            cases: vec![],
-            bisect: Some(b),
-            compare: None,
-        });
+        let page = |report: &BisectReport| {
+            render(&Page {
+                run: &r,
+                cases: vec![],
+                bisect: Some(BisectPage {
+                    report: report.clone(),
+                    links: vec![],
+                }),
+                compare: None,
+            })
+        };
+        let html = page(&b);
         assert!(html.contains("<div class=\"culprit\">first bad patch: 2/2 b</div>"));
         assert!(html.contains("<b>⇒ </b>2/2 b"));
         assert_eq!(html.matches("class=\"step ").count(), 2);
@@ -1644,6 +1696,34 @@ mod tests {
             html.contains("<span class=\"muted\">not tested</span>"),
             "level 1 was not tested"
         );
+        assert!(!html.contains("confirmation"), "an older file has none");
+
+        // What `lab bisect` writes today: the confirmation and a flaky
+        // level are on the page.
+        let mut b = b;
+        b.flaky_levels = vec![2];
+        b.steps[1].flaky = Some("flaky: 1 of 2 runs failed".into());
+        b.confirmation = Some(ConfirmReport {
+            outcome: Confirmation::Confirmed,
+            message: "confirmed: reverting 2/2 b makes t pass (2 of 2 runs passed)".into(),
+            commit: "0123456789abcdef".into(),
+            reason: String::new(),
+            runs: crate::bisect::Runs {
+                passed: 2,
+                failed: 0,
+            },
+            build_s: 1.0,
+            build_cached: false,
+            test_s: 1.0,
+            dir: "confirm".into(),
+        });
+        let html = page(&b);
+        assert!(html.contains("<span class=\"b good\">good</span> confirmed: reverting 2/2 b"));
+        assert!(
+            html.contains("confirmed (2 of 2 runs passed with it reverted; revert 0123456789ab)")
+        );
+        assert!(html.contains("<td>flaky levels</td><td>2</td>"));
+        assert!(html.contains("<b>flaky: 1 of 2 runs failed</b>"));
     }
 
     #[test]

@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
-use lab_core::bisect::{self, Bisect, Confirmation, LevelVerdict, Next, Runs};
+use lab_core::bisect::{
+    self, Bisect, BisectReport, BisectStep, ConfirmReport, Confirmation, LevelVerdict, Next, Runs,
+};
 use lab_core::report::{CaseResult, Outcome, RunReport, SuiteReport};
 use lab_core::testcase::Testcase;
-use serde::Serialize;
 
 use crate::exit::{CmdError, Exit};
 use crate::host::accel::AccelChoice;
@@ -41,74 +42,6 @@ pub struct BisectOptions {
     pub accel: AccelChoice,
     /// Revert the culprit on the bad end and run again (`--no-confirm`: no).
     pub confirm: bool,
-}
-
-/// One tested level.
-#[derive(Debug, Clone, Serialize)]
-pub struct BisectStep {
-    pub level: usize,
-    pub patch: String,
-    pub commit: String,
-    pub verdict: LevelVerdict,
-    /// Why: the failing check, the build error, the patch that did not apply.
-    pub reason: String,
-    pub build_s: f64,
-    pub build_cached: bool,
-    pub build_seeded_from: Option<String>,
-    pub test_s: f64,
-    /// Testcase runs (1 + retries when it kept passing).
-    pub tries: u32,
-    /// How many of them failed.
-    #[serde(default)]
-    pub failed_runs: u32,
-    /// "flaky: 1 of 2 runs failed" when the runs disagreed.
-    pub flaky: Option<String>,
-    /// Relative to the bisect's directory.
-    pub dir: String,
-}
-
-/// The culprit reverted on the bad end, built and run.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConfirmReport {
-    pub outcome: Confirmation,
-    pub message: String,
-    /// The revert commit (empty when it did not apply).
-    pub commit: String,
-    pub reason: String,
-    pub runs: Runs,
-    pub build_s: f64,
-    pub build_cached: bool,
-    pub test_s: f64,
-    pub dir: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BisectReport {
-    pub testcase: String,
-    pub series: String,
-    pub kernel_source: String,
-    pub patches: Vec<String>,
-    /// `first_bad`, `one_of`, `base_fails`, `series_passes`, `end_skipped`,
-    /// `interrupted` or `running`.
-    pub outcome: String,
-    pub first_bad: Option<usize>,
-    pub first_bad_patch: Option<String>,
-    pub candidates: Vec<usize>,
-    pub message: String,
-    /// `series` or `commits` (`--good`/`--bad`).
-    pub mode: String,
-    /// The first bad commit's id (a commit range).
-    pub first_bad_commit: Option<String>,
-    /// The culprit's revert (absent with --no-confirm or no single culprit).
-    pub confirmation: Option<ConfirmReport>,
-    /// Levels whose runs disagreed.
-    pub flaky_levels: Vec<usize>,
-    pub steps: Vec<BisectStep>,
-    pub builds: usize,
-    pub max_builds: usize,
-    pub retries: u32,
-    pub total_s: f64,
-    pub reproduce: String,
 }
 
 /// Bisects, printing each step; the exit says whether it named a culprit

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use lab_core::bisect::BisectReport;
 use lab_core::html::{
-    self, BisectView, CaseView, Cell, CellKind, MapViolation, Page, SectorMap, SweepPoint,
+    self, BisectPage, CaseView, Cell, CellKind, MapViolation, Page, SectorMap, SweepPoint,
     Timeline, TimelineWrite, WriteState,
 };
 use lab_core::report::{RunReport, SuiteReport};
@@ -53,12 +54,13 @@ pub fn render_dir(dir: &Path) -> Result<String> {
             .with_context(|| format!("reading {}", summary.display()))?,
     )
     .with_context(|| format!("{}: not a lab summary", summary.display()))?;
-    let mut bisect: Option<BisectView> = std::fs::read_to_string(dir.join("bisect.json"))
+    let bisect = std::fs::read_to_string(dir.join("bisect.json"))
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(b) = &mut bisect {
-        step_links(dir, b);
-    }
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .map(|report| BisectPage {
+            links: step_links(dir, &report),
+            report,
+        });
     // `lab verify` lines name kept states as the run printed them: absolute.
     let dir = &dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let compare = compare(dir, &run);
@@ -73,29 +75,32 @@ pub fn render_dir(dir: &Path) -> Result<String> {
 
 /// Each bisection step's build log, build error and consoles, where they
 /// exist (a level that did not apply has none).
-fn step_links(dir: &Path, b: &mut BisectView) {
-    for s in &mut b.steps {
-        if s.dir.is_empty() {
-            continue;
-        }
-        let mut links = Vec::new();
-        for (label, file) in [
-            ("build log", "build.log"),
-            ("build error", "build-error.txt"),
-        ] {
-            let rel = format!("{}/{file}", s.dir);
-            if dir.join(&rel).is_file() {
-                links.push((label.to_string(), rel));
+fn step_links(dir: &Path, b: &BisectReport) -> Vec<Vec<(String, String)>> {
+    b.steps
+        .iter()
+        .map(|s| {
+            let mut links = Vec::new();
+            if s.dir.is_empty() {
+                return links;
             }
-        }
-        for t in 1..=s.tries.max(1) {
-            let rel = format!("{}/try-{t}/{}/console.log", s.dir, b.testcase);
-            if dir.join(&rel).is_file() {
-                links.push((format!("console (try {t})"), rel));
+            for (label, file) in [
+                ("build log", "build.log"),
+                ("build error", "build-error.txt"),
+            ] {
+                let rel = format!("{}/{file}", s.dir);
+                if dir.join(&rel).is_file() {
+                    links.push((label.to_string(), rel));
+                }
             }
-        }
-        s.links = links;
-    }
+            for t in 1..=s.tries.max(1) {
+                let rel = format!("{}/try-{t}/{}/console.log", s.dir, b.testcase);
+                if dir.join(&rel).is_file() {
+                    links.push((format!("console (try {t})"), rel));
+                }
+            }
+            links
+        })
+        .collect()
 }
 
 /// `--compare-base`: the base's and the patched run's own summaries.

@@ -426,6 +426,18 @@ pub fn check_bisect_page(page: &Page, culprit: &str, steps: usize) {
     assert!(page.dom.contains("class=\"step bad\""));
     assert!(page.text.contains("build ") && page.text.contains("test "));
     assert!(page.text.contains("lab bisect "), "no reproduce line");
+    // A culprit's confirmation (the revert's runs) is on the page in words.
+    let bisect: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(page.path.with_file_name("bisect.json")).unwrap(),
+    )
+    .unwrap();
+    if let Some(message) = bisect["confirmation"]["message"].as_str() {
+        assert!(
+            page.text.contains(message),
+            "{}: the confirmation is not shown: {message}",
+            page.path.display()
+        );
+    }
 }
 
 /// Copies a checked page and its screenshot to
