@@ -11,7 +11,6 @@
 
 use std::fmt::Write as _;
 
-
 use crate::bisect::{BisectReport, Confirmation, LevelVerdict};
 use crate::report::{Outcome, RunReport, SuiteReport};
 

@@ -32,9 +32,8 @@ pub struct StatxAtomic {
     pub segments_max: u32,
 }
 
-/// Buffered atomic-write limits, `statx(STATX_WRITE_ATOMIC_BUF)`: the
-/// interface of the lab's own series (patches/xfs-buffered-atomic), kept
-/// apart from the direct I/O limits of STATX_WRITE_ATOMIC. Mainline 7.x
+/// Buffered atomic-write limits, `statx(STATX_WRITE_ATOMIC_BUF)`, through
+/// whichever interface the kernel speaks (`BufferedAbi`). Mainline 7.x
 /// does not know the bit and leaves it clear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StatxBuffered {
@@ -42,6 +41,91 @@ pub struct StatxBuffered {
     pub reported: bool,
     pub unit_min: u32,
     pub unit_max: u32,
+    /// Which fields held them (absent in reports from older agents).
+    #[serde(default)]
+    pub abi: BufferedAbi,
+}
+
+/// How a kernel reports buffered atomic-write limits. Implementations
+/// disagree, and both use the bit value 0x40000 for STATX_WRITE_ATOMIC_BUF:
+/// the lab's own series (patches/xfs-buffered-atomic 2/4) adds fields of
+/// their own, `stx_atomic_write_unit_{min,max}_buf`; the seed RFC reports
+/// the buffered limits in the direct-I/O fields, `stx_atomic_write_unit_*`,
+/// when only STATX_WRITE_ATOMIC_BUF is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferedAbi {
+    /// STATX_WRITE_ATOMIC_BUF not set: the kernel reports no buffered
+    /// atomic-write limits.
+    #[default]
+    None,
+    /// Fields of their own (the lab's series).
+    SeparateFields,
+    /// The direct-I/O fields (the seed RFC).
+    SharedFields,
+    /// The bit is set but every field is 0: no buffered atomic write is
+    /// possible on this file, and nothing tells the two interfaces apart.
+    NoLimits,
+}
+
+impl BufferedAbi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BufferedAbi::None => "none",
+            BufferedAbi::SeparateFields => "separate_fields",
+            BufferedAbi::SharedFields => "shared_fields",
+            BufferedAbi::NoLimits => "no_limits",
+        }
+    }
+}
+
+/// What `statx` returned when asked for STATX_WRITE_ATOMIC_BUF alone: its
+/// mask bit, the direct-I/O atomic fields and the lab series' `_buf`
+/// fields. Read raw, so that the interface is decided here, not guessed in
+/// the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferedProbe {
+    pub mask_buf: bool,
+    pub unit_min: u32,
+    pub unit_max: u32,
+    pub unit_min_buf: u32,
+    pub unit_max_buf: u32,
+}
+
+impl BufferedProbe {
+    /// The buffered limits and the interface they came through. The lab's
+    /// own fields win when set: a kernel speaking that interface may also
+    /// fill the shared fields, the RFC never fills the `_buf` ones (spare
+    /// space, zero).
+    pub fn limits(&self) -> StatxBuffered {
+        let (abi, unit_min, unit_max) = if !self.mask_buf {
+            (BufferedAbi::None, 0, 0)
+        } else if self.unit_min_buf != 0 || self.unit_max_buf != 0 {
+            (
+                BufferedAbi::SeparateFields,
+                self.unit_min_buf,
+                self.unit_max_buf,
+            )
+        } else if self.unit_min != 0 || self.unit_max != 0 {
+            (BufferedAbi::SharedFields, self.unit_min, self.unit_max)
+        } else {
+            (BufferedAbi::NoLimits, 0, 0)
+        };
+        StatxBuffered {
+            reported: self.mask_buf,
+            unit_min,
+            unit_max,
+            abi,
+        }
+    }
+}
+
+/// Which of the two bits came back when STATX_WRITE_ATOMIC and
+/// STATX_WRITE_ATOMIC_BUF were asked for in one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CombinedRequest {
+    pub direct: bool,
+    pub buffered: bool,
 }
 
 /// `STATX_WRITE_ATOMIC_BUF` (patches/xfs-buffered-atomic 2/4).
@@ -55,6 +139,11 @@ pub struct LimitsReport {
     /// Buffered limits (absent in reports from older agents).
     #[serde(default)]
     pub statx_buf: StatxBuffered,
+    /// Both bits asked for in one call (absent in reports from older
+    /// agents). `statx` and `statx_buf` each come from a call asking for
+    /// its bit alone, so a kernel that refuses the pair loses neither.
+    #[serde(default)]
+    pub combined: Option<CombinedRequest>,
     /// Present when the path is a block device.
     pub sysfs: Option<SysfsAtomicLimits>,
     /// stx_blksize, for files: the filesystem block size.
@@ -340,6 +429,35 @@ pub fn check_xfs_buffered(report: &LimitsReport, want: &XfsAtomicExpectation) ->
     ]
 }
 
+/// A kernel that reports buffered limits must also answer a caller asking
+/// for both kinds in one call: the seed RFC treats the pair as mutually
+/// exclusive and clears both bits, so such a caller gets neither. One named
+/// check says so, instead of every direct-I/O limit looking lost. No check
+/// on a kernel without buffered limits (nothing to combine).
+pub fn check_combined_request(report: &LimitsReport) -> Option<Check> {
+    let c = report.combined?;
+    if !report.statx_buf.reported {
+        return None;
+    }
+    let alone = CombinedRequest {
+        direct: report.statx.mask_write_atomic,
+        buffered: true,
+    };
+    let words = |c: CombinedRequest| match (c.direct, c.buffered) {
+        (true, true) => "both",
+        (true, false) => "STATX_WRITE_ATOMIC only",
+        (false, true) => "STATX_WRITE_ATOMIC_BUF only",
+        (false, false) => "neither",
+    };
+    Some(Check::holds(
+        "xfs.statx.combined_request",
+        words(alone),
+        words(c).to_string(),
+        c == alone,
+        "statx(STATX_WRITE_ATOMIC | STATX_WRITE_ATOMIC_BUF) reports each bit it reports when          asked alone: a caller that wants both kinds of limits gets both (a kernel that treats          the pair as mutually exclusive and clears both gives such a caller neither)",
+    ))
+}
+
 /// Compare a file-on-XFS report against the expectation.
 pub fn check_xfs(report: &LimitsReport, want: &XfsAtomicExpectation) -> Vec<Check> {
     let g = &report.statx;
@@ -468,6 +586,7 @@ mod tests {
             }),
             blksize: 4096,
             statx_buf: StatxBuffered::default(),
+            combined: None,
         };
         let failed: Vec<_> = check_bdev(&report, &want)
             .into_iter()
@@ -631,5 +750,73 @@ mod tests {
             let r = rounddown_pow2(x);
             prop_assert!(r.is_power_of_two() && r <= x && (r as u64) * 2 > x as u64);
         }
+    }
+
+    #[test]
+    fn the_buffered_interface_is_read_from_the_fields_it_filled() {
+        let probe = |mask_buf, unit, unit_buf| BufferedProbe {
+            mask_buf,
+            unit_min: unit,
+            unit_max: unit,
+            unit_min_buf: unit_buf,
+            unit_max_buf: unit_buf,
+        };
+        assert_eq!(probe(false, 4096, 0).limits(), StatxBuffered::default());
+        let ours = probe(true, 0, 4096).limits();
+        assert_eq!(
+            (ours.abi, ours.unit_min, ours.unit_max),
+            (BufferedAbi::SeparateFields, 4096, 4096)
+        );
+        // Both filled: the fields of its own are the interface.
+        assert_eq!(
+            probe(true, 16384, 4096).limits().abi,
+            BufferedAbi::SeparateFields
+        );
+        let rfc = probe(true, 4096, 0).limits();
+        assert_eq!(
+            (rfc.abi, rfc.unit_min, rfc.unit_max),
+            (BufferedAbi::SharedFields, 4096, 4096)
+        );
+        let none = probe(true, 0, 0).limits();
+        assert!(none.reported);
+        assert_eq!(none.abi, BufferedAbi::NoLimits);
+    }
+
+    #[test]
+    fn a_combined_request_that_loses_a_bit_is_one_named_failure() {
+        let report = |buf: bool, combined: Option<CombinedRequest>| LimitsReport {
+            path: "/mnt/f".into(),
+            statx: StatxAtomic {
+                mask_write_atomic: true,
+                ..Default::default()
+            },
+            statx_buf: StatxBuffered {
+                reported: buf,
+                ..Default::default()
+            },
+            sysfs: None,
+            blksize: 4096,
+            combined,
+        };
+        let both = CombinedRequest {
+            direct: true,
+            buffered: true,
+        };
+        let neither = CombinedRequest::default();
+        // No buffered limits, or an older agent: nothing to check.
+        assert_eq!(check_combined_request(&report(false, Some(neither))), None);
+        assert_eq!(check_combined_request(&report(true, None)), None);
+        assert!(
+            check_combined_request(&report(true, Some(both)))
+                .unwrap()
+                .passed
+        );
+        let c = check_combined_request(&report(true, Some(neither))).unwrap();
+        assert!(!c.passed);
+        assert_eq!(
+            (c.expected.as_str(), c.actual.as_str()),
+            ("both", "neither")
+        );
+        assert!(c.rule.contains("mutually exclusive"));
     }
 }

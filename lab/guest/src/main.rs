@@ -81,6 +81,7 @@ fn limits(paths: &[String]) -> Result<(), String> {
             path: path.clone(),
             statx: sx.atomic,
             statx_buf: sx.buffered,
+            combined: Some(sx.combined),
             sysfs,
             blksize: sx.blksize,
         };

@@ -5,7 +5,9 @@
 use std::ffi::CString;
 use std::io;
 
-use lab_core::limits::{StatxAtomic, StatxBuffered, STATX_WRITE_ATOMIC_BUF};
+use lab_core::limits::{
+    BufferedProbe, CombinedRequest, StatxAtomic, StatxBuffered, STATX_WRITE_ATOMIC_BUF,
+};
 
 const STATX_WRITE_ATOMIC: u32 = 0x0001_0000;
 const STATX_BASIC_STATS: u32 = 0x0000_07ff;
@@ -57,30 +59,44 @@ const _: () = assert!(std::mem::size_of::<RawStatx>() == 256);
 pub struct StatxResult {
     pub atomic: StatxAtomic,
     pub buffered: StatxBuffered,
+    /// Which bits came back when both were asked for in one call.
+    pub combined: CombinedRequest,
     pub blksize: u32,
     /// O_DIRECT offset alignment (0 when the kernel does not say).
     pub dio_offset_align: u32,
     pub is_block_device: bool,
 }
 
-pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+fn raw_statx(path: &CString, mask: u32) -> io::Result<RawStatx> {
     let mut buf = RawStatx::default();
     // SAFETY: buf is a properly sized, writable struct statx.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_statx,
             libc::AT_FDCWD,
-            c.as_ptr(),
+            path.as_ptr(),
             0,
-            // Kernels ignore request bits they do not know.
-            STATX_BASIC_STATS | STATX_WRITE_ATOMIC | STATX_DIOALIGN | STATX_WRITE_ATOMIC_BUF,
+            mask,
             &mut buf as *mut RawStatx,
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(buf)
+}
+
+/// The atomic-write limits of `path`, each kind asked for in a call of its
+/// own: implementations of buffered atomic writes disagree on what asking
+/// for both at once means (the seed RFC clears both bits), and the
+/// direct-I/O limits must not depend on that. A third call asks for both,
+/// to report how the kernel answers it.
+pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // Kernels ignore request bits they do not know.
+    let buf = raw_statx(&c, STATX_BASIC_STATS | STATX_WRITE_ATOMIC | STATX_DIOALIGN)?;
+    let alone = raw_statx(&c, STATX_BASIC_STATS | STATX_WRITE_ATOMIC_BUF)?;
+    let both = raw_statx(&c, STATX_WRITE_ATOMIC | STATX_WRITE_ATOMIC_BUF)?;
     Ok(StatxResult {
         atomic: StatxAtomic {
             mask_write_atomic: buf.mask & STATX_WRITE_ATOMIC != 0,
@@ -90,10 +106,17 @@ pub fn statx_atomic(path: &str) -> io::Result<StatxResult> {
             unit_max_opt: buf.atomic_write_unit_max_opt,
             segments_max: buf.atomic_write_segments_max,
         },
-        buffered: StatxBuffered {
-            reported: buf.mask & STATX_WRITE_ATOMIC_BUF != 0,
-            unit_min: buf.atomic_write_unit_min_buf,
-            unit_max: buf.atomic_write_unit_max_buf,
+        buffered: BufferedProbe {
+            mask_buf: alone.mask & STATX_WRITE_ATOMIC_BUF != 0,
+            unit_min: alone.atomic_write_unit_min,
+            unit_max: alone.atomic_write_unit_max,
+            unit_min_buf: alone.atomic_write_unit_min_buf,
+            unit_max_buf: alone.atomic_write_unit_max_buf,
+        }
+        .limits(),
+        combined: CombinedRequest {
+            direct: both.mask & STATX_WRITE_ATOMIC != 0,
+            buffered: both.mask & STATX_WRITE_ATOMIC_BUF != 0,
         },
         blksize: buf.blksize,
         dio_offset_align: if buf.mask & STATX_DIOALIGN != 0 {

@@ -698,12 +698,17 @@ fn limits_workload(
         limits::check_xfs(&file, &expect)
             .into_iter()
             .chain(limits::check_xfs_buffered(&file, &expect))
+            .chain(limits::check_combined_request(&file))
             .collect(),
         t.elapsed(),
     ));
     props.push((
         "guest.xfs.statx".into(),
         serde_json::to_string(&file.statx).unwrap_or_default(),
+    ));
+    props.push((
+        "guest.xfs.statx_buf.abi".into(),
+        file.statx_buf.abi.as_str().into(),
     ));
     let _ = std::fs::write(
         dir.join("limits.json"),
