@@ -406,14 +406,37 @@ pub fn check_bdev(report: &LimitsReport, want: &SysfsAtomicLimits) -> Vec<Check>
 }
 
 /// Buffered atomic writes, where the kernel reports them at all
-/// (STATX_WRITE_ATOMIC_BUF set): exactly one filesystem block, min and
-/// max, wherever a direct atomic write of one block is possible, else
-/// none. That is the rule of the lab's own series; a kernel that does not
-/// report the bit gets no check (its buffered testcases say "skipped").
+/// (STATX_WRITE_ATOMIC_BUF set). Through the lab series' own fields, its
+/// rule: exactly one filesystem block, min and max, wherever a direct
+/// atomic write of one block is possible, else none. Through any other
+/// interface (the seed RFC's), whose rule about sizes the lab does not
+/// know, the form every statx atomic limit has: powers of two, min <= max,
+/// both 0 or neither. A kernel that does not report the bit gets no check
+/// (its buffered testcases say "skipped").
 pub fn check_xfs_buffered(report: &LimitsReport, want: &XfsAtomicExpectation) -> Vec<Check> {
     let b = &report.statx_buf;
     if !b.reported {
         return Vec::new();
+    }
+    if b.abi != BufferedAbi::SeparateFields && b.abi != BufferedAbi::NoLimits {
+        const FORM: &str = "statx atomic write limits are powers of two with unit_min <=                             unit_max, both 0 when none is possible";
+        let pow2 = |x: u32| x == 0 || x.is_power_of_two();
+        let well_formed = pow2(b.unit_min)
+            && pow2(b.unit_max)
+            && b.unit_min <= b.unit_max
+            && (b.unit_min == 0) == (b.unit_max == 0);
+        return vec![Check::holds(
+            "xfs.statx_buf.form",
+            "powers of two, min <= max",
+            format!(
+                "unit_min {} unit_max {} ({})",
+                b.unit_min,
+                b.unit_max,
+                b.abi.as_str()
+            ),
+            well_formed,
+            FORM,
+        )];
     }
     const RULE: &str = "buffered atomic writes (STATX_WRITE_ATOMIC_BUF) are written through \
                         as one direct atomic write of exactly one fs block: min = max = block \
@@ -818,5 +841,38 @@ mod tests {
             ("both", "neither")
         );
         assert!(c.rule.contains("mutually exclusive"));
+    }
+
+    #[test]
+    fn buffered_limits_of_another_interface_are_checked_for_form_only() {
+        let report = |abi, unit_min, unit_max| LimitsReport {
+            path: "/mnt/f".into(),
+            statx: StatxAtomic::default(),
+            statx_buf: StatxBuffered {
+                reported: true,
+                unit_min,
+                unit_max,
+                abi,
+            },
+            sysfs: None,
+            blksize: 4096,
+            combined: None,
+        };
+        let want = XfsAtomicExpectation::Exact(StatxAtomic {
+            unit_min: 4096,
+            unit_max: 4096,
+            ..Default::default()
+        });
+        // The lab's interface: its one-block rule.
+        let ours = check_xfs_buffered(&report(BufferedAbi::SeparateFields, 4096, 65536), &want);
+        assert_eq!(ours.len(), 2);
+        assert!(!ours[1].passed, "unit_max must be one block");
+        // The RFC's: any well-formed limits.
+        let rfc = check_xfs_buffered(&report(BufferedAbi::SharedFields, 4096, 65536), &want);
+        assert_eq!(rfc.len(), 1);
+        assert!(rfc[0].passed, "{:?}", rfc[0]);
+        let bad = check_xfs_buffered(&report(BufferedAbi::SharedFields, 8192, 4096), &want);
+        assert!(!bad[0].passed);
+        assert!(!check_xfs_buffered(&report(BufferedAbi::SharedFields, 0, 4096), &want)[0].passed);
     }
 }
