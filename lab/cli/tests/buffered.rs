@@ -80,9 +80,14 @@ fn the_buffered_atomic_series_runs_the_buffered_testcases_for_real() {
     assert_eq!(prop(swept, "sweep.cut_points_left_out"), "0");
     // statx reports the buffered limits apart from the direct ones.
     let limits = suite_of(&v, "limits-4k");
-    for c in ["xfs.statx_buf.unit_min", "xfs.statx_buf.unit_max"] {
+    for c in [
+        "xfs.statx_buf.unit_min",
+        "xfs.statx_buf.unit_max",
+        "xfs.statx.combined_request",
+    ] {
         assert_eq!(outcome(limits, c), "passed", "{c}");
     }
+    assert_eq!(prop(limits, "guest.xfs.statx_buf.abi"), "separate_fields");
 }
 
 #[test]

@@ -54,6 +54,15 @@ fn run_limits_for_4096_and_512_lbas_writes_junit_and_summary() {
     let limits: serde_json::Value =
         serde_json::from_str(&read(&run.join("limits-512/limits.json"))).unwrap();
     assert_eq!(limits["bdev"]["sysfs"]["unit_max"], 512);
+    // Mainline: no buffered limits, and the pair asked for in one call
+    // gives the direct-I/O bit alone (no combined-request check then).
+    let limits: serde_json::Value =
+        serde_json::from_str(&read(&run.join("limits-4k/limits.json"))).unwrap();
+    assert_eq!(limits["xfs_file"]["statx_buf"]["abi"], "none");
+    assert_eq!(limits["xfs_file"]["combined"]["direct"], true);
+    assert_eq!(limits["xfs_file"]["combined"]["buffered"], false);
+    assert!(junit.contains("<property name=\"guest.xfs.statx_buf.abi\" value=\"none\"/>"));
+    assert!(!junit.contains("combined_request"));
 }
 
 #[test]
