@@ -21,11 +21,12 @@
 //! against ceil(log2 N) + 2; with `--configs`, each configuration's full
 //! build time, Kbuild steps and ratio to the lab config's.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{accel_record, rec, Measurement};
+use crate::bench::{accel_record, rec, write_records, Measurement};
 use crate::host::accel::AccelChoice;
 use crate::host::LabHost;
 use crate::kernel::bisect::{self, BisectOptions};
@@ -65,7 +66,9 @@ const CONFIGS: [(&str, &str); 3] = [
     ("distro", "distro"),
 ];
 
-pub fn bench_kernel(host: &LabHost, configs: bool) -> Result<Vec<Measurement>> {
+/// `file` gets the records after each stage and each configuration built,
+/// so a bench stopped during its hours of builds keeps what it measured.
+pub fn bench_kernel(host: &LabHost, configs: bool, file: &Path) -> Result<Vec<Measurement>> {
     let main_cache = &host.cache;
     let cache = main_cache.join("bench-kernel");
     let _ = std::fs::remove_dir_all(&cache);
@@ -205,7 +208,8 @@ pub fn bench_kernel(host: &LabHost, configs: bool) -> Result<Vec<Measurement>> {
     ));
     let _ = std::fs::remove_dir_all(cache.join("kernel/out"));
     if configs {
-        records.extend(bench_configs(host, &cache, full)?);
+        write_records(file, &records)?;
+        bench_configs(host, &cache, full, &mut records, file)?;
     }
     Ok(records)
 }
@@ -214,12 +218,13 @@ pub fn bench_kernel(host: &LabHost, configs: bool) -> Result<Vec<Measurement>> {
 /// empty ccache, like stage 1's lab config.
 fn bench_configs(
     host: &LabHost,
-    cache: &std::path::Path,
+    cache: &Path,
     lab_full: f64,
-) -> Result<Vec<Measurement>> {
+    records: &mut Vec<Measurement>,
+    file: &Path,
+) -> Result<()> {
     let pre_io_path = cache.join("pre-io-path.config");
     std::fs::write(&pre_io_path, PRE_IO_PATH)?;
-    let mut records = Vec::new();
     for (name, kconfig) in CONFIGS {
         let kconfig = if kconfig.ends_with(".config") {
             cache.join(kconfig).display().to_string()
@@ -257,11 +262,12 @@ fn bench_configs(
             secs / lab_full,
             "ratio",
         ));
+        write_records(file, records)?;
     }
     for dir in ["kernel/out", "ccache"] {
         let _ = std::fs::remove_dir_all(cache.join(dir));
     }
-    Ok(records)
+    Ok(())
 }
 
 #[cfg(test)]

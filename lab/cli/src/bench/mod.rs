@@ -12,6 +12,9 @@ pub mod run;
 pub mod stress;
 pub mod verify;
 
+use std::path::Path;
+
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::host::LabHost;
@@ -29,6 +32,20 @@ pub(crate) fn rec(metric: &str, value: f64, unit: &str) -> Measurement {
         value: (value * 1000.0).round() / 1000.0,
         unit: unit.into(),
     }
+}
+
+/// Writes the records to a bench's results file: at the end, and by a
+/// long bench after each stage, so that an interrupted one keeps what it
+/// measured.
+pub(crate) fn write_records(file: &Path, records: &[Measurement]) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        file,
+        serde_json::to_string_pretty(records).unwrap_or_default(),
+    )
+    .with_context(|| format!("writing {}", file.display()))
 }
 
 /// Whether the figures were measured under KVM (1) or TCG (0): every

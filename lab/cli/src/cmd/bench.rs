@@ -1,7 +1,7 @@
 //! `lab bench <what>`: runs one benchmark and writes its records to
 //! results/bench/<what>.json.
 
-use anyhow::Context;
+use std::path::Path;
 
 use crate::bench::{self, Measurement};
 use crate::cmd::args::KernelArgs;
@@ -127,17 +127,11 @@ impl BenchWhat {
 pub fn run(args: BenchArgs) -> Result<Exit, CmdError> {
     let host = args.k.host()?;
     let name = args.what.name();
-    let records = measure(&host, args.what)?;
-    let dir = paths::results_dir(&host.root).join("bench");
-    let file = dir.join(format!("{name}.json"));
-    std::fs::create_dir_all(&dir)
-        .and_then(|_| {
-            std::fs::write(
-                &file,
-                serde_json::to_string_pretty(&records).unwrap_or_default(),
-            )
-        })
-        .with_context(|| format!("writing {}", file.display()))?;
+    let file = paths::results_dir(&host.root)
+        .join("bench")
+        .join(format!("{name}.json"));
+    let records = measure(&host, args.what, &file)?;
+    bench::write_records(&file, &records)?;
     for r in &records {
         println!("{:<40} {:>10.3} {}", r.metric, r.value, r.unit);
     }
@@ -145,14 +139,14 @@ pub fn run(args: BenchArgs) -> Result<Exit, CmdError> {
     Ok(Exit::Passed)
 }
 
-fn measure(host: &LabHost, what: BenchWhat) -> anyhow::Result<Vec<Measurement>> {
+fn measure(host: &LabHost, what: BenchWhat, file: &Path) -> anyhow::Result<Vec<Measurement>> {
     match what {
         BenchWhat::Boot { runs } => bench::boot::bench_boot(host, runs.max(1)),
         BenchWhat::Disk { runs } => bench::disk::bench_disk(host, runs.max(1)),
         BenchWhat::Verify { states, judgements } => {
             bench::verify::bench_verify(host, states.max(1), judgements.max(1))
         }
-        BenchWhat::Kernel { configs } => bench::kernel::bench_kernel(host, configs),
+        BenchWhat::Kernel { configs } => bench::kernel::bench_kernel(host, configs, file),
         BenchWhat::Run { jobs, filters } => bench::run::bench_run(
             host,
             &bench::run::RunBenchPlan {
