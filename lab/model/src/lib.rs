@@ -19,12 +19,28 @@
 //!   stores, and every write of the file that completed before it started
 //!   (an RWF_ATOMIC write only if the range holds all of it: the model does
 //!   not promise a whole atomic write from a sync of part of it).
-//!   Nothing else makes data durable: not a completed O_DIRECT write (its
-//!   extent conversion may be in the unflushed log), not sync_file_range.
+//!   sync(2) is an fsync of every file. Nothing else makes data durable:
+//!   not a completed O_DIRECT write (its extent conversion may be in the
+//!   unflushed log), not sync_file_range, not background writeback (a short
+//!   dirty expiry, memory pressure, dropped caches: writeback that nothing
+//!   waited for promises nothing, so those steps are no operations here).
+//! - **Punch and zero range.** fallocate PUNCH_HOLE and ZERO_RANGE are a
+//!   non-atomic write of zeroes over their range: until a completed fsync,
+//!   fdatasync or sync(2) after them a sector of the range holds what it
+//!   could hold before or zeroes, after one zeroes (or newer data). They
+//!   do not lift an earlier atomic write's all-or-nothing: where any
+//!   sector shows the atomic write, the others show it or the punch's
+//!   zeroes (a sector outside the punched range: it or newer data). A
+//!   truncate, unlike a punch, voids the guarantee over what it cuts.
 //! - **Atomicity.** An RWF_ATOMIC write is all or nothing over its range: if
 //!   one sector shows it, every sector of its range shows it or something
 //!   newer. A later non-atomic write over the range removes that guarantee
 //!   until the atomic write was made durable before it.
+//! - **Failed writes.** A write refused before any I/O (EINVAL,
+//!   EOPNOTSUPP) wrote nothing: its data anywhere in the file is its own
+//!   finding ("returned EINVAL but 4 of its 8 sectors reached the file").
+//!   A write that failed otherwise (EFAULT, EIO) may have written part of
+//!   its range, unless it was atomic.
 //! - **No garbage, nothing misplaced.** A sector holds zeroes or a stamp of
 //!   a write that covered exactly that place in that file (or, where a
 //!   write could not be stamped, anything). Stores through a shared mapping
