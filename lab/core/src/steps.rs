@@ -557,6 +557,11 @@ pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
             ));
         }
     }
+    // A read-back that found something says what: the differing sectors,
+    // or a failed write whose data is in the file anyway.
+    if let (Step::Verify(_), None, false) = (step, &r.errno, r.detail.is_empty()) {
+        return StepVerdict::Fail(format!("{}: {}", step.describe(), r.detail));
+    }
     let ok = r.errno.is_none() && !short && r.detail.is_empty();
     if let (Step::Folios(_), true) = (step, ok) {
         return judge_folios(step, r.folios.as_ref());
@@ -767,6 +772,18 @@ mod tests {
             StepVerdict::Fail(m) => assert!(m.contains("a short atomic write"), "{m}"),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn a_verify_finding_is_said_in_its_own_words() {
+        let r = StepResult {
+            detail: "step 5 pwritev2(off=0 len=4096 RWF_ATOMIC) returned EINVAL but 4 of its 8 sectors reached the file".into(),
+            ..res(None, None)
+        };
+        assert_eq!(
+            judge(&Step::Verify(FileOnly::default()), &r),
+            StepVerdict::Fail("verify(): step 5 pwritev2(off=0 len=4096 RWF_ATOMIC) returned EINVAL but 4 of its 8 sectors reached the file".into())
+        );
     }
 
     #[test]

@@ -833,3 +833,62 @@ pub fn run(plan_file: Option<&str>, sync_marks: bool) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_core::steps::Open;
+
+    /// A write that returned an error and whose data is in the file anyway
+    /// (here put there by hand, as a buggy kernel would) is named by
+    /// `verify` as such, and the sectors it explains are not reported again
+    /// as mismatches.
+    #[test]
+    fn verify_names_a_failed_write_whose_data_reached_the_file() {
+        let dir = std::env::temp_dir().join(format!("lab-guest-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plan = Plan {
+            run: 9,
+            root: dir.display().to_string(),
+            steps: vec![],
+        };
+        let mut st = State::default();
+        let open = Step::Open(Open {
+            file: "f".into(),
+            direct: false,
+            sync: false,
+            dsync: false,
+            expect: Default::default(),
+        });
+        one_step(&mut st, &plan, &open).unwrap();
+        st.step = 1;
+        let plain = Step::Pwrite(Pwrite::new(0, 4096, false));
+        assert_eq!(one_step(&mut st, &plan, &plain), Ok(4096));
+        // Two iovecs: refused by any kernel (EINVAL), or RWF_ATOMIC unknown.
+        st.step = 2;
+        let refused = Step::Pwrite(Pwrite {
+            iovecs: 2,
+            ..Pwrite::new(0, 4096, true)
+        });
+        let Err((e, _)) = one_step(&mut st, &plan, &refused) else {
+            panic!("a two-iovec atomic write succeeded");
+        };
+        let verify = Step::Verify(FileOnly::default());
+        assert_eq!(one_step(&mut st, &plan, &verify), Ok(8));
+        // Half of the refused write's stamps reach the file.
+        let mut buf = vec![0u8; 2048];
+        stamp::encode_write(9, 1, 2, 2, 0, &mut buf);
+        std::fs::write(dir.join("f"), [buf, vec![0u8; 2048]].concat()).unwrap();
+        let Err((0, detail)) = one_step(&mut st, &plan, &verify) else {
+            panic!("verify passed");
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            detail,
+            format!(
+                "step 3 pwritev2(off=0 len=4096 RWF_ATOMIC iovecs=2) returned {} but 4 of its 8 sectors reached the file; 4 of 8 sectors differ; first: sector at 2048: expected write 1, found zeroes",
+                errno_name(e)
+            )
+        );
+    }
+}
