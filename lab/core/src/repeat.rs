@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Copy `k` (from 0) of a step with an offset (pwrite, mmap_write,
-//! fallocate, sync_file_range, folios) is the step with `offset + k *
+//! fallocate, punch_hole, zero_range, sync_file_range, folios) is the step with `offset + k *
 //! offset_step`; the other steps repeat unchanged. Everything after parsing
 //! (the agent, the model, sweeps, the results' `stepNN` names) sees only
 //! the expanded steps. A repeat inside a repeat and a `mark` inside one are
@@ -273,7 +273,7 @@ fn check_offset_step(r: &Repeat, group: &[&Step], by: u64) -> Result<(), (String
                 names.join(", "),
                 if names.len() == 1 { "has" } else { "have" }
             ),
-            "drop offset_step to repeat the step as it is; pwrite, mmap_write, fallocate, sync_file_range and folios have an offset",
+            "drop offset_step to repeat the step as it is; pwrite, mmap_write, fallocate, punch_hole, zero_range, sync_file_range and folios have an offset",
         ));
     }
     let sector = SECTOR as u64;

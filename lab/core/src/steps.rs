@@ -101,7 +101,26 @@ pub enum Step {
     Fdatasync(FileOnly),
     Ftruncate(Ftruncate),
     Fallocate(Range),
+    /// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the range
+    /// reads back as zeroes, the size stays.
+    PunchHole(Range),
+    /// fallocate(FALLOC_FL_ZERO_RANGE): the range reads back as zeroes; the
+    /// file grows to its end if it was shorter.
+    ZeroRange(Range),
     SyncFileRange(Range),
+    /// sync(2): every dirty inode of every filesystem written back and the
+    /// logs forced; a durability point for every file.
+    Sync(Global),
+    /// Writes `value` to /proc/sys/vm/...: only `vm.*` sysctls (the knobs
+    /// of writeback and reclaim, which a reused VM's clean slate restores).
+    Sysctl(Sysctl),
+    /// Waits, so background writeback (a short `vm.dirty_expire_centisecs`)
+    /// has time to run. Promises nothing about what it writes.
+    Sleep(Sleep),
+    /// Touches `mb` MiB of anonymous memory (at most what the guest has
+    /// available less a margin), then frees it: reclaim pushes clean page
+    /// cache out and dirty page cache to writeback.
+    MemoryPressure(MemoryPressure),
     /// Read the file back and compare every sector written by this plan
     /// with what the agent wrote there last.
     Verify(FileOnly),
@@ -131,6 +150,64 @@ pub struct Folios {
     /// Page aligned; default: to the end of the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub len: Option<u64>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// A step with no argument but its expectation (`sync: {}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sysctl {
+    /// `vm.dirty_expire_centisecs`: dotted, under `vm.`.
+    pub name: String,
+    /// What is written to the file (YAML numbers are taken as written).
+    #[serde(deserialize_with = "string_or_number")]
+    pub value: String,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+impl Sysctl {
+    /// The file under /proc/sys the sysctl lives in.
+    pub fn path(&self) -> String {
+        format!("/proc/sys/{}", self.name.replace('.', "/"))
+    }
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        U(u64),
+        I(i64),
+    }
+    Ok(match V::deserialize(d)? {
+        V::S(s) => s,
+        V::U(n) => n.to_string(),
+        V::I(n) => n.to_string(),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sleep {
+    pub ms: u64,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryPressure {
+    pub mb: u64,
     #[serde(default)]
     pub expect: Expect,
 }
@@ -287,7 +364,13 @@ impl Step {
             Step::Fdatasync(_) => "fdatasync",
             Step::Ftruncate(_) => "ftruncate",
             Step::Fallocate(_) => "fallocate",
+            Step::PunchHole(_) => "punch_hole",
+            Step::ZeroRange(_) => "zero_range",
             Step::SyncFileRange(_) => "sync_file_range",
+            Step::Sync(_) => "sync",
+            Step::Sysctl(_) => "sysctl",
+            Step::Sleep(_) => "sleep",
+            Step::MemoryPressure(_) => "memory_pressure",
             Step::Verify(_) => "verify",
             Step::Clone(_) => "clone",
             Step::Close(_) => "close",
@@ -307,6 +390,8 @@ impl Step {
             Step::Pwrite(Pwrite { offset, .. })
             | Step::MmapWrite(MmapWrite { offset, .. })
             | Step::Fallocate(Range { offset, .. })
+            | Step::PunchHole(Range { offset, .. })
+            | Step::ZeroRange(Range { offset, .. })
             | Step::SyncFileRange(Range { offset, .. })
             | Step::Folios(Folios { offset, .. }) => Some(offset),
             Step::Open(_)
@@ -316,6 +401,10 @@ impl Step {
             | Step::Verify(_)
             | Step::Clone(_)
             | Step::Close(_)
+            | Step::Sync(_)
+            | Step::Sysctl(_)
+            | Step::Sleep(_)
+            | Step::MemoryPressure(_)
             | Step::Mark(_) => None,
         }
     }
@@ -328,7 +417,14 @@ impl Step {
             Step::Fsync(f) | Step::Fdatasync(f) | Step::Verify(f) | Step::Close(f) => &f.expect,
             Step::Ftruncate(t) => &t.expect,
             Step::Clone(c) => &c.expect,
-            Step::Fallocate(r) | Step::SyncFileRange(r) => &r.expect,
+            Step::Fallocate(r)
+            | Step::PunchHole(r)
+            | Step::ZeroRange(r)
+            | Step::SyncFileRange(r) => &r.expect,
+            Step::Sync(g) => &g.expect,
+            Step::Sysctl(s) => &s.expect,
+            Step::Sleep(s) => &s.expect,
+            Step::MemoryPressure(m) => &m.expect,
             Step::Mark(m) => &m.expect,
             Step::Folios(f) => &f.expect,
         }
@@ -381,7 +477,15 @@ impl Step {
             Step::Ftruncate(t) => format!("ftruncate({})", t.len),
             Step::Clone(c) => format!("ioctl(FICLONE from {})", c.from),
             Step::Fallocate(r) => format!("fallocate(off={} len={})", r.offset, r.len),
+            Step::PunchHole(r) => format!(
+                "fallocate(PUNCH_HOLE|KEEP_SIZE off={} len={})",
+                r.offset, r.len
+            ),
+            Step::ZeroRange(r) => format!("fallocate(ZERO_RANGE off={} len={})", r.offset, r.len),
             Step::SyncFileRange(r) => format!("sync_file_range(off={} len={})", r.offset, r.len),
+            Step::Sysctl(s) => format!("sysctl({}={})", s.name, s.value),
+            Step::Sleep(s) => format!("sleep({} ms)", s.ms),
+            Step::MemoryPressure(m) => format!("memory_pressure({} MiB)", m.mb),
             Step::Mark(m) => format!("mark({})", m.name),
             Step::Folios(f) => match f.len {
                 Some(len) => format!("folios(off={} len={len})", f.offset),
@@ -441,6 +545,23 @@ pub fn judge(step: &Step, r: &StepResult) -> StepVerdict {
         (Step::MmapWrite(m), Some(n), None) => (n as u64) < m.len,
         _ => false,
     };
+    // A short count from RWF_ATOMIC is the atomicity violation itself,
+    // whatever the step expected: part of the write landed and the rest did
+    // not. Said as such, not as a success with a note.
+    if let (Step::Pwrite(p), Some(n), None, true) = (step, r.ret, &r.errno, short) {
+        if p.atomic {
+            return StepVerdict::Fail(format!(
+                "{}: a short atomic write: {n} of {} bytes written (RWF_ATOMIC writes all or nothing)",
+                step.describe(),
+                p.len
+            ));
+        }
+    }
+    // A read-back that found something says what: the differing sectors,
+    // or a failed write whose data is in the file anyway.
+    if let (Step::Verify(_), None, false) = (step, &r.errno, r.detail.is_empty()) {
+        return StepVerdict::Fail(format!("{}: {}", step.describe(), r.detail));
+    }
     let ok = r.errno.is_none() && !short && r.detail.is_empty();
     if let (Step::Folios(_), true) = (step, ok) {
         return judge_folios(step, r.folios.as_ref());
@@ -597,8 +718,30 @@ mod tests {
 
     #[test]
     fn short_atomic_write_is_a_failure() {
-        match judge(&pw(Expect::Ok), &res(Some(2048), None)) {
-            StepVerdict::Fail(m) => assert!(m.contains("short write"), "{m}"),
+        // Whatever was expected, a short count from RWF_ATOMIC reads as the
+        // atomicity violation it is, with the counts.
+        for expect in [
+            Expect::Ok,
+            Expect::SupportedOrSkip,
+            Expect::RefusedOrSkip,
+            Expect::Errno("EINVAL".into()),
+        ] {
+            for n in [0, 2048] {
+                match judge(&pw(expect.clone()), &res(Some(n), None)) {
+                    StepVerdict::Fail(m) => assert!(
+                        m.contains(&format!("a short atomic write: {n} of 4096 bytes written")),
+                        "{m}"
+                    ),
+                    v => panic!("{v:?}"),
+                }
+            }
+        }
+        // A short plain write is still a failure, said the old way.
+        let plain = Step::Pwrite(Pwrite::new(0, 4096, false));
+        match judge(&plain, &res(Some(2048), None)) {
+            StepVerdict::Fail(m) => {
+                assert!(m.contains("short write") && !m.contains("atomic"), "{m}")
+            }
             v => panic!("{v:?}"),
         }
     }
@@ -626,9 +769,21 @@ mod tests {
             StepVerdict::Skip(_)
         ));
         match judge(&s, &res(Some(2048), None)) {
-            StepVerdict::Fail(m) => assert!(m.contains("short write"), "{m}"),
+            StepVerdict::Fail(m) => assert!(m.contains("a short atomic write"), "{m}"),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn a_verify_finding_is_said_in_its_own_words() {
+        let r = StepResult {
+            detail: "step 5 pwritev2(off=0 len=4096 RWF_ATOMIC) returned EINVAL but 4 of its 8 sectors reached the file".into(),
+            ..res(None, None)
+        };
+        assert_eq!(
+            judge(&Step::Verify(FileOnly::default()), &r),
+            StepVerdict::Fail("verify(): step 5 pwritev2(off=0 len=4096 RWF_ATOMIC) returned EINVAL but 4 of its 8 sectors reached the file".into())
+        );
     }
 
     #[test]

@@ -583,6 +583,12 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                     );
                 }
             }
+            // Steps on the whole machine may come before any open.
+            Step::Sync(_) | Step::Sysctl(_) | Step::Sleep(_) | Step::MemoryPressure(_)
+                if !opened =>
+            {
+                validate_global(n, step).or_else(|(m, h)| bad_at(Some(i), m, Some(h.as_str())))?;
+            }
             _ if !opened => {
                 return bad_at(
                     Some(i),
@@ -633,6 +639,28 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
                     );
                 }
             }
+            Step::PunchHole(r) | Step::ZeroRange(r) => {
+                let sector = crate::stamp::SECTOR as u64;
+                if r.len == 0
+                    || r.offset.checked_add(r.len).is_none()
+                    || r.offset % sector != 0
+                    || r.len % sector != 0
+                {
+                    return bad_at(
+                        Some(i),
+                        format!(
+                            "step {n}: {} zeroes whole 512-byte sectors: offset {} and len {} must be multiples of {sector}, len at least {sector}",
+                            step.name(),
+                            r.offset,
+                            r.len
+                        ),
+                        Some("the reference model judges crash states sector by sector; for example `offset: 4096, len: 8192`"),
+                    );
+                }
+            }
+            Step::Sync(_) | Step::Sysctl(_) | Step::Sleep(_) | Step::MemoryPressure(_) => {
+                validate_global(n, step).or_else(|(m, h)| bad_at(Some(i), m, Some(h.as_str())))?;
+            }
             Step::Folios(f) => {
                 let page = crate::folio::PAGE;
                 if f.offset % page != 0 || f.len.is_some_and(|l| l == 0 || l % page != 0) {
@@ -650,6 +678,58 @@ fn validate_steps(tc: &Testcase, steps: &[Step]) -> Result<(), Invalid> {
             _ => {}
         }
         sizes.after(step);
+    }
+    Ok(())
+}
+
+/// Longest `sleep` step: background writeback wakes every few seconds; a
+/// minute is a mistake.
+pub const MAX_SLEEP_MS: u64 = 60_000;
+/// Most a `memory_pressure` step may ask for: the guest has 1 GiB, part of
+/// it the initramfs; the agent also stops short of what is available.
+pub const MAX_PRESSURE_MB: u64 = 768;
+
+/// The steps that act on the whole machine: a sysctl under `vm.` only
+/// (the clean slate of a reused VM restores those, lab-guest's slate.rs),
+/// a bounded sleep, a bounded memory pressure. Err: message and hint.
+fn validate_global(n: usize, step: &Step) -> Result<(), (String, String)> {
+    match step {
+        Step::Sysctl(s) => {
+            let rest = s.name.strip_prefix("vm.").unwrap_or("");
+            let word = |w: &str| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
+            if !rest.split('.').all(word) {
+                return Err((
+                    format!("step {n}: sysctl {:?} is not a `vm.*` sysctl", s.name),
+                    "only vm.* (writeback and reclaim) may be set: a reused VM's clean slate restores exactly those; e.g. `name: vm.dirty_expire_centisecs`".into(),
+                ));
+            }
+            if s.value.trim().is_empty() || s.value.contains('\n') {
+                return Err((
+                    format!("step {n}: sysctl {} needs a one-line value", s.name),
+                    "e.g. `value: 100`".into(),
+                ));
+            }
+        }
+        Step::Sleep(s) if s.ms == 0 || s.ms > MAX_SLEEP_MS => {
+            return Err((
+                format!("step {n}: sleep of {} ms is not within 1..={MAX_SLEEP_MS}", s.ms),
+                "background writeback with `vm.dirty_expire_centisecs: 100` runs within a few seconds".into(),
+            ));
+        }
+        Step::MemoryPressure(m) if m.mb == 0 || m.mb > MAX_PRESSURE_MB => {
+            return Err((
+                format!(
+                    "step {n}: memory_pressure of {} MiB is not within 1..={MAX_PRESSURE_MB}",
+                    m.mb
+                ),
+                "the guest has 1 GiB; the agent touches at most what is available less a margin anyway".into(),
+            ));
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -686,7 +766,9 @@ impl SizeBounds {
                 return;
             }
             Step::Pwrite(p) => (file(&p.file), p.offset.saturating_add(p.len)),
-            Step::Fallocate(r) => (file(&r.file), r.offset.saturating_add(r.len)),
+            Step::Fallocate(r) | Step::ZeroRange(r) => {
+                (file(&r.file), r.offset.saturating_add(r.len))
+            }
             Step::Ftruncate(t) => (file(&t.file), t.len),
             _ => return,
         };
@@ -1602,6 +1684,120 @@ workload:
         assert_eq!((e.line, e.column), (9, 7), "{e}");
         assert!(e.message.starts_with("unknown variant `fsycn`"), "{e}");
         assert_eq!(e.hint.as_deref(), Some("did you mean `fsync`?"));
+    }
+
+    const MATRIX: &str = "\
+name: matrix
+device: { lba_size: 512 }
+mkfs: { block_size: 1024 }
+workload:
+  steps:
+    - sysctl: { name: vm.dirty_expire_centisecs, value: 100 }
+    - open: { file: f }
+    - pwrite: { offset: 0, len: 8192 }
+    - punch_hole: { offset: 1024, len: 2048 }
+    - zero_range: { offset: 4096, len: 1024 }
+    - sync: {}
+    - sleep: { ms: 1500 }
+    - memory_pressure: { mb: 256 }
+    - repeat: { count: 2, offset_step: 512, step: { punch_hole: { offset: 0, len: 512 } } }
+";
+
+    #[test]
+    fn matrix_steps_parse_and_describe_themselves() {
+        let tc = parse("t.yaml", MATRIX).unwrap();
+        let Workload::Steps(s) = &tc.workload else {
+            panic!()
+        };
+        let described: Vec<String> = s.iter().map(Step::describe).collect();
+        assert_eq!(
+            described,
+            [
+                "sysctl(vm.dirty_expire_centisecs=100)",
+                "open(f )",
+                "pwritev2(off=0 len=8192 )",
+                "fallocate(PUNCH_HOLE|KEEP_SIZE off=1024 len=2048)",
+                "fallocate(ZERO_RANGE off=4096 len=1024)",
+                "sync()",
+                "sleep(1500 ms)",
+                "memory_pressure(256 MiB)",
+                "fallocate(PUNCH_HOLE|KEEP_SIZE off=0 len=512)",
+                "fallocate(PUNCH_HOLE|KEEP_SIZE off=512 len=512)",
+            ]
+        );
+        // The plan the agent gets round-trips.
+        let json = serde_json::to_string(s).unwrap();
+        assert_eq!(&serde_json::from_str::<Vec<Step>>(&json).unwrap(), s);
+        let Step::Sysctl(sc) = &s[0] else { panic!() };
+        assert_eq!(sc.path(), "/proc/sys/vm/dirty_expire_centisecs");
+    }
+
+    #[test]
+    fn matrix_step_mistakes_are_named_at_their_line_with_a_hint() {
+        let cases = [
+            (
+                "punch_hole: { offset: 1024, len: 2048 }",
+                "punch_hole: { offset: 1000, len: 2048 }",
+                9,
+                "step 4: punch_hole zeroes whole 512-byte sectors: offset 1000 and len 2048 must be multiples of 512, len at least 512",
+            ),
+            (
+                "zero_range: { offset: 4096, len: 1024 }",
+                "zero_range: { offset: 4096, len: 0 }",
+                10,
+                "step 5: zero_range zeroes whole 512-byte sectors: offset 4096 and len 0 must be multiples of 512, len at least 512",
+            ),
+            (
+                "name: vm.dirty_expire_centisecs",
+                "name: kernel.panic",
+                6,
+                "step 1: sysctl \"kernel.panic\" is not a `vm.*` sysctl",
+            ),
+            (
+                "name: vm.dirty_expire_centisecs",
+                "name: vm.../x",
+                6,
+                "step 1: sysctl \"vm.../x\" is not a `vm.*` sysctl",
+            ),
+            (
+                "sleep: { ms: 1500 }",
+                "sleep: { ms: 600000 }",
+                12,
+                "step 7: sleep of 600000 ms is not within 1..=60000",
+            ),
+            (
+                "memory_pressure: { mb: 256 }",
+                "memory_pressure: { mb: 4096 }",
+                13,
+                "step 8: memory_pressure of 4096 MiB is not within 1..=768",
+            ),
+        ];
+        for (from, to, line, message) in cases {
+            let e = refused(&MATRIX.replace(from, to));
+            assert_eq!(e.message, message, "{e}");
+            assert_eq!((e.line, e.column), (line, 5), "{e}");
+            assert!(e.hint.is_some(), "{e}");
+        }
+        // In a repeat: at the repeated step, naming the copy.
+        let e = refused(&MATRIX.replace("offset: 0, len: 512 }", "offset: 0, len: 100 }"));
+        assert_eq!(e.line, 14, "{e}");
+        assert!(
+            e.message
+                .ends_with("(made by the repeat here: copy 1 of 2)"),
+            "{e}"
+        );
+        // A misspelt field is named.
+        let e = refused(&MATRIX.replace("{ ms: 1500 }", "{ msec: 1500 }"));
+        assert_eq!(e.line, 12, "{e}");
+        // Punching needs an open file; a sync does not.
+        let e = refused(&MATRIX.replace(
+            "    - sysctl: { name: vm.dirty_expire_centisecs, value: 100 }\n",
+            "    - sync: {}\n    - punch_hole: { offset: 0, len: 512 }\n",
+        ));
+        assert_eq!(
+            e.message, "step 2 (punch_hole) comes before any `open`",
+            "{e}"
+        );
     }
 
     #[test]

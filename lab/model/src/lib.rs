@@ -19,12 +19,28 @@
 //!   stores, and every write of the file that completed before it started
 //!   (an RWF_ATOMIC write only if the range holds all of it: the model does
 //!   not promise a whole atomic write from a sync of part of it).
-//!   Nothing else makes data durable: not a completed O_DIRECT write (its
-//!   extent conversion may be in the unflushed log), not sync_file_range.
+//!   sync(2) is an fsync of every file. Nothing else makes data durable:
+//!   not a completed O_DIRECT write (its extent conversion may be in the
+//!   unflushed log), not sync_file_range, not background writeback (a short
+//!   dirty expiry, memory pressure, dropped caches: writeback that nothing
+//!   waited for promises nothing, so those steps are no operations here).
+//! - **Punch and zero range.** fallocate PUNCH_HOLE and ZERO_RANGE are a
+//!   non-atomic write of zeroes over their range: until a completed fsync,
+//!   fdatasync or sync(2) after them a sector of the range holds what it
+//!   could hold before or zeroes, after one zeroes (or newer data). They
+//!   do not lift an earlier atomic write's all-or-nothing: where any
+//!   sector shows the atomic write, the others show it or the punch's
+//!   zeroes (a sector outside the punched range: it or newer data). A
+//!   truncate, unlike a punch, voids the guarantee over what it cuts.
 //! - **Atomicity.** An RWF_ATOMIC write is all or nothing over its range: if
 //!   one sector shows it, every sector of its range shows it or something
 //!   newer. A later non-atomic write over the range removes that guarantee
 //!   until the atomic write was made durable before it.
+//! - **Failed writes.** A write refused before any I/O (EINVAL,
+//!   EOPNOTSUPP) wrote nothing: its data anywhere in the file is its own
+//!   finding ("returned EINVAL but 4 of its 8 sectors reached the file").
+//!   A write that failed otherwise (EFAULT, EIO) may have written part of
+//!   its range, unless it was atomic.
 //! - **No garbage, nothing misplaced.** A sector holds zeroes or a stamp of
 //!   a write that covered exactly that place in that file (or, where a
 //!   write could not be stamped, anything). Stores through a shared mapping
@@ -68,6 +84,10 @@ pub struct Op {
     pub ended: Option<u64>,
     /// How it ended, when seen.
     pub result: Option<OpResult>,
+    /// The errno it returned, when it failed (for findings about a write
+    /// that failed and still reached the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +118,20 @@ pub enum OpKind {
         file: String,
         len: u64,
     },
+    /// fallocate PUNCH_HOLE (KEEP_SIZE) or ZERO_RANGE over `[offset,
+    /// offset + len)`: a non-atomic write of zeroes as far as crash states
+    /// go (see the crate docs); ZERO_RANGE also grows the file to its end.
+    Zero {
+        file: String,
+        offset: u64,
+        len: u64,
+        /// ZERO_RANGE without KEEP_SIZE: the size becomes at least
+        /// `offset + len`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        extends: bool,
+    },
+    /// sync(2): a durability point for every file.
+    Sync,
     Other,
 }
 
@@ -185,6 +219,7 @@ pub enum Rule {
     Misplaced,
     FileSizeLost,
     FileLost,
+    FailedWriteLanded,
 }
 
 impl fmt::Display for Rule {
@@ -196,6 +231,7 @@ impl fmt::Display for Rule {
             Rule::Misplaced => "a block holds data written to another place",
             Rule::FileSizeLost => "the file is shorter than a completed sync made it",
             Rule::FileLost => "a file made durable by a completed sync is missing",
+            Rule::FailedWriteLanded => "a write that returned an error reached the file",
         })
     }
 }
@@ -265,12 +301,21 @@ impl<'a> Model<'a> {
         op.result == Some(OpResult::Refused)
     }
 
-    /// Whether the sync op `s` makes file data durable for `file`.
+    /// Whether the sync op `s` makes file data durable for `file`: an
+    /// fsync/fdatasync of it, or sync(2) (every dirty inode written back,
+    /// every log forced).
     fn is_sync_of(s: &Op, file: &str) -> bool {
         match &s.kind {
             OpKind::Fsync { file: f } | OpKind::Fdatasync { file: f } => f == file,
+            OpKind::Sync => true,
             _ => false,
         }
+    }
+
+    /// Whether op `o` leaves zeroes where it reaches (a truncate past its
+    /// length, a punched or zeroed range).
+    fn zeroes(o: &Op) -> bool {
+        matches!(o.kind, OpKind::Ftruncate { .. } | OpKind::Zero { .. })
     }
 
     /// Whether op `s` ends with a range sync of `file` that covers bytes
@@ -316,7 +361,7 @@ impl<'a> Model<'a> {
             .filter(|o| !Self::refused(o))
             .filter(|o| match &o.kind {
                 OpKind::Write(w) => w.file == file,
-                OpKind::Ftruncate { file: f, .. } => f == file,
+                OpKind::Ftruncate { file: f, .. } | OpKind::Zero { file: f, .. } => f == file,
                 _ => false,
             })
             .collect()
@@ -328,6 +373,7 @@ impl<'a> Model<'a> {
         match &o.kind {
             OpKind::Write(w) => w.offset < b && a < w.offset + w.len,
             OpKind::Ftruncate { len, .. } => b > *len,
+            OpKind::Zero { offset, len, .. } => *offset < b && a < offset + len,
             _ => false,
         }
     }
@@ -398,6 +444,9 @@ impl<'a> Model<'a> {
                 }
             }
         }
+        // Refused writes (by op index) and how many of their sectors hold
+        // their data.
+        let mut landed: BTreeMap<usize, u64> = BTreeMap::new();
         // Per sector: its version, or a violation.
         let mut shown: Vec<Option<Version>> = Vec::with_capacity(scan.sectors.len());
         for (i, sector) in scan.sectors.iter().enumerate() {
@@ -422,7 +471,7 @@ impl<'a> Model<'a> {
                         }),
                     )
                     .map(|by| (*o, by)),
-                OpKind::Ftruncate { .. } => self
+                OpKind::Ftruncate { .. } | OpKind::Zero { .. } => self
                     .made_durable_by(o, file, false, None)
                     .map(|by| (*o, by)),
                 _ => None,
@@ -439,17 +488,18 @@ impl<'a> Model<'a> {
             };
             let version = match sector {
                 Sector::Zero => {
-                    // Zeroes: never written, or a truncate's zeroes.
+                    // Zeroes: never written, or the zeroes of a truncate,
+                    // punch or zero range (the newest, as the most
+                    // favourable reading).
                     let z = covering
                         .iter()
                         .rev()
-                        .find(|o| matches!(o.kind, OpKind::Ftruncate { .. }))
+                        .find(|o| Self::zeroes(o))
                         .map_or(Version::Zero, |o| Version::Op(o.index));
                     let ok = allowed(z)
-                        || covering.iter().any(|o| {
-                            matches!(o.kind, OpKind::Ftruncate { .. })
-                                && allowed(Version::Op(o.index))
-                        });
+                        || covering
+                            .iter()
+                            .any(|o| Self::zeroes(o) && allowed(Version::Op(o.index)));
                     if ok {
                         Some(z)
                     } else {
@@ -460,6 +510,17 @@ impl<'a> Model<'a> {
                     match covering.iter().find(|o| stamp_matches(o, st, a)) {
                         Some(o) if allowed(Version::Op(o.index)) => Some(Version::Op(o.index)),
                         Some(_) => None,
+                        None if self.rules.no_garbage
+                            && self.refused_here(file, st, a).is_some() =>
+                        {
+                            // A write that returned an error and whose data
+                            // is here anyway: its own finding, counted per
+                            // write after the sectors.
+                            let o = self.refused_here(file, st, a).expect("just found");
+                            *landed.entry(o.index).or_default() += 1;
+                            shown.push(None);
+                            continue;
+                        }
                         None => {
                             if self.rules.no_garbage {
                                 let elsewhere = self.ops.iter().find(|o| match &o.kind {
@@ -566,6 +627,23 @@ impl<'a> Model<'a> {
                 }
             }
         }
+        for (index, count) in landed {
+            let o = &self.ops[index];
+            let OpKind::Write(w) = &o.kind else { continue };
+            v.violations.push(Violation {
+                rule: Rule::FailedWriteLanded,
+                file: file.into(),
+                from: w.offset,
+                to: w.offset + w.len,
+                ops: vec![o.describe.clone()],
+                message: format!(
+                    "{} returned {} but {count} of its {} sectors reached {file}",
+                    o.describe,
+                    o.errno.as_deref().unwrap_or("an error"),
+                    w.len.div_ceil(S)
+                ),
+            });
+        }
         if self.rules.atomicity {
             self.check_atomic(file, &ops, &shown, v);
         }
@@ -575,6 +653,17 @@ impl<'a> Model<'a> {
                 .replace("{from}", &viol.from.to_string())
                 .replace("{to}", &viol.to.to_string());
         }
+    }
+
+    /// The write of `file` refused before any I/O (EINVAL, EOPNOTSUPP) whose
+    /// stamp for this place sector `st` holds.
+    fn refused_here(&self, file: &str, st: &Stamp, at: u64) -> Option<&'a Op> {
+        self.ops.iter().find(|o| {
+            Self::refused(o)
+                && matches!(&o.kind, OpKind::Write(w) if w.file == file)
+                && Self::covers(o, at, at + S)
+                && stamp_matches(o, st, at)
+        })
     }
 
     /// All or nothing: a sector showing the atomic write, another showing
@@ -626,8 +715,13 @@ impl<'a> Model<'a> {
                 to: w.offset + w.len,
                 ops: vec![a.describe.clone()],
                 message: format!(
-                    "{} to {file} is torn: {showing} of its {} sectors hold its data, but bytes {fa}-{fb} hold older data{}",
+                    "{}{} to {file} is torn: {showing} of its {} sectors hold its data, but bytes {fa}-{fb} hold older data{}",
                     a.describe,
+                    match (&a.result, &a.errno) {
+                        (Some(OpResult::Failed), Some(e)) => format!(", which returned {e},"),
+                        (Some(OpResult::Failed), None) => ", which failed,".to_string(),
+                        _ => String::new(),
+                    },
                     last - first,
                     if beyond > 0 { " (or lie past the end of the file)" } else { "" }
                 ),
@@ -679,6 +773,12 @@ impl<'a> Model<'a> {
                 match &o.kind {
                     OpKind::Write(w) if w.file == file => size = size.max(w.offset + w.len),
                     OpKind::Ftruncate { file: f, len } if f == file => size = *len,
+                    OpKind::Zero {
+                        file: f,
+                        offset,
+                        len,
+                        extends: true,
+                    } if f == file => size = size.max(offset + len),
                     _ => {}
                 }
             }

@@ -199,18 +199,30 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                     file: file_of(&tr.file, &last),
                     len: tr.len,
                 },
+                Step::PunchHole(r) | Step::ZeroRange(r) => OpKind::Zero {
+                    file: file_of(&r.file, &last),
+                    offset: r.offset,
+                    len: r.len,
+                    extends: matches!(step, Step::ZeroRange(_)),
+                },
+                Step::Sync(_) => OpKind::Sync,
                 Step::Close(f) => {
                     let path = file_of(&f.file, &last);
                     open.remove(&path);
                     OpKind::Other
                 }
                 // Reads, allocations (they read back as zeroes), marks,
-                // page-cache censuses.
+                // page-cache censuses. Writeback knobs, sleeps and memory
+                // pressure may start writeback, which promises nothing: no
+                // durability of their own.
                 Step::Verify(_)
                 | Step::Fallocate(_)
                 | Step::Mark(_)
                 | Step::Clone(_)
-                | Step::Folios(_) => OpKind::Other,
+                | Step::Folios(_)
+                | Step::Sysctl(_)
+                | Step::Sleep(_)
+                | Step::MemoryPressure(_) => OpKind::Other,
             };
             let who = if threads.len() > 1 {
                 format!("thread {t} op {}", i + 1)
@@ -224,6 +236,7 @@ fn build(run: u64, root: &str, threads: &[Thread], events: &Events) -> Vec<Op> {
                 started: events.started.get(&(t, i)).copied(),
                 ended: end.map(|(p, _)| *p),
                 result,
+                errno: end.and_then(|(_, r)| r.errno.clone()),
             });
         }
     }

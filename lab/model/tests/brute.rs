@@ -14,6 +14,13 @@
 //! mapping may also leave any sector where they are not durable half
 //! stored (garbage). Everything else (in flight, unseen, not synced) lands
 //! on any subset.
+//!
+//! A punched or zeroed range (fallocate PUNCH_HOLE / ZERO_RANGE) is a
+//! write of zeroes: it lands on any subset of its sectors until a completed
+//! fsync, fdatasync or sync(2) after it, then on all of them. It does not
+//! lift an earlier atomic write's all-or-nothing: the atomic write lands
+//! whole or not at all, and the zeroes land over it afterwards. sync(2)
+//! makes every write before it durable, like an fsync.
 
 mod common;
 
@@ -32,6 +39,8 @@ const GARBAGE: usize = usize::MAX;
 
 struct Wr {
     i: usize,
+    /// Zeroes (a punch or zero range), not data.
+    zero: bool,
     first: u64,
     n: u64,
     atomic: bool,
@@ -44,8 +53,19 @@ struct Wr {
 fn ws(ops: &[Op]) -> Vec<Wr> {
     ops.iter()
         .filter_map(|o| match &o.kind {
+            OpKind::Zero { offset, len, .. } => Some(Wr {
+                i: o.index,
+                zero: true,
+                first: offset / SEC,
+                n: len / SEC,
+                atomic: false,
+                sync: false,
+                store: false,
+                range: None,
+            }),
             OpKind::Write(w) => Some(Wr {
                 i: o.index,
+                zero: false,
                 first: w.offset / SEC,
                 n: w.len / SEC,
                 atomic: w.atomic,
@@ -67,7 +87,9 @@ fn durable(ops: &[Op], w: &Wr, s: u64) -> bool {
     } else {
         (s, s + 1)
     };
-    let in_range = |r: Option<(u64, u64)>| r.is_some_and(|(a, b)| a <= from && to <= b);
+    // A range sync (msync) promises nothing about a punch: the model asks
+    // only what fsync, fdatasync and sync(2) promise of one.
+    let in_range = |r: Option<(u64, u64)>| !w.zero && r.is_some_and(|(a, b)| a <= from && to <= b);
     if !done(&ops[w.i]) {
         return false;
     }
@@ -76,7 +98,7 @@ fn durable(ops: &[Op], w: &Wr, s: u64) -> bool {
         || ops[w.i + 1..].iter().any(|o| {
             done(o)
                 && match &o.kind {
-                    OpKind::Fsync { .. } | OpKind::Fdatasync { .. } => true,
+                    OpKind::Fsync { .. } | OpKind::Fdatasync { .. } | OpKind::Sync => true,
                     OpKind::Write(x) => in_range(x.range_sync.map(|(a, b)| (a / SEC, b / SEC))),
                     _ => false,
                 }
@@ -110,9 +132,9 @@ fn choices(ops: &[Op], writes: &[Wr], w: &Wr) -> Vec<Vec<u8>> {
             })
             .collect();
     }
-    let voided = writes
-        .iter()
-        .any(|x| x.i > w.i && !x.atomic && x.first < w.first + w.n && w.first < x.first + x.n);
+    let voided = writes.iter().any(|x| {
+        x.i > w.i && !x.atomic && !x.zero && x.first < w.first + w.n && w.first < x.first + x.n
+    });
     if w.atomic && !voided {
         all.retain(|c| c.iter().all(|&o| o == 1) || c.iter().all(|&o| o == 0));
     }
@@ -134,6 +156,7 @@ fn reachable(ops: &[Op]) -> HashSet<Vec<Option<usize>>> {
                     for (k, &o) in c.iter().enumerate() {
                         let s = (w.first + k as u64) as usize;
                         match o {
+                            1 if w.zero => img[s] = None,
                             1 => img[s] = Some(w.i),
                             2 => img[s] = Some(GARBAGE),
                             _ => {}
@@ -150,7 +173,7 @@ fn reachable(ops: &[Op]) -> HashSet<Vec<Option<usize>>> {
 type Raw = (u8, u64, u64, bool);
 
 fn kinds() -> impl Strategy<Value = Vec<Raw>> {
-    prop::collection::vec((0u8..7, 0..SECTORS, 1..=SECTORS, any::<bool>()), 1..=4)
+    prop::collection::vec((0u8..10, 0..SECTORS, 1..=SECTORS, any::<bool>()), 1..=4)
 }
 
 fn build(raw: &[Raw]) -> Vec<K> {
@@ -168,7 +191,10 @@ fn build(raw: &[Raw]) -> Vec<K> {
                     n,
                     Some((first / PAGE * PAGE, (first + n).div_ceil(PAGE) * PAGE)),
                 ),
-                _ => K::Store(first, n, None),
+                6 => K::Store(first, n, None),
+                7 => K::Punch(first, n),
+                8 => K::ZeroRange(first, n),
+                _ => K::Sync,
             }
         })
         .collect()
@@ -189,10 +215,10 @@ proptest! {
             .map(|s| {
                 // (The model judges only files the log wrote to.)
                 let mut v = vec![None];
-                if !ws(&ops).is_empty() {
+                if ws(&ops).iter().any(|w| !w.zero) {
                     v.push(Some(GARBAGE));
                 }
-                v.extend(ws(&ops).iter().filter(|w| w.first <= s && s < w.first + w.n).map(|w| Some(w.i)));
+                v.extend(ws(&ops).iter().filter(|w| !w.zero && w.first <= s && s < w.first + w.n).map(|w| Some(w.i)));
                 v
             })
             .collect();

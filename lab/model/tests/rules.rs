@@ -236,15 +236,34 @@ fn lag_never_makes_a_false_positive() {
 
 #[test]
 fn refused_writes_write_nothing() {
-    let kinds = vec![K::Refused(0, 1)];
-    let ops = log(&kinds, 1, false);
-    let st = scan(vec![by(&ops, 0, 0)]);
-    let rules = rules_of(&ops, &st);
+    let kinds = vec![K::Refused(0, 8)];
+    let mut ops = log(&kinds, 1, false);
+    ops[0].errno = Some("EINVAL".into());
+    // Half of the refused write's sectors hold its data: one finding that
+    // names the errno and counts the sectors, not a misplaced block each.
+    let mut sectors: Vec<Sector> = (0..4).map(|s| by(&ops, 0, s)).collect();
+    sectors.extend(vec![Sector::Zero; 4]);
+    let st = scan(sectors);
+    let v = Model::new(&ops).judge(&st);
+    let rules: Vec<Rule> = v.violations.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, vec![Rule::FailedWriteLanded], "{:?}", v.violations);
     assert_eq!(
-        rules,
-        vec![Rule::Misplaced],
-        "a refused write's stamp is nobody's"
+        v.violations[0].message,
+        "op 0 refused pwrite returned EINVAL but 4 of its 8 sectors reached f"
     );
+    // Its data at another place is still misplaced data.
+    let st = scan(vec![by(&ops, 0, 1), Sector::Zero]);
+    assert_eq!(rules_of(&ops, &st), vec![Rule::Misplaced]);
+    // With the no-garbage rule off, nothing is said.
+    let st = scan(vec![by(&ops, 0, 0)]);
+    assert!(without(
+        &ops,
+        &st,
+        Rules {
+            no_garbage: false,
+            ..Rules::default()
+        }
+    ));
 }
 
 #[test]
@@ -417,4 +436,81 @@ fn stores_may_be_half_stored_until_synced_and_msync_syncs_its_pages_only() {
     );
     let st = scan(vec![by(&all, 1, 0), Sector::Zero, Sector::Zero]);
     assert_eq!(rules_of(&all, &st), vec![Rule::DurableDataLost]);
+}
+
+/// A punch over part of a pending atomic write: the atomic write stays all
+/// or nothing where it can survive (its sectors outside the hole), the hole
+/// may hold what it held before or zeroes until a sync, then zeroes.
+#[test]
+fn a_punch_over_pending_atomic_data_keeps_it_all_or_nothing() {
+    let kinds = vec![
+        K::W(0, 4, false, false),
+        K::Fsync,
+        K::W(0, 4, true, false),
+        K::Punch(2, 2),
+        K::Fsync,
+    ];
+    let z = Sector::Zero;
+    // Before the second fsync completed (4 ops ended).
+    let ops = log(&kinds, 4, false);
+    let pass = |st: Vec<Sector>| Model::new(&ops).judge(&scan(st)).passed();
+    let (w0, a) = (|s| by(&ops, 0, s), |s| by(&ops, 2, s));
+    assert!(
+        pass(vec![w0(0), w0(1), w0(2), w0(3)]),
+        "nothing happened yet"
+    );
+    assert!(pass(vec![w0(0), w0(1), z, z]), "the punch landed alone");
+    assert!(pass(vec![a(0), a(1), z, z]), "both landed");
+    assert!(
+        pass(vec![a(0), a(1), a(2), a(3)]),
+        "the write, not the punch"
+    );
+    assert!(pass(vec![a(0), a(1), a(2), z]), "the punch in part");
+    // The atomic write seen in the hole but not beside it is torn, whatever
+    // the punch did: never accepted.
+    assert_eq!(
+        rules_of(&ops, &scan(vec![w0(0), w0(1), a(2), a(3)])),
+        vec![Rule::TornAtomicWrite]
+    );
+    assert_eq!(
+        rules_of(&ops, &scan(vec![a(0), w0(1), z, z])),
+        vec![Rule::TornAtomicWrite]
+    );
+    // After the fsync: the hole is zeroes, the rest the atomic write.
+    let ops = log(&kinds, 5, false);
+    let pass = |st: Vec<Sector>| Model::new(&ops).judge(&scan(st)).passed();
+    assert!(pass(vec![a(0), a(1), z, z]));
+    assert!(!pass(vec![w0(0), w0(1), z, z]));
+    let v = Model::new(&ops).judge(&scan(vec![a(0), a(1), a(2), z]));
+    assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+    assert_eq!(v.violations[0].rule, Rule::DurableDataLost);
+    assert_eq!(
+        v.violations[0].message,
+        "f bytes 1024-1536 hold the older op 2 pwrite(sectors 0..4 atomic), but op 3 punch_hole(sectors 2..4) was made durable by op 4 fsync, which completed"
+    );
+}
+
+/// sync(2) is a durability point for every file, and ZERO_RANGE grows the
+/// file: its size is promised by the sync after it.
+#[test]
+fn sync_makes_everything_durable_and_zero_range_grows_the_file() {
+    let kinds = vec![K::W(0, 1, true, false), K::ZeroRange(0, 4), K::Sync];
+    let ops = log(&kinds, 3, false);
+    let z = Sector::Zero;
+    let v = Model::new(&ops).judge(&scan(vec![by(&ops, 0, 0), z, z, z]));
+    assert_eq!(
+        v.violations.iter().map(|v| v.rule).collect::<Vec<_>>(),
+        vec![Rule::DurableDataLost],
+        "the zero range is durable, the write under it is gone"
+    );
+    assert!(Model::new(&ops).judge(&scan(vec![z; 4])).passed());
+    let mut short = scan(vec![z; 2]);
+    short[0].size = Some(2 * SEC);
+    assert_eq!(rules_of(&ops, &short), vec![Rule::FileSizeLost]);
+    // Without the sync's completion nothing is promised.
+    let ops = log(&kinds, 2, true);
+    assert!(Model::new(&ops)
+        .judge(&scan(vec![by(&ops, 0, 0), z, z, z]))
+        .passed());
+    assert!(Model::new(&ops).judge(&short).passed());
 }

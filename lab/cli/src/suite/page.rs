@@ -488,6 +488,7 @@ mod tests {
             started: Some(0),
             ended: Some(1),
             result: Some(OpResult::Ok),
+            errno: None,
         }
     }
 

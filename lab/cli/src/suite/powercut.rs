@@ -197,6 +197,15 @@ pub fn workload_with_power_cut(
         }
         CutWorkload::Generate(_) => {
             let _ = std::fs::write(dir.join("oplog.jsonl"), &stdout);
+            // As without a cut: every operation that finished is judged,
+            // so refused buffered atomic writes skip the case with the
+            // kernel's reason instead of passing unnoticed.
+            results.push(result(
+                case,
+                "generate.ops",
+                judge_generated(&stdout),
+                elapsed,
+            ));
             log.ops(stream.lines.len())
         }
     }
@@ -558,6 +567,79 @@ impl WriteScan {
     }
 }
 
+/// The generator's operations that reported a result, each judged
+/// against what it had to return: any failure fails, else an unsupported
+/// atomic write skips (with the kernel's reason), else a pass.
+fn judge_generated(stdout: &str) -> Outcome {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        thread: u32,
+        step: lab_core::steps::Step,
+        result: lab_core::steps::StepResult,
+    }
+    let (mut ops, mut failures, mut skip) = (0, Vec::new(), None);
+    for l in stdout.lines() {
+        let Ok(l) = serde_json::from_str::<Line>(l) else {
+            continue;
+        };
+        ops += 1;
+        match lab_core::steps::judge(&l.step, &l.result) {
+            lab_core::steps::StepVerdict::Pass => {}
+            lab_core::steps::StepVerdict::Skip(reason) => skip = Some(reason),
+            lab_core::steps::StepVerdict::Fail(m) => failures.push(format!(
+                "thread {} op {}: {m}",
+                l.thread,
+                l.result.index + 1
+            )),
+        }
+    }
+    match (failures.first(), skip) {
+        (Some(first), _) => Outcome::Failed {
+            message: format!(
+                "{} of {ops} operations failed; first: {first}",
+                failures.len()
+            ),
+            detail: failures.join("\n"),
+        },
+        (None, Some(reason)) => Outcome::Skipped {
+            reason: format!("atomic writes in this workload: {reason}"),
+        },
+        (None, None) => Outcome::Passed,
+    }
+}
+
+/// Which LBAs of data write `w` can tell whether it landed: those no later
+/// write overwrote, and whose bytes differ from what each earlier write
+/// covering them put there. Without the second half, a block written again
+/// with mostly the same bytes (XFS writing back a block a punch zeroed two
+/// sectors of) reads, in a state where that write did not land, as "6 of 8
+/// LBAs landed": a torn write that is not one. A zeroes or trim request
+/// counts as zero bytes, and so does the disk before any write (it starts
+/// as zeroes: the record holds every write since), so an LBA the write
+/// fills with zeroes never tells (a block written back with sectors it
+/// never wrote, as a buffered write of part of a block leaves it).
+pub(crate) fn telling(writes: &[WriteRecord], w: &WriteRecord, lba: u32) -> Vec<bool> {
+    let l64 = u64::from(lba);
+    let first = w.offset / l64;
+    let zeroes = vec![0u8; lba as usize];
+    let covers = |o: &WriteRecord, l: u64| o.offset <= l * l64 && o.end() >= (l + 1) * l64;
+    (0..u64::from(w.len) / l64)
+        .map(|k| {
+            let l = first + k;
+            let mine = w.lba_bytes(k as u32, lba).unwrap_or(&zeroes);
+            let overwritten = writes[w.seq as usize + 1..].iter().any(|o| covers(o, l));
+            let same_as_before = mine == zeroes.as_slice()
+                || writes[..w.seq as usize].iter().any(|o| {
+                    covers(o, l)
+                        && o.lba_bytes(((l * l64 - o.offset) / l64) as u32, lba)
+                            .unwrap_or(&zeroes)
+                            == mine
+                });
+            !overwritten && !same_as_before
+        })
+        .collect()
+}
+
 /// Reads every state back through its export and, for each write in
 /// flight at the cut, counts the LBAs holding its bytes.
 /// Reads `states` of `store` back; `record` is cut where they were made
@@ -571,25 +653,13 @@ pub(crate) fn scan_states(
     let cut = record.cut.as_ref().expect("scanned after the cut");
     let in_flight = record.in_flight(cut.writes_before, cut.at);
     let lba = rules.lba as usize;
-    // Which LBAs of each in-flight data write can tell whether it landed:
-    // those no later write overwrote. The same for every state, so worked
-    // out once.
+    // Which LBAs of each in-flight data write can tell whether it landed.
+    // The same for every state, so worked out once.
     let telling_lbas: Vec<(&WriteRecord, Vec<bool>)> = in_flight
         .iter()
         .map(|&seq| &record.writes[seq as usize])
         .filter(|w| w.kind == WriteKind::Data)
-        .map(|w| {
-            let first = w.offset / lba as u64;
-            let tells = (0..u64::from(w.len) / lba as u64)
-                .map(|k| {
-                    let l = first + k;
-                    !record.writes[w.seq as usize + 1..]
-                        .iter()
-                        .any(|o| o.offset <= l * lba as u64 && o.end() >= (l + 1) * lba as u64)
-                })
-                .collect();
-            (w, tells)
-        })
+        .map(|w| (w, telling(&record.writes, w, rules.lba)))
         .collect();
     let mut out = Vec::with_capacity(states.len());
     for &i in states {
@@ -776,4 +846,83 @@ pub(crate) fn write_record(crash: &Path, record: &Record, guest: &HashMap<u64, G
         }))
         .unwrap_or_default(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn data(seq: u64, offset: u64, bytes: Vec<u8>) -> WriteRecord {
+        WriteRecord {
+            seq,
+            kind: WriteKind::Data,
+            offset,
+            len: bytes.len() as u32,
+            fua: true,
+            data: Arc::new(bytes),
+            received: Duration::ZERO,
+            acked: None,
+        }
+    }
+
+    #[test]
+    fn generated_operations_skip_on_eopnotsupp_and_fail_short() {
+        let line = |atomic: bool, ret: &str, errno: &str| {
+            format!(
+                r#"{{"thread":1,"step":{{"pwrite":{{"offset":0,"len":4096,"atomic":{atomic},"expect":"supported_or_skip"}}}},"result":{{"index":2,"op":"pwrite","ret":{ret},"errno":{errno}}}}}"#
+            )
+        };
+        let ok = line(false, "4096", "null");
+        assert_eq!(judge_generated(&ok), Outcome::Passed);
+        let refused = [ok.clone(), line(true, "null", r#""EOPNOTSUPP""#)].join("\n");
+        assert!(matches!(
+            judge_generated(&refused),
+            Outcome::Skipped { reason } if reason.contains("EOPNOTSUPP")
+        ));
+        let short = [refused, line(true, "1024", "null")].join("\n");
+        assert!(matches!(
+            judge_generated(&short),
+            Outcome::Failed { message, .. } if message.contains("a short atomic write: 1024 of 4096 bytes written")
+        ));
+    }
+
+    /// A block written back again with only two of its LBAs changed: the
+    /// unchanged ones cannot tell whether it landed, so a state without it
+    /// is not "torn"; an LBA a later write covers cannot tell either.
+    #[test]
+    fn only_lbas_the_write_changed_and_nothing_overwrote_tell() {
+        let lba = 512u32;
+        let old: Vec<u8> = (0..8 * 512).map(|i| (i / 512) as u8 + 1).collect();
+        let mut new = old.clone();
+        new[2 * 512..4 * 512].fill(0xEE);
+        let writes = vec![
+            data(0, 4096, old),
+            data(1, 4096, new),
+            data(2, 4096 + 3 * 512, vec![9; 512]),
+        ];
+        assert_eq!(
+            telling(&writes, &writes[1], lba),
+            [false, false, true, false, false, false, false, false]
+        );
+        // As the punch left it: the two changed LBAs are zeroes, which the
+        // disk may hold anyway, and nothing tells.
+        let mut punched = writes[0].data.to_vec();
+        punched[2 * 512..4 * 512].fill(0);
+        let writes = vec![writes[0].clone(), data(1, 4096, punched)];
+        assert!(telling(&writes, &writes[1], lba).iter().all(|t| !t));
+        // Zeroes requests read as zeroes: writing zeroes over them tells
+        // nothing.
+        let zeroed = WriteRecord {
+            kind: WriteKind::Zeroes,
+            data: Arc::new(vec![]),
+            ..data(0, 0, vec![0; 1024])
+        };
+        let writes = vec![zeroed, data(1, 0, [vec![0; 512], vec![7; 512]].concat())];
+        assert_eq!(telling(&writes, &writes[1], lba), [false, true]);
+        // Nothing before it: every LBA tells but one of zeroes, which the
+        // disk held before any write.
+        let writes = vec![data(0, 0, [vec![5; 1024], vec![0; 512]].concat())];
+        assert_eq!(telling(&writes, &writes[0], lba), [true, true, false]);
+    }
 }

@@ -56,12 +56,12 @@ pub(crate) struct SweepInput<'a> {
 }
 
 /// The moments each completed sync reached the host: fsync, fdatasync,
-/// synchronous writes and msync'd stores the host saw succeed.
+/// sync(2), synchronous writes and msync'd stores the host saw succeed.
 pub fn sync_moments(ops: &[Op], stamps: &[Duration]) -> Vec<Duration> {
     ops.iter()
         .filter(|o| o.result == Some(OpResult::Ok))
         .filter(|o| match &o.kind {
-            OpKind::Fsync { .. } | OpKind::Fdatasync { .. } => true,
+            OpKind::Fsync { .. } | OpKind::Fdatasync { .. } | OpKind::Sync => true,
             OpKind::Write(w) => w.sync || w.range_sync.is_some(),
             _ => false,
         })

@@ -24,6 +24,12 @@ pub enum K {
     /// Stores through a mapping over sectors [first, first+n); with a range
     /// sync of sectors [from, to) (msync) or none.
     Store(u64, u64, Option<(u64, u64)>),
+    /// fallocate PUNCH_HOLE (zeroes, size kept) over sectors [first, first+n).
+    Punch(u64, u64),
+    /// fallocate ZERO_RANGE over sectors [first, first+n): the file grows.
+    ZeroRange(u64, u64),
+    /// sync(2).
+    Sync,
 }
 
 pub fn log(kinds: &[K], ended: usize, in_flight: bool) -> Vec<Op> {
@@ -107,6 +113,25 @@ pub fn log(kinds: &[K], ended: usize, in_flight: bool) -> Vec<Op> {
                     false,
                 )
             }
+            K::Punch(first, n) | K::ZeroRange(first, n) => (
+                OpKind::Zero {
+                    file: "f".into(),
+                    offset: first * SEC,
+                    len: n * SEC,
+                    extends: matches!(k, K::ZeroRange(..)),
+                },
+                format!(
+                    "op {i} {}(sectors {first}..{})",
+                    if matches!(k, K::ZeroRange(..)) {
+                        "zero_range"
+                    } else {
+                        "punch_hole"
+                    },
+                    first + n
+                ),
+                false,
+            ),
+            K::Sync => (OpKind::Sync, format!("op {i} sync"), false),
             K::Fsync => (
                 OpKind::Fsync { file: "f".into() },
                 format!("op {i} fsync"),
@@ -148,6 +173,7 @@ pub fn log(kinds: &[K], ended: usize, in_flight: bool) -> Vec<Op> {
             started,
             ended,
             result,
+            errno: None,
         });
     }
     ops
