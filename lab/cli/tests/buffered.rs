@@ -174,3 +174,104 @@ fn a_sweep_catches_the_broken_buffered_series_with_no_hand_placed_cut() {
         "{stdout}"
     );
 }
+
+/// The bisection of a broken variant and what it names: `first bad patch`
+/// in the output, level 4 bad for a torn atomic write, the culprit
+/// confirmed by its revert, and the page.
+fn bisect_names_a_planted_patch(series: &str, testcase: &str, culprit: &str, page_name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args([
+                "bisect",
+                "--series",
+                series,
+                "--testcase",
+                testcase,
+                "--retries",
+                "0",
+                "--results",
+            ])
+            .arg(&results),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains(&format!("first bad patch: {culprit}")),
+        "{stdout}\n{stderr}"
+    );
+    let run = std::fs::canonicalize(results.join("latest")).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&read(&run.join("bisect.json"))).unwrap();
+    assert_eq!(b["first_bad"], 4);
+    let bad = b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["level"] == 4)
+        .unwrap();
+    assert!(
+        bad["reason"]
+            .as_str()
+            .unwrap()
+            .contains("an atomic write was torn"),
+        "{bad}"
+    );
+    assert_eq!(b["confirmation"]["outcome"], "confirmed", "{b}");
+    let page = check_page(&run);
+    check_bisect_page(&page, culprit, b["steps"].as_array().unwrap().len());
+    keep_page(&page, page_name);
+}
+
+/// A sub-page bug: a block smaller than a page written through as two
+/// halves. The 4 KiB-block power cut cannot see it (its blocks are a page);
+/// the matrix's 1 KiB cell, several atomic blocks in one folio, tears one
+/// under a sweep, and the bisection names the planted patch.
+#[test]
+fn the_sub_page_variant_is_caught_by_the_1k_matrix_cell_and_bisected() {
+    const SERIES: &str = "patches/xfs-buffered-atomic-broken-subpage";
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args(["run", "--series", SERIES, "--results"])
+            .arg(&results)
+            .args([
+                "powercut-buffered-atomic-xfs-4k",
+                "matrix-buffered-atomic-1k-folio-atomic-blocks",
+            ]),
+    );
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = summary_of(&results);
+    let four_k = suite_of(&v, "powercut-buffered-atomic-xfs-4k");
+    assert!(
+        four_k.results.iter().all(|r| r.outcome.label() == "passed"),
+        "the 4 KiB case should miss a sub-page bug:\n{stdout}"
+    );
+    let cell = suite_of(&v, "matrix-buffered-atomic-1k-folio-atomic-blocks");
+    assert!(
+        cell.results
+            .iter()
+            .any(|r| r.check.starts_with("sweep.cut-")
+                && format!("{:?}", r.outcome).contains("an atomic write was torn")),
+        "{stdout}"
+    );
+    bisect_names_a_planted_patch(
+        SERIES,
+        "matrix-buffered-atomic-1k-folio-atomic-blocks",
+        "4/5 xfs: write sub-page buffered atomic writes through in two halves",
+        "bisect-subpage",
+    );
+}
+
+/// A bug that needs a folio already dirty from a non-atomic write: the
+/// matrix's overwrite cell (an atomic write over a pending plain one) tears
+/// the atomic block during writeback, and the bisection names the patch.
+#[test]
+fn the_dirty_folio_variant_is_caught_by_the_overwrite_cell_and_bisected() {
+    bisect_names_a_planted_patch(
+        "patches/xfs-buffered-atomic-broken-shared-folio",
+        "matrix-buffered-atomic-4k-overwrites",
+        "4/5 xfs: leave buffered atomic writes to writeback in a dirty folio",
+        "bisect-shared-folio",
+    );
+}
