@@ -275,3 +275,56 @@ fn the_dirty_folio_variant_is_caught_by_the_overwrite_cell_and_bisected() {
         "bisect-shared-folio",
     );
 }
+
+/// A kernel that speaks the seed RFC's statx interface for buffered atomic
+/// writes (our fixture series: the buffered limits in the direct-I/O
+/// fields, and the two bits asked for together answered with neither):
+/// the direct limits still read right because each bit is asked for alone,
+/// the buffered ones are found in the shared fields, and the combined
+/// request is the one failing check, named with its rule.
+#[test]
+fn the_rfc_statx_interface_is_one_named_finding_not_twenty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args([
+                "run",
+                "--series",
+                "patches/xfs-buffered-atomic-rfc-statx",
+                "--results",
+            ])
+            .arg(&results)
+            .arg("limits-4k"),
+    );
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = summary_of(&results);
+    let limits = suite_of(&v, "limits-4k");
+    assert_eq!(prop(limits, "guest.xfs.statx_buf.abi"), "shared_fields");
+    let failed: Vec<&str> = limits
+        .results
+        .iter()
+        .filter(|r| r.outcome.label() != "passed")
+        .map(|r| r.check.as_str())
+        .collect();
+    assert_eq!(failed, ["xfs.statx.combined_request"], "{stdout}");
+    let combined = format!(
+        "{:?}",
+        limits
+            .results
+            .iter()
+            .find(|r| r.check == "xfs.statx.combined_request")
+            .unwrap()
+            .outcome
+    );
+    assert!(combined.contains("neither"), "{combined}");
+    assert!(combined.contains("mutually exclusive"), "{combined}");
+    for c in [
+        "xfs.statx.mask",
+        "xfs.statx.unit_min",
+        "xfs.statx.unit_max",
+        "xfs.statx_buf.form",
+    ] {
+        assert_eq!(outcome(limits, c), "passed", "{c}");
+    }
+}
