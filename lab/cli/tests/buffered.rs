@@ -328,3 +328,44 @@ fn the_rfc_statx_interface_is_one_named_finding_not_twenty() {
         assert_eq!(outcome(limits, c), "passed", "{c}");
     }
 }
+
+/// A subset of the buffered atomic matrix on our series (the whole matrix,
+/// about 16 minutes here, is in `lab bench run` and docs/testcases.md):
+/// punch and zero range over pending atomic blocks, synchronous atomic
+/// writes, O_DIRECT over pending buffered atomic data, and atomic and plain
+/// blocks interleaved in one folio all pass, every cut point judged.
+#[test]
+fn matrix_cells_pass_on_our_series() {
+    const CELLS: [&str; 4] = [
+        "matrix-buffered-atomic-4k-punch-zero",
+        "matrix-buffered-atomic-4k-dsync",
+        "matrix-buffered-atomic-4k-direct-over-pending",
+        "matrix-buffered-atomic-1k-folio-interleaved",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let (code, stdout, stderr) = output(
+        lab()
+            .args([
+                "run",
+                "--series",
+                "patches/xfs-buffered-atomic",
+                "--results",
+            ])
+            .arg(&results)
+            .args(CELLS),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let v = summary_of(&results);
+    for cell in CELLS {
+        let s = suite_of(&v, cell);
+        assert!(
+            s.results.iter().all(|r| r.outcome.label() == "passed"),
+            "{cell}: every check passes, none skipped, on a kernel with buffered atomic writes"
+        );
+        assert!(
+            s.results.iter().any(|r| r.check.starts_with("sweep.")),
+            "{cell}: judged by a sweep"
+        );
+    }
+}
