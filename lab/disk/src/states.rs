@@ -14,7 +14,7 @@
 //! applied) plus a [`Delta`] of LBAs that differ, each pointing into the
 //! record's data: materialising a state copies nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
@@ -358,16 +358,67 @@ impl<'a> Planner<'a> {
                     point: i,
                     state,
                     recipe: st.recipe.clone(),
+                    spread: false,
                 });
             }
         }
+        let sampled = judgements.len();
+        self.spread(points, &mut judgements);
         SweepPlan {
             points: points.to_vec(),
             generated,
             left_out,
+            spread: judgements.len() - sampled,
             states: distinct.states,
             judgements,
         }
+    }
+
+    /// Judges each planned content at every other point that allows its
+    /// recipe too. A content costs a verifier mount, scan and repair; a
+    /// judgement costs a model run against the point's op log. So once a
+    /// content is scanned, every point a real cut could have left it at
+    /// should judge it: each of those pairs is a state of a virtual cut
+    /// there, checked against what the host had been promised by then.
+    ///
+    /// The points that allow a recipe made at point `o` form an interval
+    /// around `o`: going later, each point needs more writes still in
+    /// flight, and a write once durable stays durable; going earlier, each
+    /// needs more of the recipe's dropped writes not yet received. So the
+    /// scan walks outwards from each planned judgement's point and stops at
+    /// the first point either way that does not allow its recipe.
+    fn spread(&self, points: &[CutPoint], judgements: &mut Vec<Judgement>) {
+        let mut judged: HashSet<(usize, usize)> =
+            judgements.iter().map(|j| (j.point, j.state)).collect();
+        let pending: Vec<BTreeSet<u64>> = points
+            .iter()
+            .map(|p| {
+                self.record
+                    .in_flight(p.writes_before, p.at)
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        let planned: Vec<(usize, usize, Recipe)> = judgements
+            .iter()
+            .map(|j| (j.point, j.state, j.recipe.clone()))
+            .collect();
+        for (o, state, recipe) in planned {
+            let at = |i: usize| recipe_at(&recipe, &points[i], &pending[i]).map(|r| (i, r));
+            let later: Vec<_> = (o + 1..points.len()).map_while(at).collect();
+            let earlier: Vec<_> = (0..o).rev().map_while(at).collect();
+            for (point, recipe) in later.into_iter().chain(earlier) {
+                if judged.insert((point, state)) {
+                    judgements.push(Judgement {
+                        point,
+                        state,
+                        recipe,
+                        spread: true,
+                    });
+                }
+            }
+        }
+        judgements.sort_by_key(|j| j.point);
     }
 
     /// Writes this recipe lands only partly.
@@ -437,6 +488,39 @@ impl<'a> Planner<'a> {
         }
         out
     }
+}
+
+/// The same landed writes as `recipe`, as a cut at `p` would leave them,
+/// if the rules allow that there: every write it does not land whole was
+/// received by `p` and not yet durable (`pending`), and every write it
+/// lands was received by `p`. None otherwise.
+fn recipe_at(recipe: &Recipe, p: &CutPoint, pending: &BTreeSet<u64>) -> Option<Recipe> {
+    let (b, here) = (recipe.writes_before, p.writes_before);
+    let mut except = BTreeMap::new();
+    for (&seq, landed) in &recipe.except {
+        if seq >= here {
+            // Not received at `p`: allowed only if the recipe drops it.
+            (*landed == Landed::Nothing).then_some(())?;
+        } else {
+            pending.contains(&seq).then_some(())?;
+            except.insert(seq, landed.clone());
+        }
+    }
+    // Received by `p` but not by the recipe's point: not landed, so they
+    // must still be in flight.
+    for seq in b..here {
+        pending.contains(&seq).then_some(())?;
+        except.insert(seq, Landed::Nothing);
+    }
+    // Landed by the recipe but not received by `p`: not allowed.
+    for seq in here..b {
+        (recipe.except.get(&seq) == Some(&Landed::Nothing)).then_some(())?;
+    }
+    Some(Recipe {
+        point: p.recipe_point(),
+        writes_before: here,
+        except,
+    })
 }
 
 /// Interior LBA boundaries to tear an `n`-LBA write at: the midpoint

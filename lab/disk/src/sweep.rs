@@ -65,6 +65,9 @@ pub struct Judgement {
     pub point: usize,
     pub state: usize,
     pub recipe: Recipe,
+    /// Planned for another point and judged here too, because this point
+    /// allows the same recipe (`SweepPlan::spread`).
+    pub spread: bool,
 }
 
 /// The states of a sweep.
@@ -76,6 +79,10 @@ pub struct SweepPlan {
     /// Distinct states of a point beyond `StateLimits::max`, left out of
     /// its judgements (summed over the points).
     pub left_out: usize,
+    /// Judgements of a content at a point that did not plan it but allows
+    /// its recipe too (`Planner::plan_sweep`): free, as the content is
+    /// scanned anyway.
+    pub spread: usize,
     /// One per distinct content.
     pub states: Vec<State>,
     pub judgements: Vec<Judgement>,

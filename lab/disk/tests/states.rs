@@ -8,7 +8,7 @@ use lab_disk::{AtomicRules, Cut, Mark, Planner, Recipe, Record};
 use proptest::prelude::*;
 
 mod common;
-use common::{data_write, LBA};
+use common::{data_write, reachable, LBA};
 
 const DISK_LBAS: u64 = 8;
 
@@ -55,61 +55,6 @@ fn rules(unit: u32) -> AtomicRules {
     }
 }
 
-/// Every image the rules allow after a cut with `writes_before` writes
-/// received, where `durable(seq)` says what completed: each durable write
-/// whole; each other write whole or absent if atomic, any subset of its
-/// LBAs if not; applied in arrival order over zeroes.
-fn reachable(
-    r: &Record,
-    rules: AtomicRules,
-    writes_before: u64,
-    all_durable: bool,
-) -> HashSet<Vec<u8>> {
-    let ws = &r.writes[..writes_before as usize];
-    let choices: Vec<Vec<u64>> = ws
-        .iter()
-        .map(|w| {
-            let n = w.len / LBA;
-            let full = (1u64 << n) - 1;
-            if all_durable || w.acked.is_some() {
-                vec![full]
-            } else if rules.is_atomic(w.offset, w.len) {
-                vec![0, full]
-            } else {
-                (0..=full).collect()
-            }
-        })
-        .collect();
-    let mut out = HashSet::new();
-    let mut idx = vec![0usize; ws.len()];
-    loop {
-        let mut img = vec![0u8; r.size as usize];
-        for (w, (c, i)) in ws.iter().zip(choices.iter().zip(&idx)) {
-            let mask = c[*i];
-            for l in 0..w.len / LBA {
-                if mask & (1 << l) != 0 {
-                    let at = (w.offset + u64::from(l * LBA)) as usize;
-                    img[at..at + LBA as usize].copy_from_slice(w.lba_bytes(l, LBA).unwrap());
-                }
-            }
-        }
-        out.insert(img);
-        // Next combination.
-        let mut k = 0;
-        loop {
-            if k == idx.len() {
-                return out;
-            }
-            idx[k] += 1;
-            if idx[k] < choices[k].len() {
-                break;
-            }
-            idx[k] = 0;
-            k += 1;
-        }
-    }
-}
-
 fn specs() -> impl Strategy<Value = Vec<Spec>> {
     prop::collection::vec((0u64..6, 1u32..=3, any::<bool>()), 1..=5).prop_map(|v| {
         v.into_iter()
@@ -129,8 +74,8 @@ proptest! {
         let r = record(&specs, &[mark]);
         let p = Planner::new(&r, rules(unit));
         let plan = p.plan(&StateLimits::default());
-        let at_cut = reachable(&r, rules(unit), specs.len() as u64, false);
-        let at_mark = reachable(&r, rules(unit), mark, true);
+        let at_cut = reachable(&r, rules(unit), specs.len() as u64, &|w| w.acked.is_some());
+        let at_mark = reachable(&r, rules(unit), mark, &|_| true);
         let last = p.image(None);
         for s in &plan.states {
             let img = p.image(Some(&s.recipe));
@@ -194,7 +139,7 @@ proptest! {
         let p = Planner::new(&r, rules(8)); // everything atomic: subsets only
         let plan = p.plan(&StateLimits::default());
         let got: HashSet<Vec<u8>> = plan.states.iter().map(|s| p.image(Some(&s.recipe))).collect();
-        prop_assert_eq!(got, reachable(&r, rules(8), specs.len() as u64, false));
+        prop_assert_eq!(got, reachable(&r, rules(8), specs.len() as u64, &|w| w.acked.is_some()));
     }
 }
 

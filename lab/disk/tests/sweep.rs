@@ -11,7 +11,7 @@ use lab_disk::{AtomicRules, Cut, NextEvent, Planner, Record, WriteRecord};
 use proptest::prelude::*;
 
 mod common;
-use common::{data_write, LBA};
+use common::{data_write, reachable, LBA};
 
 const DISK_LBAS: u64 = 8;
 
@@ -130,11 +130,37 @@ proptest! {
         prop_assert_eq!(whole.left_out, 0);
         let max = 2;
         let small = planner.plan_sweep(&points, &StateLimits { max, ..StateLimits::default() });
+        let planned = |p: &lab_disk::SweepPlan, i: usize| {
+            p.judgements.iter().filter(|j| j.point == i && !j.spread).count()
+        };
         for i in 0..points.len() {
-            let n = small.judgements.iter().filter(|j| j.point == i).count();
+            let n = planned(&small, i);
             prop_assert!(n >= 1 && n <= max as usize, "point {i}: {n}");
         }
-        prop_assert_eq!(small.judgements.len() + small.left_out, whole.judgements.len());
+        prop_assert_eq!(
+            small.judgements.len() - small.spread + small.left_out,
+            whole.judgements.len() - whole.spread
+        );
+        prop_assert_eq!(small.spread, small.judgements.iter().filter(|j| j.spread).count());
+    }
+
+    /// Every judgement, planned at its point or spread to it from another,
+    /// is a state a real cut at that point could leave: its image is one
+    /// the brute-force enumeration of the rules allows there.
+    #[test]
+    fn every_judgement_is_a_state_its_point_allows(specs in specs(), flushes in prop::collection::vec(0u64..120, 0..3),
+                                                   unit in 1u32..=2, max in 1u32..4, seed in any::<u64>()) {
+        let r = record(&specs, &flushes);
+        let planner = Planner::new(&r, rules(unit));
+        let points = every_event(&r, Duration::ZERO);
+        let plan = planner.plan_sweep(&points, &StateLimits { max, seed, ..StateLimits::default() });
+        for (i, p) in plan.points.iter().enumerate() {
+            let allowed = reachable(&r, rules(unit), p.writes_before, &|w| r.durable_at(w, p.at));
+            for j in plan.judgements.iter().filter(|j| j.point == i) {
+                prop_assert!(allowed.contains(&planner.image(Some(&j.recipe))),
+                    "point {i} ({:?}): `{}` (spread: {})", p.next, j.recipe, j.spread);
+            }
+        }
     }
 
     /// Every-event points cut each interval at its end: strictly in time
@@ -225,4 +251,45 @@ fn the_intervals_of_a_small_run() {
     // Three contents scanned once each, six judgements.
     assert_eq!(plan.states.len(), 3);
     assert_eq!(plan.judgements.len(), 6);
+}
+
+/// Two writes that are never acknowledged, each point keeping one content
+/// (`max: 1`, chosen by the seeded hash): a cut anywhere after a content's
+/// point could still leave it (nothing ever became durable), so once
+/// scanned it is judged at every later point too, and the end judges them
+/// all. Over a few seeds, some content is judged at points that did not
+/// choose it.
+#[test]
+fn a_scanned_content_is_judged_at_every_point_that_allows_it() {
+    let r = record(&[(0, 1, 0, None, true), (2, 1, 5, None, true)], &[]);
+    let planner = Planner::new(&r, rules(1));
+    let points = every_event(&r, Duration::ZERO);
+    assert_eq!(points.len(), 3, "{points:?}");
+    let mut spread = 0;
+    for seed in 0..16 {
+        let limits = StateLimits {
+            max: 1,
+            seed,
+            ..StateLimits::default()
+        };
+        let plan = planner.plan_sweep(&points, &limits);
+        for s in 0..plan.states.len() {
+            let at: Vec<usize> = plan
+                .judgements
+                .iter()
+                .filter(|j| j.state == s)
+                .map(|j| j.point)
+                .collect();
+            let first = *at.iter().min().unwrap();
+            assert_eq!(
+                at.len(),
+                points.len() - first,
+                "seed {seed}: state {s} at {at:?}"
+            );
+        }
+        let at_end = plan.judgements.iter().filter(|j| j.point == 2).count();
+        assert_eq!(at_end, plan.states.len(), "seed {seed}");
+        spread += plan.spread;
+    }
+    assert!(spread > 0);
 }

@@ -112,6 +112,8 @@ struct SweepFigures {
     contents: f64,
     mapped: f64,
     judged: f64,
+    /// Of `judged`, those spread from the point that planned the content.
+    spread: f64,
     generated: f64,
     verify_s: f64,
     wall_s: f64,
@@ -124,6 +126,7 @@ impl std::ops::AddAssign for SweepFigures {
         self.contents += o.contents;
         self.mapped += o.mapped;
         self.judged += o.judged;
+        self.spread += o.spread;
         self.generated += o.generated;
         self.verify_s += o.verify_s;
         self.wall_s += o.wall_s;
@@ -163,6 +166,7 @@ fn run_sweep(
         contents: num("verify.states") + num("verify.states_mapped"),
         mapped: num("verify.states_mapped"),
         judged: num("sweep.judged"),
+        spread: num("sweep.judgements_spread"),
         generated: num("sweep.states_generated"),
         verify_s: num("verify.total_s"),
         wall_s: t.elapsed().as_secs_f64(),
@@ -228,6 +232,7 @@ fn sweeps(host: &LabHost, want: usize) -> Result<Vec<Measurement>> {
         rec("sweep_contents_scanned", all.contents, "count"),
         rec("sweep_contents_read_through_map", all.mapped, "count"),
         rec("sweep_judgements", all.judged, "count"),
+        rec("sweep_judgements_spread", all.spread, "count"),
         rec(
             "sweep_judgements_failed_false_positives",
             all.failed,

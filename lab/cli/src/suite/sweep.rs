@@ -211,6 +211,7 @@ pub(crate) fn judge_sweep(
         ("sweep.states_left_out".into(), plan.left_out.to_string()),
         ("sweep.contents".into(), plan.states.len().to_string()),
         ("sweep.judgements".into(), plan.judgements.len().to_string()),
+        ("sweep.judgements_spread".into(), plan.spread.to_string()),
         (
             "sweep.dedupe_ratio".into(),
             format!(
@@ -384,6 +385,7 @@ fn write_sweep_artifacts(dir: &Path, plan: &SweepPlan, described: &[String], ver
                     serde_json::json!({
                         "state": lab_disk::cow::state_name(j.state),
                         "recipe": j.recipe.to_string(),
+                        "spread": j.spread,
                         "verdict": verdicts.get(k),
                     })
                 })
