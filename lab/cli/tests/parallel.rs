@@ -132,6 +132,67 @@ fn two_jobs_with_reuse_give_the_verdicts_of_one_boot_per_testcase() {
     }
 }
 
+/// Three XFS power cuts on the same device, two workers: the worker that
+/// finishes first takes the third and checks its crash states with the
+/// verifier VM it kept, pointed at the new states and the new console; the
+/// verdicts are those of `-j 1`, which boots every verifier.
+const VERIFIED: [&str; 3] = [
+    "powercut-buffered-atomic-xfs-4k",
+    "matrix-buffered-atomic-4k-extending",
+    "matrix-buffered-atomic-4k-truncate-fallocate",
+];
+
+#[test]
+fn a_kept_verifier_vm_checks_the_next_testcases_states_with_the_same_verdicts() {
+    let run = |jobs: &str| {
+        let mut args = vec!["-j", jobs];
+        args.extend(VERIFIED);
+        let r = LabRun::new(&args, &[]);
+        r.expect_exit(0);
+        r
+    };
+    let (serial, parallel) = (run("1"), run("2"));
+    let (s, p) = (serial.summary(), parallel.summary());
+    assert_eq!(s.suites.len(), 3);
+    for (a, b) in s.suites.iter().zip(&p.suites) {
+        if let Some(why) = lab_core::report::verdict_difference(a, b) {
+            panic!("-j 1 and -j 2 with a kept verifier disagree: {why}");
+        }
+    }
+    let reused = |r: &lab_core::report::RunReport| -> Vec<(String, u32)> {
+        r.suites
+            .iter()
+            .map(|x| {
+                let n = x.property("verify.reused").unwrap_or_else(|| {
+                    panic!("{}: no verify.reused in {:?}", x.name, x.properties)
+                });
+                (x.name.clone(), n.parse().unwrap())
+            })
+            .collect()
+    };
+    assert!(reused(&s).iter().all(|(_, n)| *n == 0), "{:?}", reused(&s));
+    let kept: Vec<(String, u32)> = reused(&p).into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(kept.len(), 1, "{:?}", reused(&p));
+    let (name, _) = &kept[0];
+    let x = p.suites.iter().find(|x| &x.name == name).unwrap();
+    // It booted no verifier, and the states were checked in it.
+    assert!(
+        x.property("verify.boot_0_s").is_none(),
+        "{:?}",
+        x.properties
+    );
+    assert!(
+        x.property("verify.states").is_some_and(|n| n != "0"),
+        "{:?}",
+        x.properties
+    );
+    assert!(parallel
+        .dir()
+        .join(name)
+        .join("verifier-0.console.log")
+        .is_file());
+}
+
 /// The private directories (keys, sockets) of lab process `pid`.
 fn private_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")

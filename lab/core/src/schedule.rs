@@ -137,6 +137,15 @@ impl Queue {
         self.taken.iter().filter(|t| !**t).count()
     }
 
+    /// Whether a power-cut slot is still to be taken: a worker keeps its
+    /// verifier VMs only while one is.
+    pub fn wants_power_cut(&self) -> bool {
+        self.slots
+            .iter()
+            .zip(&self.taken)
+            .any(|(s, t)| !t && s.power_cut)
+    }
+
     /// Whether a slot of this class is still to be taken: a worker keeps
     /// its VM booted only while one is.
     pub fn wants(&self, class: &str) -> bool {
@@ -211,10 +220,22 @@ mod tests {
             1,
         );
         let mut got = Vec::new();
+        let mut power_cuts_left = Vec::new();
         while let Some(i) = q.next(0, None) {
             got.push(i);
+            power_cuts_left.push(q.wants_power_cut());
         }
         assert_eq!(got, [2, 1, 3, 0, 4]);
+        // Kept verifier VMs go once the last power cut is taken.
+        assert_eq!(power_cuts_left, [false; 5]);
+        let mut two = Queue::new(
+            vec![slot(None, true), slot(None, true), slot(None, false)],
+            1,
+        );
+        two.next(0, None);
+        assert!(two.wants_power_cut());
+        two.next(0, None);
+        assert!(!two.wants_power_cut());
     }
 
     #[test]

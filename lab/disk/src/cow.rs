@@ -224,17 +224,30 @@ impl StateConnection {
 /// One export that shows whichever state the lab selected: a verifier
 /// guest keeps one device and one connection while the states change
 /// behind it (it must unmount and drop its block cache in between). The
-/// connection's overlay is dropped at every switch.
+/// connection's overlay is dropped at every switch. The store itself can
+/// change too (`retarget`): a verifier VM kept for the next testcase's
+/// crash states, whose disk has the same size and block.
 pub struct Switch {
-    store: Arc<StateStore>,
+    store: std::sync::RwLock<Arc<StateStore>>,
     current: std::sync::atomic::AtomicUsize,
     generation: std::sync::atomic::AtomicU64,
+}
+
+/// Why a switch cannot show another store: the guest's device was sized
+/// at connection time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the export has {size} bytes in {lba}-byte blocks, the new store {new_size} in {new_lba}-byte blocks")]
+pub struct RetargetError {
+    pub size: u64,
+    pub lba: u32,
+    pub new_size: u64,
+    pub new_lba: u32,
 }
 
 impl Switch {
     pub fn new(store: Arc<StateStore>) -> Arc<Switch> {
         Arc::new(Switch {
-            store,
+            store: std::sync::RwLock::new(store),
             current: 0.into(),
             generation: 0.into(),
         })
@@ -243,28 +256,50 @@ impl Switch {
     /// Shows state `i` from the next request on.
     pub fn select(&self, i: usize) {
         use std::sync::atomic::Ordering::SeqCst;
-        assert!(i < self.store.len(), "state {i} of {}", self.store.len());
+        let n = self.store().len();
+        assert!(i < n, "state {i} of {n}");
         self.current.store(i, SeqCst);
         self.generation.fetch_add(1, SeqCst);
     }
 
-    pub fn store(&self) -> &Arc<StateStore> {
-        &self.store
+    pub fn store(&self) -> Arc<StateStore> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Shows `store`'s state 0 from the next request on, if it has this
+    /// export's size and block.
+    pub fn retarget(&self, store: Arc<StateStore>) -> Result<(), RetargetError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut cur = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let (old, new) = (&cur.record, &store.record);
+        if (old.size, old.lba) != (new.size, new.lba) {
+            return Err(RetargetError {
+                size: old.size,
+                lba: old.lba,
+                new_size: new.size,
+                new_lba: new.lba,
+            });
+        }
+        *cur = store;
+        self.current.store(0, SeqCst);
+        self.generation.fetch_add(1, SeqCst);
+        Ok(())
     }
 }
 
 impl Export for Switch {
     fn size(&self) -> u64 {
-        self.store.record.size
+        self.store().record.size
     }
     fn block(&self) -> u32 {
-        self.store.record.lba
+        self.store().record.lba
     }
     fn connect(self: Arc<Self>) -> Box<dyn Connection> {
+        let state = self.store().states[0].clone();
         Box::new(SwitchConnection {
             seen: u64::MAX,
             conn: StateConnection {
-                state: self.store.states[0].clone(),
+                state,
                 overlay: BTreeMap::new(),
             },
             switch: self,
@@ -285,7 +320,7 @@ impl Connection for SwitchConnection {
         if g != self.seen {
             self.seen = g;
             let i = self.switch.current.load(SeqCst);
-            self.conn.state = self.switch.store.states[i].clone();
+            self.conn.state = self.switch.store().states[i].clone();
             self.conn.overlay.clear();
         }
         self.conn.request(r, data, reply)

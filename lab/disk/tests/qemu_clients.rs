@@ -375,3 +375,83 @@ fn marks_fall_between_writes_and_can_cut() {
     let cut = rec.cut.expect("the mark cut");
     assert_eq!((cut.reason.as_str(), cut.writes_before), ("mark second", 3));
 }
+
+/// A store of one 4 KiB write of `byte` at LBA 0 that never completed, on a
+/// disk of `size` bytes: state 0 zeroes, state 1 the write landed (planned
+/// order), over a base file that has the write.
+fn one_write_store(dir: &Path, byte: u8, size: u64) -> lab_disk::StateStore {
+    use lab_core::powercut::StateLimits;
+    use lab_disk::{AtomicRules, Cut, Planner, Record, WriteRecord};
+    use std::time::Duration;
+
+    let data = vec![byte; 4096];
+    let base = dir.join(format!("base-{byte:02x}.raw"));
+    let mut img = vec![0u8; size as usize];
+    img[..4096].copy_from_slice(&data);
+    std::fs::write(&base, &img).unwrap();
+    let rec = Record {
+        lba: 4096,
+        size,
+        cut: Some(Cut {
+            reason: "test".into(),
+            at: Duration::from_millis(10),
+            writes_before: 1,
+        }),
+        writes: vec![WriteRecord {
+            seq: 0,
+            kind: WriteKind::Data,
+            offset: 0,
+            len: 4096,
+            fua: true,
+            data: Arc::new(data),
+            received: Duration::from_millis(1),
+            acked: None,
+        }],
+        flushes: vec![],
+        marks: vec![],
+        armed: Some(Duration::ZERO),
+    };
+    let rules = AtomicRules {
+        lba: 4096,
+        unit_lbas: 1,
+        boundary_lbas: None,
+    };
+    let plan = Planner::new(&rec, rules).plan(&StateLimits::default());
+    assert_eq!(plan.states.len(), 2);
+    let file = std::fs::File::open(&base).unwrap();
+    lab_disk::StateStore::new(&file, rec, &plan.states).unwrap()
+}
+
+/// A verifier VM kept for the next testcase keeps its export: the switch
+/// is pointed at the next store, whose states real clients then read; a
+/// store of another size is refused (the guest's device was sized when it
+/// connected).
+#[test]
+fn a_switch_retargeted_to_another_store_serves_its_states() {
+    use lab_disk::cow::Switch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(one_write_store(dir.path(), 0xaa, 1 << 20));
+    let b = Arc::new(one_write_store(dir.path(), 0xbb, 1 << 20));
+    let other = Arc::new(one_write_store(dir.path(), 0xcc, 2 << 20));
+    let switch = Switch::new(a.clone());
+    let sock = dir.path().join("switch.sock");
+    let _rt = serve_catalog(
+        Arc::new(Single {
+            name: "verify".into(),
+            export: switch.clone(),
+        }),
+        &sock,
+    );
+    let url = format!("nbd+unix:///verify?socket={}", sock.display());
+    qemu_io(&url, &["read -P 0 0 4k"]);
+    switch.select(1);
+    qemu_io(&url, &["read -P 0xaa 0 4k"]);
+    switch.retarget(b.clone()).unwrap();
+    qemu_io(&url, &["read -P 0 0 4k"]);
+    switch.select(1);
+    qemu_io(&url, &["read -P 0xbb 0 4k"]);
+    let e = switch.retarget(other).unwrap_err();
+    assert_eq!((e.size, e.new_size), (1 << 20, 2 << 20), "{e}");
+    qemu_io(&url, &["read -P 0xbb 0 4k"]);
+}

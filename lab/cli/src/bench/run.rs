@@ -89,6 +89,28 @@ fn prop_sum(report: &RunReport, key: &str) -> f64 {
         .sum()
 }
 
+/// Verifier VMs booted over a run, and their boot seconds summed. With
+/// several verifier jobs a testcase also repeats job 0's first boot as
+/// `verify.boot_0_s`; that one is not counted twice.
+fn verifier_boots(report: &RunReport) -> (f64, f64) {
+    let (mut n, mut sum) = (0.0, 0.0);
+    for s in &report.suites {
+        let per_job = s.property("verify.jobs").is_some_and(|j| j != "1");
+        for (k, v) in &s.properties {
+            let boot = if per_job {
+                k.starts_with("verify.job") && k.contains(".boot_")
+            } else {
+                k.starts_with("verify.boot_")
+            };
+            if let (true, Ok(v)) = (boot && k.ends_with("_s"), v.parse::<f64>()) {
+                n += 1.0;
+                sum += v;
+            }
+        }
+    }
+    (n, sum)
+}
+
 /// Wall time, boots, and the time of all testcases summed by part.
 fn split_records(label: &str, r: &RunReport, wall: f64, dir: &Path) -> Vec<Measurement> {
     let n = r.suites.len().max(1) as f64;
@@ -98,6 +120,7 @@ fn split_records(label: &str, r: &RunReport, wall: f64, dir: &Path) -> Vec<Measu
         .filter(|s| s.property("boot_to_ssh_s").is_some())
         .count() as f64;
     let c = r.counts();
+    let verifier_boots = verifier_boots(r);
     let m = |what: &str, v: f64, unit: &str| rec(&format!("{label}.{what}"), v, unit);
     eprintln!("lab bench run: {label} run in {}", dir.display());
     vec![
@@ -107,6 +130,9 @@ fn split_records(label: &str, r: &RunReport, wall: f64, dir: &Path) -> Vec<Measu
         m("reset_s_sum", prop_sum(r, "vm.reset_s"), "s"),
         m("workload_s_sum", prop_sum(r, "time.workload_s"), "s"),
         m("verify_s_sum", prop_sum(r, "verify.total_s"), "s"),
+        m("verifier_boots", verifier_boots.0, "count"),
+        m("verifier_boot_s_sum", verifier_boots.1, "s"),
+        m("verifiers_reused", prop_sum(r, "verify.reused"), "count"),
         m("testcase_s_sum", prop_sum(r, "time.total_s"), "s"),
         m("checks_passed", c.passed as f64, "count"),
         m("checks_failed", (c.failed + c.errors) as f64, "count"),
@@ -136,4 +162,54 @@ fn differing_testcases(a: &RunReport, b: &RunReport) -> Vec<String> {
 /// Where the two runs are kept: `results/bench-run/{serial,parallel}`.
 pub fn runs_dir(root: &Path) -> PathBuf {
     paths::results_dir(root).join("bench-run")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_core::report::SuiteReport;
+
+    fn suite(props: &[(&str, &str)]) -> SuiteReport {
+        SuiteReport {
+            name: "t".into(),
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            results: Vec::new(),
+            console_log: None,
+            reproduce: String::new(),
+        }
+    }
+
+    #[test]
+    fn verifier_boots_are_counted_once_per_vm() {
+        let report = RunReport {
+            run_id: "r".into(),
+            started_at: String::new(),
+            properties: Vec::new(),
+            suites: vec![
+                // One job: two boots (the first crawled).
+                suite(&[
+                    ("verify.jobs", "1"),
+                    ("verify.boot_0_s", "10"),
+                    ("verify.boot_1_s", "12"),
+                ]),
+                // Two jobs: job 0's first boot is repeated as verify.boot_0_s.
+                suite(&[
+                    ("verify.jobs", "2"),
+                    ("verify.boot_0_s", "9"),
+                    ("verify.job0.boot_0_s", "9"),
+                    ("verify.job1.boot_0_s", "11"),
+                ]),
+                // A kept verifier: no boot.
+                suite(&[("verify.jobs", "1"), ("verify.reused", "1")]),
+                suite(&[("boot_to_ssh_s", "7")]),
+            ],
+            reproduce: String::new(),
+            interrupted: false,
+        };
+        assert_eq!(verifier_boots(&report), (4.0, 42.0));
+        assert_eq!(prop_sum(&report, "verify.reused"), 1.0);
+    }
 }

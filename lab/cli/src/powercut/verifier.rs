@@ -8,9 +8,15 @@
 //! a boot per state: no device appears or disappears in the guest, and a
 //! boot costs 6-8 s under TCG against well under that per state here
 //! (`lab bench verify` has the split).
+//!
+//! Under `lab run -j N` with reuse, a worker keeps its verifier VMs for
+//! the next power-cut testcase whose device matches ([`VerifierPool`]):
+//! the switch is pointed at that testcase's crash states and the console
+//! at its log. A verifier boot costs 10-20 s with two workers under TCG,
+//! and the default run booted 26 of them.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -65,6 +71,8 @@ pub struct Verifier {
     /// The VM with the server of the switch export it runs on.
     vm: LabVm,
     switch: Arc<Switch>,
+    /// The device it was booted with: a store is shown only on the same.
+    device: DeviceParams,
     boot_s: f64,
 }
 
@@ -86,6 +94,7 @@ impl Verifier {
             name: EXPORT.into(),
             export: switch.clone(),
         };
+        let booted_device = device.clone();
         // A verifier boot that stalls is the lab's hiccup, not a verdict (no
         // workload runs in this VM): retried once, on a fresh server.
         let mut vm = host
@@ -98,6 +107,7 @@ impl Verifier {
         Ok(Verifier {
             vm,
             switch,
+            device: booted_device,
             boot_s: t.elapsed().as_secs_f64(),
         })
     }
@@ -219,5 +229,111 @@ impl Verifier {
 
     pub fn shutdown(self) {
         let _ = self.vm.shutdown();
+    }
+
+    /// Points this verifier at another testcase's crash states, its console
+    /// at that testcase's log; `Err` says why it cannot serve them.
+    fn retarget(
+        &mut self,
+        store: Arc<StateStore>,
+        console: &Path,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.switch.retarget(store).map_err(|e| e.to_string())?;
+        self.vm
+            .redirect_console(console)
+            .map_err(|e| format!("console: {e}"))?;
+        // Each state is unmounted after its check; one still mounted means
+        // the last check did not finish, and the kernel's log starts afresh
+        // for the next testcase's mount failures.
+        let out = self
+            .vm
+            .exec(
+                "if grep -qs ' /mnt ' /proc/mounts; then grep ' /mnt ' /proc/mounts; exit 1; fi; \
+                 dmesg -C >/dev/null 2>&1 || true",
+                timeout,
+            )
+            .map_err(|e| e.to_string())?;
+        if out.status != 0 {
+            return Err(format!("/mnt is still mounted: {}", out.stdout.trim()));
+        }
+        Ok(())
+    }
+}
+
+/// A worker's verifier VMs kept between its testcases (`lab run -j N`
+/// with reuse; never under `-j 1`). A verifier is kept only when its
+/// testcase's checks left it sound: QEMU running and no splat on its
+/// console (a crawl, a hang or a failed guest already ended it). Only a
+/// verifier started on the worker's own thread can be kept: QEMU gets
+/// PR_SET_PDEATHSIG, which fires when the thread that started it ends.
+pub struct VerifierPool {
+    keep: bool,
+    idle: Mutex<Vec<Verifier>>,
+}
+
+impl VerifierPool {
+    /// Every verifier is booted for its testcase and shut down after it.
+    pub fn none() -> VerifierPool {
+        VerifierPool {
+            keep: false,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn keeping() -> VerifierPool {
+        VerifierPool {
+            keep: true,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Verifier>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A kept verifier booted with `device`, showing `store` with its
+    /// console at `console`; None when there is none (boot one).
+    pub fn take(
+        &self,
+        store: &Arc<StateStore>,
+        device: &DeviceParams,
+        console: &Path,
+        timeout: Duration,
+    ) -> Option<Verifier> {
+        let want = DeviceParams {
+            namespaces: 1,
+            ..device.clone()
+        };
+        let mut v = {
+            let mut idle = self.idle();
+            let at = idle.iter().position(|v| v.device == want)?;
+            idle.swap_remove(at)
+        };
+        match v.retarget(store.clone(), console, timeout) {
+            Ok(()) => Some(v),
+            Err(why) => {
+                tracing::warn!("not reusing a verifier VM: {why}");
+                v.shutdown();
+                None
+            }
+        }
+    }
+
+    /// Keeps `v` for a later testcase when this pool keeps verifiers and it
+    /// is sound; shuts it down otherwise.
+    pub fn give_back(&self, mut v: Verifier) {
+        if self.keep && v.vm.is_running() && v.vm.splats().is_empty() {
+            self.idle().push(v);
+        } else {
+            v.shutdown();
+        }
+    }
+
+    /// Shuts every kept verifier down (the worker is done).
+    pub fn shut_down(&self) {
+        for v in self.idle().drain(..) {
+            v.shutdown();
+        }
     }
 }

@@ -16,7 +16,7 @@ use lab_model::FileScan;
 
 use crate::host::LabHost;
 use crate::powercut::kept::{keep_state, KeptCase};
-use crate::powercut::verifier::{PhaseTimes, Verifier};
+use crate::powercut::verifier::{PhaseTimes, Verifier, VerifierPool};
 use crate::suite::mapped::Classes;
 use crate::suite::outcome::result;
 
@@ -48,6 +48,9 @@ pub struct Site<'a> {
     pub case: &'a str,
     pub dir: &'a Path,
     pub store: &'a Arc<StateStore>,
+    /// Verifier VMs kept from the worker's earlier testcases, and where
+    /// this testcase's go back to.
+    pub verifiers: &'a VerifierPool,
 }
 
 /// The files the workload wrote, as the verifier scans them.
@@ -70,6 +73,8 @@ struct Share {
     results: Vec<CaseResult>,
     times: Vec<PhaseTimes>,
     boots: Vec<f64>,
+    /// Verifier VMs kept from an earlier testcase that checked states here.
+    reused: usize,
     /// Properties for the testcase (a verifier VM ended for crawling).
     notes: Vec<(String, String)>,
 }
@@ -118,24 +123,32 @@ pub fn check_contents(
     // One set of classes for all workers: neighbouring states, which share
     // metadata most, go to different workers.
     let classes = Mutex::new(Classes::default());
+    let share_of = |w: usize| -> Vec<usize> { (w..states).step_by(jobs).collect() };
+    // Share 0 runs on this thread, the others on threads of their own. A
+    // QEMU dies with the thread that started it (PR_SET_PDEATHSIG is per
+    // thread), so only share 0's verifier can outlive this testcase and
+    // go back to the worker's pool.
     let shares: Vec<Share> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..jobs)
+        let handles: Vec<_> = (1..jobs)
             .map(|w| {
-                let mine: Vec<usize> = (w..states).step_by(jobs).collect();
-                let classes = &classes;
+                let (mine, classes) = (share_of(w), &classes);
                 scope.spawn(move || check_share(site, w, &mine, files, classes))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a verifier worker panicked"))
-            .collect()
+        let mut shares = vec![check_share(site, 0, &share_of(0), files, &classes)];
+        shares.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a verifier worker panicked")),
+        );
+        shares
     });
     let mut checked = Checked {
         contents: vec![Content::Unchecked; states],
         results: Vec::new(),
         times: Vec::new(),
     };
+    let reused: usize = shares.iter().map(|s| s.reused).sum();
     for (w, share) in shares.into_iter().enumerate() {
         for (i, c) in share.contents {
             checked.contents[i] = c;
@@ -168,6 +181,8 @@ pub fn check_contents(
     let mean = |f: fn(&PhaseTimes) -> f64| times.iter().map(f).sum::<f64>() / n;
     props.extend([
         ("verify.jobs".into(), jobs.to_string()),
+        // Verifier VMs kept from the worker's earlier testcases (not booted).
+        ("verify.reused".into(), reused.to_string()),
         // Mounted in the verifier (audits included) / read through a map.
         ("verify.states".into(), times.len().to_string()),
         (
@@ -220,12 +235,14 @@ fn check_share(
         case,
         dir,
         store,
+        verifiers,
     } = *site;
     let mut share = Share {
         contents: Vec::new(),
         results: Vec::new(),
         times: Vec::new(),
         boots: Vec::new(),
+        reused: 0,
         notes: Vec::new(),
     };
     let mut verifier: Option<Verifier> = None;
@@ -249,6 +266,22 @@ fn check_share(
             }
             other => other,
         };
+        if verifier.is_none() {
+            let console = if worker == 0 {
+                format!("verifier-{restarts}.console.log")
+            } else {
+                format!("verifier-{restarts}.job{worker}.console.log")
+            };
+            let timeout = Duration::from_secs(tc.timeouts.command_s);
+            let kept = match worker {
+                0 => verifiers.take(store, &tc.device, &dir.join(&console), timeout),
+                _ => None,
+            };
+            if let Some(v) = kept {
+                share.reused += 1;
+                verifier = Some(v);
+            }
+        }
         if verifier.is_none() {
             let console = if worker == 0 {
                 format!("verifier-{restarts}.console.log")
@@ -388,7 +421,11 @@ fn check_share(
                 Duration::ZERO,
             ));
         }
-        v.shutdown();
+        if worker == 0 {
+            verifiers.give_back(v);
+        } else {
+            v.shutdown();
+        }
     }
     share
 }

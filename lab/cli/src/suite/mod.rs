@@ -271,10 +271,18 @@ impl Shared<'_> {
                 if vms.held_class().is_some_and(|c| !q.wants(c)) {
                     vms.let_go();
                 }
-                q.next(worker, vms.held_class())
+                let next = q.next(worker, vms.held_class());
+                (next, q.wants_power_cut())
             };
-            let Some(i) = next else { break };
+            let (Some(i), power_cuts_left) = next else {
+                break;
+            };
             let slot = &self.slots[i];
+            // Power cuts go first: once none is left, neither is any use
+            // for the verifier VMs this worker kept.
+            if slot.tc.power_cut.is_none() && !power_cuts_left {
+                vms.verifiers().shut_down();
+            }
             let case_dir = self.dir.join(&slot.suite_name);
             if let Err(e) = std::fs::create_dir_all(&case_dir) {
                 self.done.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e.into());
@@ -312,6 +320,7 @@ impl Shared<'_> {
             }
         }
         vms.let_go();
+        vms.verifiers().shut_down();
         self.bars.finish(worker);
     }
 }
@@ -532,6 +541,7 @@ pub(crate) fn run_case_on(
                 suite_name,
                 dir,
                 cmd_timeout,
+                vms.verifiers(),
                 &mut suite.properties,
             );
         }

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::host::disks::CrashDisk;
 use crate::host::LabHost;
 use crate::powercut::kept::KeptCase;
+use crate::powercut::verifier::VerifierPool;
 use crate::suite::contents;
 use crate::suite::outcome::{judge_steps, result, stamp_run_id, StageError};
 use crate::vm::{agent, Vm};
@@ -69,6 +70,7 @@ pub fn workload_with_power_cut(
     case: &str,
     dir: &Path,
     timeout: Duration,
+    verifiers: &VerifierPool,
     props: &mut Vec<(String, String)>,
 ) -> Result<Vec<CaseResult>, StageError> {
     let run_id = stamp_run_id();
@@ -248,6 +250,7 @@ pub fn workload_with_power_cut(
             log: &log,
             stamps: &stream.stamps,
             guest: &guest,
+            verifiers,
         };
         results.extend(crate::suite::sweep::judge_sweep(&input, props)?);
         return Ok(results);
@@ -343,6 +346,7 @@ pub fn workload_with_power_cut(
             &store,
             &state_plan,
             (&ops, &mark_ops),
+            verifiers,
             props,
         ));
     }
@@ -361,6 +365,7 @@ fn verify_states(
     store: &Arc<StateStore>,
     plan: &StatePlan,
     (ops, mark_ops): (&[lab_model::Op], &HashMap<String, Vec<lab_model::Op>>),
+    verifiers: &VerifierPool,
     props: &mut Vec<(String, String)>,
 ) -> Vec<CaseResult> {
     let _ = std::fs::write(
@@ -386,6 +391,7 @@ fn verify_states(
             case,
             dir,
             store,
+            verifiers,
         },
         plan.states.len(),
         &files,

@@ -24,6 +24,7 @@ use lab_model::{Op, OpKind, OpResult};
 
 use crate::host::LabHost;
 use crate::powercut::kept::KeptCase;
+use crate::powercut::verifier::VerifierPool;
 use crate::suite::contents::{self, Content};
 use crate::suite::outcome::{result, StageError};
 use crate::suite::powercut::{
@@ -53,6 +54,7 @@ pub(crate) struct SweepInput<'a> {
     /// The disk's clock when each of the agent's lines arrived.
     pub stamps: &'a [Duration],
     pub guest: &'a HashMap<u64, GuestWrite>,
+    pub verifiers: &'a VerifierPool,
 }
 
 /// The moments each completed sync reached the host: fsync, fdatasync,
@@ -151,6 +153,7 @@ pub(crate) fn judge_sweep(
         log,
         stamps,
         guest,
+        verifiers,
     } = *input;
     let t = Instant::now();
     let rules = rules(tc);
@@ -235,6 +238,7 @@ pub(crate) fn judge_sweep(
             case,
             dir,
             store: &store,
+            verifiers,
         },
         plan.states.len(),
         &files,

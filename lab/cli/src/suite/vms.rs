@@ -9,6 +9,10 @@
 //! `lab-guest reset` undoes what the last one left (processes, mounts,
 //! tunables, files, page cache, the namespaces' contents). A reset that
 //! fails costs a fresh boot, never a verdict.
+//!
+//! The worker's verifier VMs are kept too, in a [`VerifierPool`]: a
+//! power-cut testcase's own VM is never reused, but the verifier that
+//! checked its crash states can check the next one's.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,12 +21,15 @@ use lab_core::testcase::Testcase;
 
 use crate::host::launch::{Backing, LabVm, LaunchError};
 use crate::host::LabHost;
+use crate::powercut::verifier::VerifierPool;
 use crate::vm::agent;
 
 /// A worker's source of VMs.
 pub struct Vms {
     reuse: bool,
     held: Option<Held>,
+    /// Verifier VMs kept for the power-cut testcases (only with reuse).
+    verifiers: VerifierPool,
 }
 
 /// A VM kept between testcases.
@@ -71,6 +78,7 @@ impl Vms {
         Vms {
             reuse: false,
             held: None,
+            verifiers: VerifierPool::none(),
         }
     }
 
@@ -79,6 +87,7 @@ impl Vms {
         Vms {
             reuse: true,
             held: None,
+            verifiers: VerifierPool::keeping(),
         }
     }
 
@@ -86,6 +95,11 @@ impl Vms {
     /// that class first.
     pub fn held_class(&self) -> Option<&str> {
         self.held.as_ref().map(|h| h.class.as_str())
+    }
+
+    /// The verifier VMs this worker keeps between testcases.
+    pub fn verifiers(&self) -> &VerifierPool {
+        &self.verifiers
     }
 
     /// Shuts the held VM down (its class has no testcase left, or the
