@@ -266,21 +266,12 @@ fn check_share(
             }
             other => other,
         };
-        if verifier.is_none() {
-            let console = if worker == 0 {
-                format!("verifier-{restarts}.console.log")
-            } else {
-                format!("verifier-{restarts}.job{worker}.console.log")
-            };
+        // Share 0 first asks the worker's pool for a verifier it kept.
+        if verifier.is_none() && worker == 0 {
+            let console = dir.join(format!("verifier-{restarts}.console.log"));
             let timeout = Duration::from_secs(tc.timeouts.command_s);
-            let kept = match worker {
-                0 => verifiers.take(store, &tc.device, &dir.join(&console), timeout),
-                _ => None,
-            };
-            if let Some(v) = kept {
-                share.reused += 1;
-                verifier = Some(v);
-            }
+            verifier = verifiers.take(store, &tc.device, &console, timeout);
+            share.reused += usize::from(verifier.is_some());
         }
         if verifier.is_none() {
             let console = if worker == 0 {
