@@ -324,8 +324,12 @@ impl<'a> Planner<'a> {
         let mut distinct = Distinct::default();
         let mut judgements = Vec::new();
         let (mut generated, mut left_out) = (0, 0);
-        for (i, p) in points.iter().enumerate() {
-            let pending = self.record.in_flight(p.writes_before, p.at);
+        // Each point's in-flight writes, in arrival (`seq`) order.
+        let pending: Vec<Vec<u64>> = points
+            .iter()
+            .map(|p| self.record.in_flight(p.writes_before, p.at))
+            .collect();
+        for (i, (p, pending)) in points.iter().zip(&pending).enumerate() {
             // The point's own distinct contents, sampled to `limits.max`,
             // then merged with every other point's. The sample is chosen
             // by content (the seeded hash of the bytes, smallest first), not
@@ -333,7 +337,7 @@ impl<'a> Planner<'a> {
             // both or at neither, so neighbouring points share their
             // contents and each one verified is judged at many points.
             let mut here = Distinct::default();
-            for recipe in self.point_states(&p.recipe_point(), p.writes_before, &pending, limits) {
+            for recipe in self.point_states(&p.recipe_point(), p.writes_before, pending, limits) {
                 generated += 1;
                 here.add(self, recipe);
             }
@@ -362,63 +366,14 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        let sampled = judgements.len();
-        self.spread(points, &mut judgements);
+        spread(points, &pending, &mut judgements);
         SweepPlan {
             points: points.to_vec(),
             generated,
             left_out,
-            spread: judgements.len() - sampled,
             states: distinct.states,
             judgements,
         }
-    }
-
-    /// Judges each planned content at every other point that allows its
-    /// recipe too. A content costs a verifier mount, scan and repair; a
-    /// judgement costs a model run against the point's op log. So once a
-    /// content is scanned, every point a real cut could have left it at
-    /// should judge it: each of those pairs is a state of a virtual cut
-    /// there, checked against what the host had been promised by then.
-    ///
-    /// The points that allow a recipe made at point `o` form an interval
-    /// around `o`: going later, each point needs more writes still in
-    /// flight, and a write once durable stays durable; going earlier, each
-    /// needs more of the recipe's dropped writes not yet received. So the
-    /// scan walks outwards from each planned judgement's point and stops at
-    /// the first point either way that does not allow its recipe.
-    fn spread(&self, points: &[CutPoint], judgements: &mut Vec<Judgement>) {
-        let mut judged: HashSet<(usize, usize)> =
-            judgements.iter().map(|j| (j.point, j.state)).collect();
-        let pending: Vec<BTreeSet<u64>> = points
-            .iter()
-            .map(|p| {
-                self.record
-                    .in_flight(p.writes_before, p.at)
-                    .into_iter()
-                    .collect()
-            })
-            .collect();
-        let planned: Vec<(usize, usize, Recipe)> = judgements
-            .iter()
-            .map(|j| (j.point, j.state, j.recipe.clone()))
-            .collect();
-        for (o, state, recipe) in planned {
-            let at = |i: usize| recipe_at(&recipe, &points[i], &pending[i]).map(|r| (i, r));
-            let later: Vec<_> = (o + 1..points.len()).map_while(at).collect();
-            let earlier: Vec<_> = (0..o).rev().map_while(at).collect();
-            for (point, recipe) in later.into_iter().chain(earlier) {
-                if judged.insert((point, state)) {
-                    judgements.push(Judgement {
-                        point,
-                        state,
-                        recipe,
-                        spread: true,
-                    });
-                }
-            }
-        }
-        judgements.sort_by_key(|j| j.point);
     }
 
     /// Writes this recipe lands only partly.
@@ -490,11 +445,49 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Judges each planned content at every other point that allows its
+/// recipe too. A content costs a verifier mount, scan and repair; a
+/// judgement costs a model run against the point's op log. So once a
+/// content is scanned, every point a real cut could have left it at
+/// should judge it: each of those pairs is a state of a virtual cut
+/// there, checked against what the host had been promised by then.
+///
+/// The points that allow a recipe made at point `o` form an interval
+/// around `o`: going later, each point needs more writes still in
+/// flight, and a write once durable stays durable; going earlier, each
+/// needs more of the recipe's dropped writes not yet received. So the
+/// scan walks outwards from each planned judgement's point and stops at
+/// the first point either way that does not allow its recipe.
+fn spread(points: &[CutPoint], pending: &[Vec<u64>], judgements: &mut Vec<Judgement>) {
+    let mut judged: HashSet<(usize, usize)> =
+        judgements.iter().map(|j| (j.point, j.state)).collect();
+    let planned: Vec<(usize, usize, Recipe)> = judgements
+        .iter()
+        .map(|j| (j.point, j.state, j.recipe.clone()))
+        .collect();
+    for (o, state, recipe) in planned {
+        let at = |i: usize| recipe_at(&recipe, &points[i], &pending[i]).map(|r| (i, r));
+        let later: Vec<_> = (o + 1..points.len()).map_while(at).collect();
+        let earlier: Vec<_> = (0..o).rev().map_while(at).collect();
+        for (point, recipe) in later.into_iter().chain(earlier) {
+            if judged.insert((point, state)) {
+                judgements.push(Judgement {
+                    point,
+                    state,
+                    recipe,
+                    spread: true,
+                });
+            }
+        }
+    }
+    judgements.sort_by_key(|j| j.point);
+}
+
 /// The same landed writes as `recipe`, as a cut at `p` would leave them,
 /// if the rules allow that there: every write it does not land whole was
 /// received by `p` and not yet durable (`pending`), and every write it
-/// lands was received by `p`. None otherwise.
-fn recipe_at(recipe: &Recipe, p: &CutPoint, pending: &BTreeSet<u64>) -> Option<Recipe> {
+/// lands was received by `p`. None otherwise. `pending` is sorted.
+fn recipe_at(recipe: &Recipe, p: &CutPoint, pending: &[u64]) -> Option<Recipe> {
     let (b, here) = (recipe.writes_before, p.writes_before);
     let mut except = BTreeMap::new();
     for (&seq, landed) in &recipe.except {
@@ -502,14 +495,14 @@ fn recipe_at(recipe: &Recipe, p: &CutPoint, pending: &BTreeSet<u64>) -> Option<R
             // Not received at `p`: allowed only if the recipe drops it.
             (*landed == Landed::Nothing).then_some(())?;
         } else {
-            pending.contains(&seq).then_some(())?;
+            pending.binary_search(&seq).ok()?;
             except.insert(seq, landed.clone());
         }
     }
     // Received by `p` but not by the recipe's point: not landed, so they
     // must still be in flight.
     for seq in b..here {
-        pending.contains(&seq).then_some(())?;
+        pending.binary_search(&seq).ok()?;
         except.insert(seq, Landed::Nothing);
     }
     // Landed by the recipe but not received by `p`: not allowed.

@@ -79,13 +79,18 @@ pub struct SweepPlan {
     /// Distinct states of a point beyond `StateLimits::max`, left out of
     /// its judgements (summed over the points).
     pub left_out: usize,
-    /// Judgements of a content at a point that did not plan it but allows
-    /// its recipe too (`Planner::plan_sweep`): free, as the content is
-    /// scanned anyway.
-    pub spread: usize,
     /// One per distinct content.
     pub states: Vec<State>,
     pub judgements: Vec<Judgement>,
+}
+
+impl SweepPlan {
+    /// Judgements of a content at a point that did not plan it but allows
+    /// its recipe too (`Planner::plan_sweep`): free, as the content is
+    /// scanned anyway.
+    pub fn spread(&self) -> usize {
+        self.judgements.iter().filter(|j| j.spread).count()
+    }
 }
 
 /// Everything the disk saw up to the record's end, in time order.

@@ -76,6 +76,15 @@ pub struct Verifier {
     boot_s: f64,
 }
 
+/// The device a verifier VM gets for a testcase's: one namespace, the
+/// crash states', whatever the workload had.
+fn verifier_device(testcase: &DeviceParams) -> DeviceParams {
+    DeviceParams {
+        namespaces: 1,
+        ..testcase.clone()
+    }
+}
+
 impl Verifier {
     /// Boots the verifier VM on the store's switch export.
     pub fn start(
@@ -86,15 +95,11 @@ impl Verifier {
     ) -> Result<Verifier> {
         let switch = Switch::new(store);
         let t = Instant::now();
-        let device = DeviceParams {
-            namespaces: 1,
-            ..device.clone()
-        };
+        let device = verifier_device(device);
         let backing = Backing::Export {
             name: EXPORT.into(),
             export: switch.clone(),
         };
-        let booted_device = device.clone();
         // A verifier boot that stalls is the lab's hiccup, not a verdict (no
         // workload runs in this VM): retried once, on a fresh server.
         let mut vm = host
@@ -107,7 +112,7 @@ impl Verifier {
         Ok(Verifier {
             vm,
             switch,
-            device: booted_device,
+            device: device.clone(),
             boot_s: t.elapsed().as_secs_f64(),
         })
     }
@@ -301,10 +306,7 @@ impl VerifierPool {
         console: &Path,
         timeout: Duration,
     ) -> Option<Verifier> {
-        let want = DeviceParams {
-            namespaces: 1,
-            ..device.clone()
-        };
+        let want = verifier_device(device);
         let mut v = {
             let mut idle = self.idle();
             let at = idle.iter().position(|v| v.device == want)?;

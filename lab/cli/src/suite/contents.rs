@@ -266,20 +266,19 @@ fn check_share(
             }
             other => other,
         };
+        let console = dir.join(if worker == 0 {
+            format!("verifier-{restarts}.console.log")
+        } else {
+            format!("verifier-{restarts}.job{worker}.console.log")
+        });
         // Share 0 first asks the worker's pool for a verifier it kept.
         if verifier.is_none() && worker == 0 {
-            let console = dir.join(format!("verifier-{restarts}.console.log"));
             let timeout = Duration::from_secs(tc.timeouts.command_s);
             verifier = verifiers.take(store, &tc.device, &console, timeout);
             share.reused += usize::from(verifier.is_some());
         }
         if verifier.is_none() {
-            let console = if worker == 0 {
-                format!("verifier-{restarts}.console.log")
-            } else {
-                format!("verifier-{restarts}.job{worker}.console.log")
-            };
-            match Verifier::start(host, store.clone(), &tc.device, dir.join(console)) {
+            match Verifier::start(host, store.clone(), &tc.device, console) {
                 Ok(v) => {
                     share.boots.push(v.boot_seconds());
                     verifier = Some(v)

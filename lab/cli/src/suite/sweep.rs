@@ -214,7 +214,7 @@ pub(crate) fn judge_sweep(
         ("sweep.states_left_out".into(), plan.left_out.to_string()),
         ("sweep.contents".into(), plan.states.len().to_string()),
         ("sweep.judgements".into(), plan.judgements.len().to_string()),
-        ("sweep.judgements_spread".into(), plan.spread.to_string()),
+        ("sweep.judgements_spread".into(), plan.spread().to_string()),
         (
             "sweep.dedupe_ratio".into(),
             format!(
