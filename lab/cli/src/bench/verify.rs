@@ -67,13 +67,16 @@ pub fn bench_verify(host: &LabHost, want: usize, judgements: usize) -> Result<Ve
 
 /// Sweeps of the seeded generator: O_DIRECT (half RWF_ATOMIC) or buffered
 /// (plain writes: mainline refuses buffered RWF_ATOMIC), cut before every
-/// disk event.
+/// disk event. `max_points` is the default (256), which covers every event
+/// of these workloads (about 235): neighbouring points share contents, so
+/// each content scanned is judged at more points than a sparse sample
+/// would give it (3.8 judgements per content against 2.2 with 96 points).
 const SWEEP_TEMPLATE: &str = "\
 name: bench-sweep
 device: { lba_size: 4096 }
 mkfs: { block_size: 4096 }
 power_cut:
-  sweep: { every: write, max_points: 96, seed: 1 }
+  sweep: { every: write, seed: 1 }
   hold: { window: 8, ms: 40 }
   states: { max: 12, seed: 1 }
 workload:
