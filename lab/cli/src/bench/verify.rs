@@ -436,3 +436,33 @@ fn single_cuts(host: &LabHost, want: usize) -> Result<(Vec<Measurement>, f64)> {
     ];
     Ok((records, with_boot))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_core::powercut::SweepEvery;
+    use lab_core::testcase::Workload;
+
+    /// The bench's testcases parse, and each run is its own: the sweeps cut
+    /// at every disk event up to the default cap (a user's sweep), alternate
+    /// O_DIRECT and buffered, and take a different seed each time.
+    #[test]
+    fn bench_testcases_parse_with_their_own_seeds() {
+        let (direct, buffered) = (sweep_case(0, false).unwrap(), sweep_case(1, true).unwrap());
+        for (tc, want_direct, seed) in [(&direct, true, 1), (&buffered, false, 2)] {
+            let pc = tc.power_cut.as_ref().unwrap();
+            let sw = pc.sweep.as_ref().unwrap();
+            assert_eq!(sw.every, SweepEvery::Write);
+            assert_eq!(sw.max_points, 256, "the default cap");
+            assert_eq!((sw.seed, pc.states.seed, pc.states.max), (seed, seed, 12));
+            let Workload::Generate(g) = &tc.workload else {
+                panic!("{:?}", tc.workload);
+            };
+            assert_eq!((g.direct, g.seed), (want_direct, seed));
+        }
+        assert_eq!(buffered.name, "bench-sweep-buffered-1");
+        let cut = cut_case(2).unwrap();
+        assert_eq!(cut.name, "bench-verify-2");
+        assert!(cut.power_cut.unwrap().sweep.is_none());
+    }
+}
