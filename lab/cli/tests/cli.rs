@@ -909,6 +909,82 @@ fn a_sweep_judges_every_cut_point_and_catches_the_lying_disk() {
     lab_verify_fails_the_same_way(msg);
 }
 
+/// `xfs_repair -n` is a check of its own. A state whose metadata the mount
+/// accepts but repair does not (AG 0's free-block count one more than its
+/// free-space btrees hold, with a valid CRC) fails as corruption, and the
+/// failure shows what repair found, not its progress lines. Nothing else
+/// plants damage only repair can see: without this, a repair step that found
+/// nothing would pass every state. The state is made on the host (mkfs.xfs
+/// and xfs_db, as the set-up installs them) and kept as a run keeps one, so
+/// `lab verify` runs the verifier a run uses.
+#[test]
+fn xfs_repair_finds_damage_the_mount_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    let state = dir.path().join("crash/state-0");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::File::create(&base)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let run = |prog: &str, args: &[&str]| {
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e}"));
+        assert!(out.status.success(), "{prog} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let b = base.to_str().unwrap();
+    // 4096-byte sectors, as mkfs in the guest picks on a 4096-byte LBA.
+    run(
+        "mkfs.xfs",
+        &["-q", "-f", "-s", "size=4096", "-b", "size=4096", b],
+    );
+    let free: u64 = run("xfs_db", &["-r", "-c", "agf 0", "-c", "print freeblks", b])
+        .trim()
+        .strip_prefix("freeblks = ")
+        .and_then(|n| n.parse().ok())
+        .expect("freeblks");
+    let wrong = format!("write freeblks {}", free + 1);
+    run("xfs_db", &["-x", "-c", "agf 0", "-c", &wrong, b]);
+    let zst = dir.path().join("crash/base.raw.zst");
+    run("zstd", &["-q", "-f", b, "-o", zst.to_str().unwrap()]);
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let delta = state.join("delta.bin.zst");
+    run(
+        "zstd",
+        &[
+            "-q",
+            "-f",
+            empty.to_str().unwrap(),
+            "-o",
+            delta.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(
+        state.join("case.json"),
+        r#"{"testcase": "planted-agf-damage", "device": {"lba_size": 4096}, "files": [], "ops": [], "recipe": "cut@0", "timeout_s": 300}"#,
+    )
+    .unwrap();
+
+    let (code, stdout, stderr) = output(lab().args(["verify", state.to_str().unwrap()]));
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("FAIL  XFS: xfs_repair -n found corruption"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "agf_freeblks {}, counted {free} in ag 0",
+            free + 1
+        )),
+        "what repair found: {stdout}"
+    );
+    assert!(!stdout.contains("Phase "), "no progress lines: {stdout}");
+}
+
 /// A failure message ends `(reproduce: lab verify DIR)`: `lab verify DIR`
 /// rebuilds the kept state and fails it with the same first rule.
 fn lab_verify_fails_the_same_way(msg: &str) {

@@ -137,6 +137,9 @@ impl Verifier {
         let t0 = Instant::now();
         self.switch.select(i);
         let dev = "/dev/nvme0n1";
+        // A repair failure reports what repair found (`agf_freeblks 32748,
+        // counted 32747 in ag 0`), not its phase banners and progress lines,
+        // which are all its last 15 lines hold.
         // `xfs_repair -P`: no prefetch threads. They only reorder reads
         // (the checks are the same); a TCG guest runs its vCPUs on one
         // host thread, so the threads cost more than they hide: 0.27 s
@@ -149,19 +152,26 @@ impl Verifier {
              else echo \"LAB-MOUNT-FAILED $?\"; cat /tmp/mount.err; dmesg | tail -n 15; t mounted; t scanned; fi; \
              blockdev --flushbufs {dev}; \
              xfs_repair -n -P {dev} >/tmp/repair.out 2>&1; r=$?; t repaired; \
-             if [ $r != 0 ]; then echo \"LAB-REPAIR-FAILED $r\"; tail -n 15 /tmp/repair.out; fi",
+             if [ $r != 0 ]; then echo \"LAB-REPAIR-FAILED $r\"; \
+               f=$(grep -v -e '^Phase [0-9]' -e '^        - ' -e '^No modify flag set' /tmp/repair.out | head -n 15); \
+               if [ -n \"$f\" ]; then echo \"$f\"; else tail -n 15 /tmp/repair.out; fi; fi",
             scan = agent::scan(files)
         );
         let out = self.vm.exec(&cmd, timeout)?;
         let mut marks = std::collections::HashMap::new();
         let mut mount_error = None;
         let mut repair_error = None;
+        // A failure's block: its tag line and what the guest printed after
+        // it, up to the next timing mark. (A fixed count of lines cut the
+        // mount's block before the kernel's last lines, the ones that say
+        // why.)
         let tail_of = |tag: &str| -> Option<String> {
             let pos = out.stdout.find(tag)?;
+            let mut lines = out.stdout[pos..].lines();
+            let first = lines.next()?;
             Some(
-                out.stdout[pos..]
-                    .lines()
-                    .take(16)
+                std::iter::once(first)
+                    .chain(lines.take_while(|l| !l.starts_with("LAB-T ")).take(40))
                     .collect::<Vec<_>>()
                     .join("\n"),
             )
