@@ -936,18 +936,23 @@ fn xfs_repair_finds_damage_the_mount_accepts() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let b = base.to_str().unwrap();
-    // 4096-byte sectors, as mkfs in the guest picks on a 4096-byte LBA.
+    // Debian's paths, as vm-images/guest.yaml has them (/usr/sbin is not on
+    // a user's PATH). 4096-byte sectors, as mkfs in the guest picks on a
+    // 4096-byte LBA.
     run(
-        "mkfs.xfs",
+        "/usr/sbin/mkfs.xfs",
         &["-q", "-f", "-s", "size=4096", "-b", "size=4096", b],
     );
-    let free: u64 = run("xfs_db", &["-r", "-c", "agf 0", "-c", "print freeblks", b])
-        .trim()
-        .strip_prefix("freeblks = ")
-        .and_then(|n| n.parse().ok())
-        .expect("freeblks");
+    let free: u64 = run(
+        "/usr/sbin/xfs_db",
+        &["-r", "-c", "agf 0", "-c", "print freeblks", b],
+    )
+    .trim()
+    .strip_prefix("freeblks = ")
+    .and_then(|n| n.parse().ok())
+    .expect("freeblks");
     let wrong = format!("write freeblks {}", free + 1);
-    run("xfs_db", &["-x", "-c", "agf 0", "-c", &wrong, b]);
+    run("/usr/sbin/xfs_db", &["-x", "-c", "agf 0", "-c", &wrong, b]);
     let zst = dir.path().join("crash/base.raw.zst");
     run("zstd", &["-q", "-f", b, "-o", zst.to_str().unwrap()]);
     let empty = dir.path().join("empty");
