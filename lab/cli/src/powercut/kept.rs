@@ -53,6 +53,10 @@ pub fn keep_state(
     name: &str,
     case: &KeptCase,
 ) -> Result<PathBuf> {
+    // The state's directory first: it makes `crash_dir` too, which zstd
+    // needs to exist before it writes the base there.
+    let dir = crash_dir.join(name);
+    std::fs::create_dir_all(&dir)?;
     let base_zst = crash_dir.join("base.raw.zst");
     if !base_zst.exists() {
         zstd(
@@ -67,8 +71,6 @@ pub fn keep_state(
             None,
         )?;
     }
-    let dir = crash_dir.join(name);
-    std::fs::create_dir_all(&dir)?;
     let lba = store.record().lba as usize;
     let mut raw = Vec::with_capacity(st.delta.len() * (8 + lba));
     let mut buf = vec![0u8; lba];
