@@ -915,17 +915,23 @@ fn a_sweep_judges_every_cut_point_and_catches_the_lying_disk() {
 /// failure shows what repair found, not its progress lines. Nothing else
 /// plants damage only repair can see: without this, a repair step that found
 /// nothing would pass every state. The state is made on the host (mkfs.xfs
-/// and xfs_db, as the set-up installs them) and kept as a run keeps one, so
-/// `lab verify` runs the verifier a run uses.
+/// and xfs_db, as the set-up installs them) and kept by `keep_state`, as a
+/// run keeps one, so `lab verify` runs the verifier a run uses.
 #[test]
 fn xfs_repair_finds_damage_the_mount_accepts() {
+    use lab_cli::powercut::kept::{keep_state, KeptCase};
+    use lab_disk::states::{Delta, State};
+    use lab_disk::{Record, StateStore};
+
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.raw");
-    let state = dir.path().join("crash/state-0");
-    std::fs::create_dir_all(&state).unwrap();
+    let device = lab_core::device::DeviceParams {
+        lba_size: 4096,
+        ..Default::default()
+    };
     std::fs::File::create(&base)
         .unwrap()
-        .set_len(512 << 20)
+        .set_len(device.size_bytes())
         .unwrap();
     let run = |prog: &str, args: &[&str]| {
         let out = std::process::Command::new(prog)
@@ -953,26 +959,35 @@ fn xfs_repair_finds_damage_the_mount_accepts() {
     .expect("freeblks");
     let wrong = format!("write freeblks {}", free + 1);
     run("/usr/sbin/xfs_db", &["-x", "-c", "agf 0", "-c", &wrong, b]);
-    let zst = dir.path().join("crash/base.raw.zst");
-    run("zstd", &["-q", "-f", b, "-o", zst.to_str().unwrap()]);
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, b"").unwrap();
-    let delta = state.join("delta.bin.zst");
-    run(
-        "zstd",
-        &[
-            "-q",
-            "-f",
-            empty.to_str().unwrap(),
-            "-o",
-            delta.to_str().unwrap(),
-        ],
-    );
-    std::fs::write(
-        state.join("case.json"),
-        r#"{"testcase": "planted-agf-damage", "device": {"lba_size": 4096}, "files": [], "ops": [], "recipe": "cut@0", "timeout_s": 300}"#,
+
+    // Kept as a run keeps a failing state: the damaged disk as the base, an
+    // empty delta.
+    let st = State {
+        recipe: "cut@0".parse().unwrap(),
+        delta: Delta::new(),
+        torn: Vec::new(),
+    };
+    let record = Record {
+        lba: device.lba_size,
+        size: device.size_bytes(),
+        ..Record::default()
+    };
+    let store = StateStore::new(
+        &std::fs::File::open(&base).unwrap(),
+        record,
+        std::slice::from_ref(&st),
     )
     .unwrap();
+    let case = KeptCase {
+        testcase: "planted-agf-damage".into(),
+        device,
+        files: Vec::new(),
+        ops: Vec::new(),
+        recipe: st.recipe.to_string(),
+        timeout_s: 300,
+    };
+    let crash = dir.path().join("crash");
+    let state = keep_state(&crash, &base, &store, 0, &st, "state-0", &case).unwrap();
 
     let (code, stdout, stderr) = output(lab().args(["verify", state.to_str().unwrap()]));
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
