@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use lab_cli::host::qemu::{find_qemu, QemuInfo};
 use lab_core::device::DeviceParams;
-use lab_core::qemu::{nvme_controller_props, nvme_namespace_props, Backend, NvmeDisk};
+use lab_core::qemu::{nvme_controller, nvme_namespace, Backend, NvmeDisk, NvmeIds};
 
 fn qemu() -> QemuInfo {
     let q = find_qemu().unwrap_or_else(|e| panic!("no QEMU ({e:#}); run scripts/setup.sh"));
@@ -31,7 +31,7 @@ fn qemu_accepts(q: &QemuInfo, d: &DeviceParams) -> Result<(), String> {
         write_cache: None,
     };
     // The lab's own property strings, on a null block node.
-    let ns = nvme_namespace_props(&disk, 1);
+    let ns = nvme_namespace(&disk, 1, NvmeIds::default()).opts();
     let mut child = Command::new(&q.path)
         .args([
             "-machine",
@@ -47,7 +47,7 @@ fn qemu_accepts(q: &QemuInfo, d: &DeviceParams) -> Result<(), String> {
             "-blockdev",
             "driver=null-co,node-name=disk0,size=67108864",
             "-device",
-            &nvme_controller_props(d),
+            &nvme_controller(d, NvmeIds::default()).opts(),
             "-device",
             &ns,
         ])

@@ -184,72 +184,248 @@ pub fn net_args(spec: &VmSpec) -> Vec<String> {
     ]
 }
 
-/// The NVMe controller property list, atomic parameters included only when
-/// set so that a plain boot also works on a QEMU without them.
-pub fn nvme_controller_props(dev: &DeviceParams) -> String {
-    let mut p = String::from("nvme,id=nvme0,serial=labnvme0");
-    if dev.dn {
-        p.push_str(",atomic.dn=on");
-    }
-    if dev.awun != 0 || dev.awupf != 0 {
-        p.push_str(&format!(
-            ",atomic.awun={},atomic.awupf={}",
-            dev.awun, dev.awupf
-        ));
-    }
-    p
+/// A value of a QEMU property. The command line takes every value as text
+/// (`on`/`off` for a flag); QMP checks JSON types, so a hot-plugged device
+/// needs the property's own type (`atomic.dn` must be `true`, not `"on"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropValue {
+    Str(String),
+    Int(u64),
+    Bool(bool),
 }
 
-/// Namespace `nsid` (1-based, on block node `disk{nsid-1}`): block sizes
-/// equal to the LBA size so Linux sees that LBA.
-pub fn nvme_namespace_props(disk: &NvmeDisk, nsid: usize) -> String {
+impl PropValue {
+    fn text(&self) -> String {
+        match self {
+            PropValue::Str(s) => escape_opt(s),
+            PropValue::Int(n) => n.to_string(),
+            PropValue::Bool(b) => if *b { "on" } else { "off" }.to_string(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            PropValue::Str(s) => s.clone().into(),
+            PropValue::Int(n) => (*n).into(),
+            PropValue::Bool(b) => (*b).into(),
+        }
+    }
+}
+
+/// A QEMU object's properties, in order. One list is both the command
+/// line's text and the JSON of QMP's `device_add` and `blockdev-add`, so a
+/// device plugged in later is described exactly as one present at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Props(Vec<(String, PropValue)>);
+
+impl Props {
+    fn str(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.0.push((key.into(), PropValue::Str(value.into())));
+        self
+    }
+
+    fn int(mut self, key: &str, value: impl Into<u64>) -> Self {
+        self.0.push((key.into(), PropValue::Int(value.into())));
+        self
+    }
+
+    fn flag(mut self, key: &str, value: bool) -> Self {
+        self.0.push((key.into(), PropValue::Bool(value)));
+        self
+    }
+
+    /// `key=value,...` as `-device` and `-blockdev` take it.
+    pub fn opts(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.text()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Flat JSON: QOM property names such as `atomic.awun` are one key
+    /// (`device_add`).
+    pub fn flat_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.json())).collect()
+    }
+
+    /// Nested JSON: a dotted key is a path into nested objects
+    /// (`file.driver` is `{"file": {"driver": ...}}`), as `blockdev-add`
+    /// takes the options `-blockdev` spells with dots.
+    pub fn nested_json(&self) -> serde_json::Value {
+        let mut root = serde_json::Map::new();
+        for (k, v) in &self.0 {
+            let mut parts: Vec<&str> = k.split('.').collect();
+            let last = parts.pop().unwrap_or_default();
+            let mut obj = &mut root;
+            for part in parts {
+                obj = obj
+                    .entry(part)
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                    .as_object_mut()
+                    .expect("a dotted key's prefix is an object");
+            }
+            obj.insert(last.to_string(), v.json());
+        }
+        serde_json::Value::Object(root)
+    }
+}
+
+/// A device: its driver and properties (`-device DRIVER,...`, or QMP
+/// `device_add` with `driver`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub driver: &'static str,
+    pub props: Props,
+}
+
+impl Device {
+    pub fn opts(&self) -> String {
+        format!("{},{}", self.driver, self.props.opts())
+    }
+
+    /// The arguments of QMP `device_add`.
+    pub fn qmp(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = self.props.flat_json();
+        m.insert("driver".into(), self.driver.into());
+        m
+    }
+}
+
+/// The QEMU ids of one NVMe controller, its namespaces and their block
+/// nodes. The controller present at boot is generation 0 (`nvme0`, `ns1`,
+/// `disk0`); each hot-plugged replacement takes the next generation and
+/// new ids (`nvme0-g1`, ...): a deleted controller's block nodes stay in
+/// use until QEMU ends, so their names are never free again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NvmeIds {
+    pub generation: u32,
+}
+
+impl NvmeIds {
+    fn suffix(&self) -> String {
+        match self.generation {
+            0 => String::new(),
+            g => format!("-g{g}"),
+        }
+    }
+
+    pub fn controller(&self) -> String {
+        format!("nvme0{}", self.suffix())
+    }
+
+    /// Namespace `nsid` (1-based).
+    pub fn namespace(&self, nsid: usize) -> String {
+        format!("ns{nsid}{}", self.suffix())
+    }
+
+    /// The block node under namespace `nsid` (1-based).
+    pub fn node(&self, nsid: usize) -> String {
+        format!("disk{}{}", nsid - 1, self.suffix())
+    }
+}
+
+/// The NVMe controller, atomic parameters included only when set so that a
+/// plain boot also works on a QEMU without them. The serial is the same in
+/// every generation: the guest sees the same disk come back.
+pub fn nvme_controller(dev: &DeviceParams, ids: NvmeIds) -> Device {
+    let mut p = Props::default()
+        .str("id", ids.controller())
+        .str("serial", "labnvme0");
+    if dev.dn {
+        p = p.flag("atomic.dn", true);
+    }
+    if dev.awun != 0 || dev.awupf != 0 {
+        p = p
+            .int("atomic.awun", dev.awun)
+            .int("atomic.awupf", dev.awupf);
+    }
+    Device {
+        driver: "nvme",
+        props: p,
+    }
+}
+
+/// Namespace `nsid` (1-based): block sizes equal to the LBA size so Linux
+/// sees that LBA.
+pub fn nvme_namespace(disk: &NvmeDisk, nsid: usize, ids: NvmeIds) -> Device {
     let lba = disk.device.lba_size;
-    let node = nsid - 1;
-    let mut p = format!(
-        "nvme-ns,id=ns{nsid},drive=disk{node},bus=nvme0,nsid={nsid},logical_block_size={lba},physical_block_size={lba}"
-    );
+    let mut p = Props::default()
+        .str("id", ids.namespace(nsid))
+        .str("drive", ids.node(nsid))
+        .str("bus", ids.controller())
+        .int("nsid", nsid as u64)
+        .int("logical_block_size", lba)
+        .int("physical_block_size", lba);
     // Namespace atomic parameters (QEMU >= 10.2), only those set, so a
     // device without them still starts on QEMU 10.0.
     for (field, value) in disk.device.namespace_atomic_values() {
-        p.push_str(&format!(",{}={value}", field.qemu_prop));
+        p = p.int(field.qemu_prop, value);
     }
     if let Some(wc) = disk.write_cache {
-        p.push_str(if wc {
-            ",write-cache=on"
-        } else {
-            ",write-cache=off"
-        });
+        p = p.flag("write-cache", wc);
     }
-    p
+    Device {
+        driver: "nvme-ns",
+        props: p,
+    }
 }
 
-/// The block node under the namespace: a raw file, or the crash disk's NBD
+/// The block node under a namespace: a raw file, or the crash disk's NBD
 /// export (QEMU's NBD client then sends each NVMe write as an NBD write).
-pub fn blockdev_props(node: &str, backend: &Backend) -> String {
+pub fn blockdev(node: &str, backend: &Backend) -> Props {
+    let p = Props::default().str("driver", "raw").str("node-name", node);
     match backend {
-        Backend::File(path) => format!(
-            "driver=raw,node-name={node},file.driver=file,file.filename={},file.aio=threads,cache.direct=off",
-            escape_opt(path)
-        ),
-        Backend::Nbd { socket, export } => format!(
-            "driver=raw,node-name={node},file.driver=nbd,file.server.type=unix,file.server.path={},file.export={}",
-            escape_opt(socket),
-            escape_opt(export)
-        ),
+        Backend::File(path) => p
+            .str("file.driver", "file")
+            .str("file.filename", path.clone())
+            .str("file.aio", "threads")
+            .flag("cache.direct", false),
+        Backend::Nbd { socket, export } => p
+            .str("file.driver", "nbd")
+            .str("file.server.type", "unix")
+            .str("file.server.path", socket.clone())
+            .str("file.export", export.clone()),
+    }
+}
+
+/// Everything that makes up an NVMe disk, in the order QEMU needs it: the
+/// block nodes, the controller, then the namespaces on its bus. The
+/// command line and a hot-plug (`blockdev-add` each node, `device_add` each
+/// device) both take this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvmeParts {
+    pub nodes: Vec<Props>,
+    pub controller: Device,
+    pub namespaces: Vec<Device>,
+}
+
+pub fn nvme_parts(disk: &NvmeDisk, ids: NvmeIds) -> NvmeParts {
+    let backends: Vec<&Backend> = std::iter::once(&disk.backend)
+        .chain(&disk.extra_namespaces)
+        .collect();
+    NvmeParts {
+        nodes: backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| blockdev(&ids.node(i + 1), b))
+            .collect(),
+        controller: nvme_controller(&disk.device, ids),
+        namespaces: (1..=backends.len())
+            .map(|nsid| nvme_namespace(disk, nsid, ids))
+            .collect(),
     }
 }
 
 pub fn nvme_args(disk: &NvmeDisk) -> Vec<String> {
-    let mut v = vec!["-device".into(), nvme_controller_props(&disk.device)];
-    for (i, backend) in std::iter::once(&disk.backend)
-        .chain(&disk.extra_namespaces)
-        .enumerate()
-    {
-        v.extend([
-            "-blockdev".into(),
-            blockdev_props(&format!("disk{i}"), backend),
-        ]);
-        v.extend(["-device".into(), nvme_namespace_props(disk, i + 1)]);
+    let parts = nvme_parts(disk, NvmeIds::default());
+    let mut v = Vec::new();
+    for node in &parts.nodes {
+        v.extend(["-blockdev".into(), node.opts()]);
+    }
+    v.extend(["-device".into(), parts.controller.opts()]);
+    for ns in &parts.namespaces {
+        v.extend(["-device".into(), ns.opts()]);
     }
     v
 }
@@ -379,23 +555,24 @@ mod tests {
         let s = spec();
         let d = s.nvme.as_ref().unwrap();
         assert_eq!(
-            nvme_controller_props(&d.device),
+            nvme_controller(&d.device, NvmeIds::default()).opts(),
             "nvme,id=nvme0,serial=labnvme0,atomic.dn=on,atomic.awun=7,atomic.awupf=3"
         );
-        let ns = nvme_namespace_props(d, 1);
+        let ns = nvme_namespace(d, 1, NvmeIds::default()).opts();
         assert!(ns.contains("logical_block_size=512,physical_block_size=512"));
         assert!(ns.ends_with(",write-cache=off"));
     }
 
     #[test]
     fn nbd_backend_points_at_the_socket_and_export() {
-        let p = blockdev_props(
+        let p = blockdev(
             "disk0",
             &Backend::Nbd {
                 socket: "/run/lab/nbd.sock".into(),
                 export: "lab".into(),
             },
-        );
+        )
+        .opts();
         assert_eq!(
             p,
             "driver=raw,node-name=disk0,file.driver=nbd,file.server.type=unix,file.server.path=/run/lab/nbd.sock,file.export=lab"
@@ -433,12 +610,14 @@ mod tests {
 
     #[test]
     fn plain_device_has_no_atomic_properties() {
-        let p = nvme_controller_props(&DeviceParams::default());
+        let p = nvme_controller(&DeviceParams::default(), NvmeIds::default()).opts();
         assert!(!p.contains("atomic"), "{p}");
         let mut s = spec();
         let d = s.nvme.as_mut().unwrap();
         d.device = DeviceParams::default();
-        assert!(!nvme_namespace_props(d, 1).contains("atomic"));
+        assert!(!nvme_namespace(d, 1, NvmeIds::default())
+            .opts()
+            .contains("atomic"));
     }
 
     #[test]
@@ -449,7 +628,7 @@ mod tests {
         d.device.nabspf = 31;
         d.extra_namespaces = vec![Backend::File("/img/ns2.raw".into())];
         for nsid in [1, 2] {
-            let p = nvme_namespace_props(d, nsid);
+            let p = nvme_namespace(d, nsid, NvmeIds::default()).opts();
             assert!(p.contains(",atomic.nawupf=15,atomic.nabspf=31"), "{p}");
             assert!(!p.contains("nawun") && !p.contains("nabo"), "{p}");
         }
@@ -472,6 +651,60 @@ mod tests {
             "the IO-APIC timer check stalls loaded boots: {c}"
         );
         assert!(c.ends_with(" lab.key=AAAA foo=1"));
+    }
+
+    #[test]
+    fn a_hot_plugged_disk_is_the_boot_disk_in_qmp_types_under_new_ids() {
+        let mut s = spec();
+        let d = s.nvme.as_mut().unwrap();
+        d.device.nawupf = 15;
+        d.extra_namespaces = vec![Backend::File("/img/ns2.raw".into())];
+        let boot = nvme_parts(d, NvmeIds::default());
+        let plug = nvme_parts(d, NvmeIds { generation: 2 });
+        let ctrl = plug.controller.qmp();
+        assert_eq!(ctrl["driver"], "nvme");
+        assert_eq!(ctrl["id"], "nvme0-g2");
+        assert_eq!(ctrl["serial"], "labnvme0");
+        // QMP checks types: a flag is a JSON boolean, a number a number.
+        assert_eq!(ctrl["atomic.dn"], serde_json::json!(true));
+        assert_eq!(ctrl["atomic.awun"], serde_json::json!(7));
+        let ns2 = plug.namespaces[1].qmp();
+        assert_eq!(ns2["driver"], "nvme-ns");
+        assert_eq!(
+            (&ns2["id"], &ns2["bus"], &ns2["drive"], &ns2["nsid"]),
+            (
+                &serde_json::json!("ns2-g2"),
+                &serde_json::json!("nvme0-g2"),
+                &serde_json::json!("disk1-g2"),
+                &serde_json::json!(2)
+            )
+        );
+        assert_eq!(ns2["logical_block_size"], serde_json::json!(512));
+        assert_eq!(ns2["atomic.nawupf"], serde_json::json!(15));
+        assert_eq!(ns2["write-cache"], serde_json::json!(false));
+        assert_eq!(
+            plug.nodes[0].nested_json(),
+            serde_json::json!({
+                "driver": "raw",
+                "node-name": "disk0-g2",
+                "file": {"driver": "file", "filename": "/img/disk.raw", "aio": "threads"},
+                "cache": {"direct": false},
+            })
+        );
+        // Apart from the ids, the same properties as at boot.
+        let strip = |m: serde_json::Map<String, serde_json::Value>| {
+            m.into_iter()
+                .filter(|(k, _)| !["id", "bus", "drive"].contains(&k.as_str()))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        for (b, p) in boot.namespaces.iter().zip(&plug.namespaces) {
+            assert_eq!(strip(b.qmp()), strip(p.qmp()));
+        }
+        assert_eq!(strip(boot.controller.qmp()), strip(plug.controller.qmp()));
+        assert_eq!(
+            boot.controller.props.opts().split(',').next(),
+            Some("id=nvme0")
+        );
     }
 
     #[test]
