@@ -18,6 +18,10 @@
 //!   baseline         record the guest as booted (/run/lab-baseline.json).
 //!   reset            back to the baseline before the next testcase in a
 //!                    reused VM: one JSON object saying what it undid.
+//!   plugged COUNT LBA BYTES
+//!                    after the lab swapped the NVMe controller: waits for
+//!                    nvme0n1..nvme0nCOUNT of that LBA size and length,
+//!                    then makes their queue tunables the baseline's.
 
 mod fiemap;
 mod folios;
@@ -43,6 +47,16 @@ fn run_args(args: &[String]) -> Result<(), String> {
     plan::run(plan, sync)
 }
 
+fn plugged(args: &[String]) -> Result<(), String> {
+    let num = |i: usize| -> Result<u64, String> {
+        args[i]
+            .parse()
+            .map_err(|e| format!("plugged: {:?}: {e}", args[i]))
+    };
+    let lba = u32::try_from(num(1)?).map_err(|e| format!("plugged: LBA: {e}"))?;
+    slate::plugged(num(0)? as usize, lba, num(2)?)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -52,12 +66,13 @@ fn main() -> ExitCode {
         Some("scan") if args.len() >= 2 => scan_files(&args[1..]),
         Some("baseline") => slate::baseline(),
         Some("reset") => slate::reset(),
+        Some("plugged") if args.len() == 4 => plugged(&args[1..]),
         Some("version") => {
             println!("{}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         _ => {
-            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE... | baseline | reset | version".to_string())
+            Err("usage: lab-guest limits PATH... | run [--plan FILE] [--sync-marks] | generate (generator JSON on stdin) | scan FILE... | baseline | reset | plugged COUNT LBA BYTES | version".to_string())
         }
     };
     match result {

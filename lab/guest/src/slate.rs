@@ -61,7 +61,69 @@ pub fn baseline() -> Result<(), String> {
     std::fs::write(BASELINE, text).map_err(|e| format!("{BASELINE}: {e}"))?;
     println!(
         "{}",
-        serde_json::json!({ "baseline": { "pids": b.pids.len(), "mounts": b.mounts.len(), "tunables": b.tunables.len() } })
+        serde_json::json!({ "baseline": { "pids": b.pids.len(), "mounts": b.mounts.len(), "tunables": b.tunables.len() }, "hotplug": hotplug_slots() })
+    );
+    Ok(())
+}
+
+/// PCI slots the kernel can hot-plug (ACPI PCI hotplug registers one per
+/// slot of QEMU's root bus in /sys/bus/pci/slots). None: a kernel without
+/// `CONFIG_HOTPLUG_PCI_ACPI`, on which the lab boots a VM per device
+/// instead of swapping the NVMe controller.
+fn hotplug_slots() -> usize {
+    std::fs::read_dir("/sys/bus/pci/slots").map_or(0, |rd| rd.count())
+}
+
+/// After the lab replaced the NVMe controller (QMP `device_del`, then
+/// `device_add` with the next testcase's parameters): waits until the
+/// guest has exactly the namespaces asked for, nvme0n1..nvme0n`count`,
+/// each of `lba`-byte blocks and `bytes` long, then makes their queue
+/// tunables the baseline's in place of the old device's (a new device's
+/// defaults are its boot values). The rest of the baseline stays as booted.
+pub fn plugged(count: usize, lba: u32, bytes: u64) -> Result<(), String> {
+    let started = Instant::now();
+    let want: Vec<String> = (1..=count).map(|i| format!("/dev/nvme0n{i}")).collect();
+    let deadline = started + Duration::from_secs(20);
+    loop {
+        let seen = nvme_namespaces()?;
+        let ready = seen == want
+            && want.iter().all(|dev| {
+                let name = dev.trim_start_matches("/dev/");
+                let lba_now =
+                    std::fs::read_to_string(format!("/sys/block/{name}/queue/logical_block_size"));
+                let size = std::fs::read_to_string(format!("/sys/block/{name}/size"));
+                let is_block =
+                    std::fs::metadata(dev).is_ok_and(|m| m.file_type().is_block_device());
+                lba_now.is_ok_and(|v| v.trim() == lba.to_string())
+                    && size
+                        .is_ok_and(|v| v.trim().parse::<u64>().ok().map(|s| s * 512) == Some(bytes))
+                    && is_block
+            });
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the new NVMe controller's namespaces did not appear: want {want:?} of {lba}-byte blocks, {bytes} bytes; the guest has {seen:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(BASELINE)
+        .map_err(|e| format!("{BASELINE}: {e} (no `lab-guest baseline` since boot)"))?;
+    let mut base: Baseline = serde_json::from_str(&text).map_err(|e| format!("{BASELINE}: {e}"))?;
+    base.tunables
+        .retain(|(path, _)| !path.starts_with("/sys/block/"));
+    base.tunables.extend(
+        tunables()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with("/sys/block/")),
+    );
+    let text = serde_json::to_string(&base).map_err(|e| e.to_string())?;
+    std::fs::write(BASELINE, text).map_err(|e| format!("{BASELINE}: {e}"))?;
+    println!(
+        "{}",
+        serde_json::json!({ "plugged": want, "ms": started.elapsed().as_millis() })
     );
     Ok(())
 }

@@ -109,10 +109,74 @@ pub struct LabVm {
     _dir: Option<PrivateDir>,
 }
 
+/// What a device swap took ([`LabVm::swap_device`]).
+#[derive(Debug, Clone)]
+pub struct DeviceSwap {
+    /// From `device_del` until the guest released the old controller.
+    pub unplug: Duration,
+    /// From `device_del` until the guest saw the new namespaces.
+    pub total: Duration,
+}
+
 impl LabVm {
     /// Ends the VM (QMP `quit`, then kill), then stops its disks.
     pub fn shutdown(self) -> Result<(), VmError> {
         self.vm.shutdown()
+    }
+
+    /// Replaces the guest's NVMe controller with one of `device`'s
+    /// parameters on fresh scratch files (QMP hot-plug,
+    /// [`Vm::replug_nvme`]) and waits until the guest sees its namespaces
+    /// and has made their tunables its baseline (`lab-guest plugged`).
+    /// Only for a VM on scratch files whose guest has nothing mounted on
+    /// the old disk. The old files stay until the VM ends: QEMU keeps a
+    /// deleted controller's block nodes open.
+    pub fn swap_device(
+        &mut self,
+        device: &DeviceParams,
+        timeout: Duration,
+    ) -> Result<DeviceSwap, VmError> {
+        let started = std::time::Instant::now();
+        let write_cache = match self.vm.nvme() {
+            Some(d) if !self._scratch.is_empty() => d.write_cache,
+            _ => {
+                return Err(VmError::Other(anyhow::anyhow!(
+                    "only a VM on scratch files can swap its NVMe device"
+                )))
+            }
+        };
+        let mut fresh = Vec::new();
+        for _ in 0..device.namespaces.max(1) {
+            fresh.push(ScratchDisk::new(device.size_bytes())?);
+        }
+        let mut backends = fresh.iter().map(ScratchDisk::backend);
+        let disk = NvmeDisk {
+            backend: backends.next().expect("at least one namespace"),
+            extra_namespaces: backends.collect(),
+            device: device.clone(),
+            write_cache,
+        };
+        self._scratch.extend(fresh);
+        let unplug = self.vm.replug_nvme(disk, timeout)?;
+        let out = self.vm.exec(
+            &crate::vm::agent::plugged(
+                device.namespaces.max(1),
+                device.lba_size,
+                device.size_bytes(),
+            ),
+            timeout,
+        )?;
+        if out.status != 0 {
+            return Err(VmError::Other(anyhow::anyhow!(
+                "lab-guest plugged exited with {}: {}",
+                out.status,
+                out.stderr.trim()
+            )));
+        }
+        Ok(DeviceSwap {
+            unplug,
+            total: started.elapsed(),
+        })
     }
 }
 

@@ -71,6 +71,13 @@ pub fn reset() -> String {
     "lab-guest reset".into()
 }
 
+/// `lab-guest plugged COUNT LBA BYTES`: after the lab replaced the NVMe
+/// controller, waits until the guest sees its namespaces as asked and
+/// records their queue tunables as the baseline's.
+pub fn plugged(count: u8, lba: u32, bytes: u64) -> String {
+    format!("lab-guest plugged {count} {lba} {bytes}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +117,7 @@ mod tests {
             limits(&["/dev/nvme0n1", "/mnt/f"]),
             "lab-guest limits /dev/nvme0n1 /mnt/f"
         );
+        assert_eq!(plugged(2, 512, 1 << 20), "lab-guest plugged 2 512 1048576");
         assert_eq!(
             scan(&["/mnt/a".into(), "/mnt/b".into()]),
             "lab-guest scan /mnt/a /mnt/b"

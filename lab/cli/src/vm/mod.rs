@@ -269,6 +269,9 @@ pub struct Vm {
     /// When each boot stage ended, since QEMU start.
     pub stage_times: Vec<(BootStage, Duration)>,
     nbd_activity: Option<Arc<lab_disk::Activity>>,
+    /// How many times the NVMe controller was replaced (`replug_nvme`): the
+    /// generation of the ids the present one has.
+    nvme_ids: qemu::NvmeIds,
 }
 
 /// Generates the per-VM client key (ssh-keygen) and guest host key
@@ -478,6 +481,7 @@ impl Vm {
             marker_time: None,
             stage_times: Vec::new(),
             nbd_activity: opts.nbd_activity.clone(),
+            nvme_ids: qemu::NvmeIds::default(),
         })
     }
 
@@ -520,6 +524,46 @@ impl Vm {
         self.spec.console_log = path.to_string_lossy().into_owned();
         *self.console.borrow_mut() = ConsoleWatch::new(path.to_path_buf());
         Ok(())
+    }
+
+    /// The NVMe disk the guest has now (`None`: no controller).
+    pub fn nvme(&self) -> Option<&NvmeDisk> {
+        self.spec.nvme.as_ref()
+    }
+
+    /// Replaces the NVMe controller and its namespaces with `disk` while
+    /// the guest runs: QMP `device_del` of the controller, which returns
+    /// once the guest has released it (ACPI eject; its namespaces go with
+    /// it), then `blockdev-add` of each new block node and `device_add` of
+    /// the controller and its namespaces, under the next generation's ids.
+    /// The guest must have let go of the old disk (nothing mounted on it)
+    /// and is then waited for with `lab-guest plugged`. Returns how long
+    /// the guest took to release the old controller.
+    pub fn replug_nvme(&mut self, disk: NvmeDisk, timeout: Duration) -> Result<Duration, VmError> {
+        let old = self
+            .spec
+            .nvme
+            .as_ref()
+            .map(|_| self.nvme_ids.controller())
+            .context("this VM has no NVMe controller to replace")?;
+        let mut q = self.qmp()?;
+        let unplugged = q.device_del(&old, timeout)?;
+        // The old controller is gone from here on, whatever happens next.
+        self.spec.nvme = None;
+        let ids = qemu::NvmeIds {
+            generation: self.nvme_ids.generation + 1,
+        };
+        self.nvme_ids = ids;
+        let parts = qemu::nvme_parts(&disk, ids);
+        for node in &parts.nodes {
+            q.blockdev_add(node.nested_json())?;
+        }
+        q.device_add(parts.controller.qmp())?;
+        for ns in &parts.namespaces {
+            q.device_add(ns.qmp())?;
+        }
+        self.spec.nvme = Some(disk);
+        Ok(unplugged)
     }
 
     /// Whether QEMU is still running.

@@ -153,6 +153,67 @@ impl QmpClient {
         Ok(())
     }
 
+    /// `device_del`, then waits for QEMU's `DEVICE_DELETED` of that id: a
+    /// PCI device leaves only once the guest has let go of it (ACPI eject),
+    /// so the wait is the guest's unplug.
+    pub fn device_del(&mut self, id: &str, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        self.qmp
+            .execute(&qmp::device_del { id: id.into() })
+            .with_context(|| format!("device_del {id}"))?;
+        loop {
+            for event in self.qmp.events() {
+                if let qmp::Event::DEVICE_DELETED { data, .. } = event {
+                    if data.device.as_deref() == Some(id) {
+                        return Ok(started.elapsed());
+                    }
+                }
+            }
+            if started.elapsed() > timeout {
+                anyhow::bail!(
+                    "device_del {id}: no DEVICE_DELETED within {} s (the guest did not release the device)",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            // Reads whatever events arrived meanwhile.
+            self.qmp.nop().context("waiting for DEVICE_DELETED")?;
+        }
+    }
+
+    /// `blockdev-add` of a block node given as `-blockdev`'s options in
+    /// JSON (`Props::nested_json`); qapi checks it against the schema.
+    pub fn blockdev_add(&mut self, options: serde_json::Value) -> Result<()> {
+        let what = options.to_string();
+        let options: qmp::BlockdevOptions = serde_json::from_value(options)
+            .with_context(|| format!("blockdev-add: not a block node: {what}"))?;
+        self.qmp
+            .execute(&qmp::blockdev_add(options))
+            .with_context(|| format!("blockdev-add {what}"))?;
+        Ok(())
+    }
+
+    /// `device_add` of a device given as its properties (`Device::qmp`).
+    pub fn device_add(
+        &mut self,
+        mut args: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        let what = serde_json::Value::Object(args.clone()).to_string();
+        let text = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        let driver = text(args.remove("driver")).context("device_add without a driver")?;
+        let id = text(args.remove("id"));
+        let bus = text(args.remove("bus"));
+        self.qmp
+            .execute(&qmp::device_add {
+                driver,
+                id,
+                bus,
+                arguments: args.into_iter().collect(),
+            })
+            .with_context(|| format!("device_add {what}"))?;
+        Ok(())
+    }
+
     /// `quit`: QEMU exits at once (the clean end of a VM the lab is done with).
     pub fn quit(&mut self) -> Result<()> {
         match self.qmp.execute(&qmp::quit {}) {
