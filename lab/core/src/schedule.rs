@@ -4,13 +4,15 @@
 //!
 //! A testcase runs either in a VM booted for it alone (a power cut ends its
 //! VM; `isolation: boot` asks for one) or in a VM of its *class*: testcases
-//! whose VMs would be identical (same device, same guest tools, same boot
-//! bound) share one booted VM, one after another, with a clean slate
-//! between them. The queue keeps a worker on its VM's class while work of
-//! that class remains, so a class costs one boot per worker that touches
-//! it, not one per testcase; and it sends a worker with nothing left of
-//! its class to a class no other worker is on, so a second VM of a class
-//! is booted only when enough of it is left to pay for the boot.
+//! whose VMs would be the same but for the NVMe device (same guest tools,
+//! same boot bound) share one booted VM, one after another, with a clean
+//! slate between them and, where the devices differ, the NVMe controller
+//! replaced. The queue keeps a worker on its VM's class while work of that
+//! class remains, on its device first (a swap costs about a second, a boot
+//! ten), so a class costs one boot per worker that touches it, not one per
+//! testcase; and it sends a worker with nothing left of its class to a
+//! class no other worker is on, so a second VM of a class is booted only
+//! when enough of it is left to pay for the boot.
 
 use crate::qemu::Accel;
 
@@ -20,9 +22,19 @@ pub struct Slot {
     /// The VM class it may share a booted VM with; `None` when it needs a
     /// VM of its own.
     pub class: Option<String>,
+    /// Its NVMe device (`Testcase::device_key`): within a class, a VM
+    /// already on this device needs no swap.
+    pub device: String,
     /// A power-cut testcase: it boots its own VM, and it is among the
     /// longest (the workload, then verifier VMs on every crash state).
     pub power_cut: bool,
+}
+
+/// The VM a worker holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldVm<'a> {
+    pub class: &'a str,
+    pub device: &'a str,
 }
 
 /// A worker boots a second VM of a class another worker is on only when
@@ -47,7 +59,8 @@ impl Queue {
     /// The taking order: power cuts first (the longest work starts first,
     /// so no worker is left with one at the end while the others idle),
     /// then the shared classes, largest first, each in its testcases'
-    /// order; a slot with a VM of its own counts as a class of one.
+    /// order with the testcases of one device together; a slot with a VM
+    /// of its own counts as a class of one.
     pub fn new(slots: Vec<Slot>, workers: usize) -> Queue {
         let class_size = |c: &Option<String>| match c {
             Some(c) => slots.iter().filter(|s| s.class.as_ref() == Some(c)).count(),
@@ -60,6 +73,13 @@ impl Queue {
                 .unwrap_or(i),
             None => i,
         };
+        let first_of_device = |i: usize| match &slots[i].class {
+            Some(c) => slots
+                .iter()
+                .position(|s| s.class.as_ref() == Some(c) && s.device == slots[i].device)
+                .unwrap_or(i),
+            None => i,
+        };
         let mut order: Vec<usize> = (0..slots.len()).collect();
         order.sort_by_key(|&i| {
             let s = &slots[i];
@@ -67,6 +87,7 @@ impl Queue {
                 !s.power_cut,
                 std::cmp::Reverse(class_size(&s.class)),
                 first_of(i),
+                first_of_device(i),
                 i,
             )
         });
@@ -79,8 +100,9 @@ impl Queue {
         }
     }
 
-    /// The slot `worker` takes next, holding a VM of class `held`:
-    /// 1. one of `held` while any remains (no boot);
+    /// The slot `worker` takes next, holding the VM `held`:
+    /// 1. one of its class while any remains (no boot), of its device
+    ///    first (no swap);
     /// 2. else the first in taking order that no other worker's class
     ///    claims (a VM of its own, or a class nobody is on);
     /// 3. else the first of a class another worker is on with at least
@@ -89,7 +111,7 @@ impl Queue {
     /// `None` when none of these is left: the worker is done, and the
     /// workers on the remaining classes take what is left of them (a
     /// worker always gets its own class, and a class nobody else is on).
-    pub fn next(&mut self, worker: usize, held: Option<&str>) -> Option<usize> {
+    pub fn next(&mut self, worker: usize, held: Option<HeldVm<'_>>) -> Option<usize> {
         let pick = self.choose(worker, held);
         self.on[worker] = pick.and_then(|i| self.slots[i].class.clone());
         if let Some(i) = pick {
@@ -98,7 +120,7 @@ impl Queue {
         pick
     }
 
-    fn choose(&self, worker: usize, held: Option<&str>) -> Option<usize> {
+    fn choose(&self, worker: usize, held: Option<HeldVm<'_>>) -> Option<usize> {
         let left = |class: &str| {
             self.order
                 .iter()
@@ -113,9 +135,12 @@ impl Queue {
         };
         let mut untaken = self.order.iter().copied().filter(|&i| !self.taken[i]);
         if let Some(h) = held {
+            let of_class = |i: &usize| self.slots[*i].class.as_deref() == Some(h.class);
             if let Some(i) = untaken
                 .clone()
-                .find(|&i| self.slots[i].class.as_deref() == Some(h))
+                .filter(of_class)
+                .find(|&i| self.slots[i].device == h.device)
+                .or_else(|| untaken.clone().find(of_class))
             {
                 return Some(i);
             }
@@ -203,8 +228,14 @@ mod tests {
     fn slot(class: Option<&str>, power_cut: bool) -> Slot {
         Slot {
             class: class.map(str::to_string),
+            device: "d".into(),
             power_cut,
         }
+    }
+
+    /// A VM of `class` on the device every `slot` has.
+    fn held(class: &str) -> Option<HeldVm<'_>> {
+        Some(HeldVm { class, device: "d" })
     }
 
     #[test]
@@ -251,12 +282,12 @@ mod tests {
         );
         // "a" and "b" are the same size: "a" comes first by position.
         assert_eq!(q.next(0, None), Some(0));
-        assert_eq!(q.next(0, Some("b")), Some(1));
+        assert_eq!(q.next(0, held("b")), Some(1));
         assert!(q.wants("a"));
-        assert_eq!(q.next(0, Some("a")), Some(3));
+        assert_eq!(q.next(0, held("a")), Some(3));
         assert!(!q.wants("a"));
-        assert_eq!(q.next(0, Some("a")), Some(2));
-        assert_eq!(q.next(0, Some("b")), None);
+        assert_eq!(q.next(0, held("a")), Some(2));
+        assert_eq!(q.next(0, held("b")), None);
         assert_eq!(q.remaining(), 0);
     }
 
@@ -268,9 +299,9 @@ mod tests {
         assert_eq!(q.next(0, None), Some(0));
         // Worker 0 is on "a": worker 1 starts "b", not a second "a".
         assert_eq!(q.next(1, None), Some(4));
-        assert_eq!(q.next(1, Some("b")), Some(5));
+        assert_eq!(q.next(1, held("b")), Some(5));
         // Nothing of "b" left, and only two of "a": not worth a boot.
-        assert_eq!(q.next(1, Some("b")), Some(1));
+        assert_eq!(q.next(1, held("b")), Some(1));
     }
 
     #[test]
@@ -280,10 +311,10 @@ mod tests {
         assert_eq!(q.next(0, None), Some(0));
         // Four of "a" left: worker 1 boots a second VM of it.
         assert_eq!(q.next(1, None), Some(1));
-        assert_eq!(q.next(0, Some("a")), Some(2));
-        assert_eq!(q.next(1, Some("a")), Some(3));
-        assert_eq!(q.next(0, Some("a")), Some(4));
-        assert_eq!(q.next(1, Some("a")), None);
+        assert_eq!(q.next(0, held("a")), Some(2));
+        assert_eq!(q.next(1, held("a")), Some(3));
+        assert_eq!(q.next(0, held("a")), Some(4));
+        assert_eq!(q.next(1, held("a")), None);
     }
 
     #[test]
@@ -293,10 +324,43 @@ mod tests {
         assert_eq!(q.next(0, None), Some(0));
         // Two left: worker 1 is done; worker 0 takes both.
         assert_eq!(q.next(1, None), None);
-        assert_eq!(q.next(0, Some("a")), Some(1));
+        assert_eq!(q.next(0, held("a")), Some(1));
         // Worker 0's VM failed: it takes the last one with a fresh boot.
         assert_eq!(q.next(0, None), Some(2));
         assert_eq!(q.next(0, None), None);
+    }
+
+    #[test]
+    fn a_worker_stays_on_its_device_then_swaps_within_its_class() {
+        let on = |class: &str, device: &str| Slot {
+            class: Some(class.into()),
+            device: device.into(),
+            power_cut: false,
+        };
+        let mut q = Queue::new(
+            vec![
+                on("a", "4k"),
+                on("a", "512"),
+                on("a", "4k"),
+                on("b", "4k"),
+                on("a", "512"),
+            ],
+            1,
+        );
+        // The class's testcases of one device are taken together.
+        assert_eq!(q.next(0, None), Some(0));
+        let vm = |device| Some(HeldVm { class: "a", device });
+        assert_eq!(q.next(0, vm("4k")), Some(2));
+        // Nothing of "4k" left in "a": its "512" ones (a swap), not "b".
+        assert_eq!(q.next(0, vm("4k")), Some(1));
+        // Holding "512", the other "512" one comes first.
+        let mut q2 = Queue::new(
+            vec![on("a", "4k"), on("a", "512"), on("a", "4k"), on("a", "512")],
+            1,
+        );
+        assert_eq!(q2.next(0, vm("512")), Some(1));
+        assert_eq!(q2.next(0, vm("512")), Some(3));
+        assert_eq!(q2.next(0, vm("512")), Some(0));
     }
 
     #[test]
@@ -311,25 +375,27 @@ mod tests {
     }
 
     proptest! {
-        /// Workers asking in any order, each holding the class of its last
-        /// slot unless its VM failed (then nothing), stopping when told
-        /// there is nothing for them: every slot is handed out exactly
-        /// once; a worker holding a class gets that class while any of it
-        /// remains; a worker never starts a second VM of another worker's
+        /// Workers asking in any order, each holding the class and device
+        /// of its last slot unless its VM failed (then nothing), stopping
+        /// when told there is nothing for them: every slot is handed out
+        /// exactly once; a worker holding a class gets that class while any
+        /// of it remains, and its device while any of that remains; a
+        /// worker never starts a second VM of another worker's
         /// class while a slot no one else is on waits.
         #[test]
         fn every_slot_once_and_classes_shared_only_when_nothing_else_waits(
-            classes in proptest::collection::vec((proptest::option::of(0u8..4), any::<bool>()), 0..24),
+            classes in proptest::collection::vec((proptest::option::of(0u8..4), 0u8..3, any::<bool>()), 0..24),
             workers in 1usize..4,
             turns in proptest::collection::vec((0usize..4, any::<bool>()), 0..96),
         ) {
             let slots: Vec<Slot> = classes
                 .iter()
-                .map(|(c, p)| Slot { class: c.map(|c| c.to_string()), power_cut: *p })
+                .map(|(c, d, p)| Slot { class: c.map(|c| c.to_string()), device: d.to_string(), power_cut: *p })
                 .collect();
             let mut q = Queue::new(slots.clone(), workers);
             let mut seen = vec![0u32; slots.len()];
             let mut holds: Vec<Option<String>> = vec![None; workers];
+            let mut devices: Vec<String> = vec![String::new(); workers];
             let mut active: Vec<bool> = vec![true; workers];
             // The given turns, then each worker in turn until all are done.
             let tail = (0..).map(|n| (n % workers, false));
@@ -346,6 +412,9 @@ mod tests {
                 }
                 let held = holds[w].clone();
                 let wanted = held.as_deref().is_some_and(|h| q.wants(h));
+                let same_device_left = (0..slots.len()).any(|i| {
+                    !q.taken[i] && held.is_some() && slots[i].class == held && slots[i].device == devices[w]
+                });
                 let others: Vec<Option<String>> = (0..workers)
                     .filter(|&o| o != w && active[o])
                     .map(|o| holds[o].clone())
@@ -353,19 +422,24 @@ mod tests {
                 let free_waits = (0..slots.len()).any(|i| {
                     !q.taken[i] && slots[i].class.as_ref().is_none_or(|c| !others.contains(&Some(c.clone())))
                 });
-                let Some(i) = q.next(w, held.as_deref()) else {
+                let vm = held.as_deref().map(|class| HeldVm { class, device: &devices[w] });
+                let Some(i) = q.next(w, vm) else {
                     active[w] = false;
                     continue;
                 };
                 seen[i] += 1;
                 if wanted {
                     prop_assert_eq!(slots[i].class.as_deref(), held.as_deref());
+                    if same_device_left {
+                        prop_assert_eq!(&slots[i].device, &devices[w]);
+                    }
                 } else if let Some(c) = &slots[i].class {
                     if others.contains(&Some(c.clone())) {
                         prop_assert!(!free_waits, "slot {} shared while a free one waits", i);
                     }
                 }
                 holds[w] = slots[i].class.clone();
+                devices[w] = slots[i].device.clone();
             }
             prop_assert!(seen.iter().all(|n| *n == 1), "{:?}", seen);
             prop_assert_eq!(q.remaining(), 0);

@@ -128,6 +128,15 @@ fn split_records(label: &str, r: &RunReport, wall: f64, dir: &Path) -> Vec<Measu
         m("boots_per_testcase", boots / n, "ratio"),
         m("boot_s_sum", prop_sum(r, "boot_to_ssh_s"), "s"),
         m("reset_s_sum", prop_sum(r, "vm.reset_s"), "s"),
+        m(
+            "device_swaps",
+            r.suites
+                .iter()
+                .filter(|s| s.property("vm.device_swap_s").is_some())
+                .count() as f64,
+            "count",
+        ),
+        m("device_swap_s_sum", prop_sum(r, "vm.device_swap_s"), "s"),
         m("workload_s_sum", prop_sum(r, "time.workload_s"), "s"),
         m("verify_s_sum", prop_sum(r, "verify.total_s"), "s"),
         m("verifier_boots", verifier_boots.0, "count"),

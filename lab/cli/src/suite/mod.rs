@@ -206,6 +206,7 @@ pub fn run_into(
             .iter()
             .map(|s| QueueSlot {
                 class: if par.reuse { s.tc.vm_class() } else { None },
+                device: s.tc.device_key(),
                 // One worker gains nothing from starting the long ones
                 // first: -j 1 keeps the given order.
                 power_cut: par.jobs > 1 && s.tc.power_cut.is_some(),
@@ -268,10 +269,10 @@ impl Shared<'_> {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 // A VM whose class has no testcase left is shut down now,
                 // not when the whole run ends.
-                if vms.held_class().is_some_and(|c| !q.wants(c)) {
+                if vms.held().is_some_and(|h| !q.wants(h.class)) {
                     vms.let_go();
                 }
-                let next = q.next(worker, vms.held_class());
+                let next = q.next(worker, vms.held());
                 (next, q.wants_power_cut())
             };
             let (Some(i), power_cuts_left) = next else {
@@ -289,12 +290,19 @@ impl Shared<'_> {
                 break;
             }
             let started = Instant::now();
-            let reusing =
-                vms.held_class().is_some() && vms.held_class() == slot.tc.vm_class().as_deref();
+            let getting = match vms.held() {
+                Some(h) if Some(h.class) == slot.tc.vm_class().as_deref() => {
+                    if h.device == slot.tc.device_key() {
+                        "resetting a VM"
+                    } else {
+                        "resetting a VM, swapping its NVMe device"
+                    }
+                }
+                _ => "booting",
+            };
             pb.start(format!(
-                "{}: {} ({})",
+                "{}: {getting} ({})",
                 slot.suite_name,
-                if reusing { "resetting a VM" } else { "booting" },
                 self.host.accel.as_str()
             ));
             let mut suite = run_case_on(
@@ -361,10 +369,15 @@ fn suite_text(s: &SuiteReport) -> String {
         .iter()
         .filter(|r| r.outcome == Outcome::Passed)
         .count();
-    let vm = match (s.property("boot_to_ssh_s"), s.property("vm.reused_after")) {
-        (Some(b), _) => format!(", boot {b} s"),
-        (None, Some(_)) => ", reused VM".to_string(),
-        (None, None) => String::new(),
+    let vm = match (
+        s.property("boot_to_ssh_s"),
+        s.property("vm.reused_after"),
+        s.property("vm.device_swap_s"),
+    ) {
+        (Some(b), ..) => format!(", boot {b} s"),
+        (None, Some(_), Some(swap)) => format!(", reused VM, device swapped in {swap} s"),
+        (None, Some(_), None) => ", reused VM".to_string(),
+        (None, None, _) => String::new(),
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -515,6 +528,16 @@ pub(crate) fn run_case_on(
             suite
                 .properties
                 .push(("vm.reset_s".into(), format!("{:.2}", t.as_secs_f64())));
+        }
+        if let Some(swap) = &lease.swap {
+            suite.properties.push((
+                "vm.device_swap_s".into(),
+                format!("{:.2}", swap.total.as_secs_f64()),
+            ));
+            suite.properties.push((
+                "vm.device_unplug_s".into(),
+                format!("{:.2}", swap.unplug.as_secs_f64()),
+            ));
         }
     }
     let workload_started = Instant::now();

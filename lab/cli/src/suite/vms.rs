@@ -7,8 +7,11 @@
 //! allows sharing (never a power cut, never `isolation: boot`). Before the
 //! next testcase its console is pointed at that testcase's log and
 //! `lab-guest reset` undoes what the last one left (processes, mounts,
-//! tunables, files, page cache, the namespaces' contents). A reset that
-//! fails costs a fresh boot, never a verdict.
+//! tunables, files, page cache, the namespaces' contents). When the next
+//! testcase's device differs, its NVMe controller is then replaced over
+//! QMP (hot-plug, on fresh scratch files), if the guest's kernel can
+//! hot-plug PCI devices; else the VM is shut down and one booted. A reset
+//! or a swap that fails costs a fresh boot, never a verdict.
 //!
 //! The worker's verifier VMs are kept too, in a [`VerifierPool`]: a
 //! power-cut testcase's own VM is never reused, but the verifier that
@@ -17,9 +20,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lab_core::device::DeviceParams;
+use lab_core::schedule::HeldVm;
 use lab_core::testcase::Testcase;
 
-use crate::host::launch::{Backing, LabVm, LaunchError};
+use crate::host::launch::{Backing, DeviceSwap, LabVm, LaunchError};
 use crate::host::LabHost;
 use crate::powercut::verifier::VerifierPool;
 use crate::vm::agent;
@@ -35,6 +40,11 @@ pub struct Vms {
 /// A VM kept between testcases.
 struct Held {
     class: String,
+    /// Its NVMe device (`Testcase::device_key`).
+    device: String,
+    /// Its kernel can hot-plug the NVMe controller (`lab-guest baseline`
+    /// found PCI hotplug slots).
+    hotplug: bool,
     vm: LabVm,
     /// Testcases it has run, oldest first.
     served: Vec<String>,
@@ -47,12 +57,16 @@ pub struct Lease {
     pub booted: bool,
     /// The class it may be kept for; `None`: shut down after the testcase.
     class: Option<String>,
+    device: String,
+    hotplug: bool,
     served: Vec<String>,
     /// What `lab-guest reset` printed, on a reused VM.
     pub reset: Option<String>,
     pub reset_time: Option<Duration>,
     /// Why a held VM could not be reused (a fresh one was booted).
     pub reset_failed: Option<String>,
+    /// The NVMe controller was replaced for this testcase's device.
+    pub swap: Option<DeviceSwap>,
 }
 
 impl Lease {
@@ -91,10 +105,13 @@ impl Vms {
         }
     }
 
-    /// The class of the VM held, if any: the queue gives its worker more of
-    /// that class first.
-    pub fn held_class(&self) -> Option<&str> {
-        self.held.as_ref().map(|h| h.class.as_str())
+    /// The VM held, if any: the queue gives its worker more of its class
+    /// (and device) first.
+    pub fn held(&self) -> Option<HeldVm<'_>> {
+        self.held.as_ref().map(|h| HeldVm {
+            class: &h.class,
+            device: &h.device,
+        })
     }
 
     /// The verifier VMs this worker keeps between testcases.
@@ -113,8 +130,9 @@ impl Vms {
     }
 
     /// The VM for `tc`, its console written to `dir/console.log`: the held
-    /// one, reset, when its class matches; else a fresh boot (the held one,
-    /// if any, is shut down first).
+    /// one, reset, when its class matches and it has `tc`'s device or can
+    /// swap to it; else a fresh boot (the held one, if any, is shut down
+    /// first).
     pub fn acquire(
         &mut self,
         host: &LabHost,
@@ -123,10 +141,19 @@ impl Vms {
         timeout: Duration,
     ) -> Result<Lease, LaunchError> {
         let class = if self.reuse { tc.vm_class() } else { None };
+        let device = tc.device_key();
         let mut reset_failed = None;
         if let Some(held) = self.held.take() {
-            if class.as_deref() == Some(held.class.as_str()) {
-                match reset(held, &dir.join("console.log"), timeout) {
+            let same_device = held.device == device;
+            if class.as_deref() == Some(held.class.as_str()) && (same_device || held.hotplug) {
+                let swap_to = (!same_device).then_some(&tc.device);
+                match reuse(
+                    held,
+                    &dir.join("console.log"),
+                    timeout,
+                    swap_to,
+                    device.clone(),
+                ) {
                     Ok(lease) => return Ok(lease),
                     Err(why) => reset_failed = Some(why),
                 }
@@ -149,10 +176,13 @@ impl Vms {
             vm,
             booted: true,
             class,
+            device,
+            hotplug: false,
             served: Vec::new(),
             reset: None,
             reset_time: None,
             reset_failed,
+            swap: None,
         })
     }
 
@@ -163,7 +193,12 @@ impl Vms {
             return;
         }
         match lease.vm.exec(&agent::baseline(), timeout) {
-            Ok(out) if out.status == 0 => {}
+            Ok(out) if out.status == 0 => {
+                lease.hotplug = serde_json::from_str::<serde_json::Value>(out.stdout.trim())
+                    .ok()
+                    .and_then(|v| v["hotplug"].as_u64())
+                    .is_some_and(|slots| slots > 0);
+            }
             Ok(out) => {
                 tracing::warn!("lab-guest baseline failed: {}", out.stderr.trim());
                 lease.class = None;
@@ -192,6 +227,8 @@ impl Vms {
                 lease.served.push(name.to_string());
                 self.held = Some(Held {
                     class,
+                    device: lease.device,
+                    hotplug: lease.hotplug,
                     vm: lease.vm,
                     served: lease.served,
                 });
@@ -202,10 +239,17 @@ impl Vms {
     }
 }
 
-/// Points the held VM's console at the next testcase's log and runs
-/// `lab-guest reset`; `Err` says why the VM cannot be reused (it is shut
-/// down).
-fn reset(mut held: Held, console: &Path, timeout: Duration) -> Result<Lease, String> {
+/// Points the held VM's console at the next testcase's log, runs
+/// `lab-guest reset` and, with `swap_to`, replaces the NVMe controller with
+/// one of those parameters; `Err` says why the VM cannot be reused (it is
+/// shut down).
+fn reuse(
+    mut held: Held,
+    console: &Path,
+    timeout: Duration,
+    swap_to: Option<&DeviceParams>,
+    device: String,
+) -> Result<Lease, String> {
     let started = Instant::now();
     let outcome = held
         .vm
@@ -226,20 +270,33 @@ fn reset(mut held: Held, console: &Path, timeout: Duration) -> Result<Lease, Str
                     out.stderr.trim()
                 ))
             }
+        });
+    let reset_time = started.elapsed();
+    let outcome = outcome
+        .and_then(|report| match swap_to {
+            None => Ok((report, None)),
+            Some(params) => held
+                .vm
+                .swap_device(params, timeout)
+                .map(|swap| (report, Some(swap)))
+                .map_err(|e| format!("swapping the NVMe device: {e}")),
         })
-        .and_then(|report| match held.vm.splats().first() {
+        .and_then(|done| match held.vm.splats().first() {
             Some(s) => Err(format!("the reset left a splat: {}", s.title)),
-            None => Ok(report),
+            None => Ok(done),
         });
     match outcome {
-        Ok(report) => Ok(Lease {
+        Ok((report, swap)) => Ok(Lease {
             vm: held.vm,
             booted: false,
             class: Some(held.class),
+            device,
+            hotplug: held.hotplug,
             served: held.served,
             reset: Some(report),
-            reset_time: Some(started.elapsed()),
+            reset_time: Some(reset_time),
             reset_failed: None,
+            swap,
         }),
         Err(why) => {
             tracing::warn!("not reusing the VM: {why}");
