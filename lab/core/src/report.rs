@@ -109,9 +109,11 @@ impl SuiteReport {
 /// forces on any two runs: the cut races the guest, so which of the last
 /// steps' results reach the host before QEMU dies (`stepNN.*`), which writes
 /// are in flight and so which crash states exist (`state.*`), which cut
-/// points a sweep finds (`cut-*`), and whether an atomic write was in flight
+/// points a sweep finds (`cut-*`), whether an atomic write was in flight
 /// to be checked whole (`power_cut.atomic_writes_whole`, skipped when none
-/// was) vary from run to run. For those, the checks both runs made (and did
+/// was) and whether a write larger than the atomic unit was in flight to
+/// tear (`power_cut.positive_control`, skipped when none was) vary from run
+/// to run. For those, the checks both runs made (and did
 /// not skip) must agree, and the worst outcome must be the same, a racy
 /// check's skip aside.
 pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
@@ -121,6 +123,7 @@ pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
             || check.starts_with("state.")
             || check.starts_with("cut-")
             || check == "power_cut.atomic_writes_whole"
+            || check == "power_cut.positive_control"
     };
     let skipped = |r: &CaseResult| matches!(r.outcome, Outcome::Skipped { .. });
     let power_cut = cut(a) || cut(b);
@@ -486,6 +489,20 @@ mod tests {
         assert!(verdict_difference(&whole, &torn)
             .unwrap()
             .contains("atomic_writes_whole"));
+        // Likewise the positive control: no tearable write in flight at one
+        // run's cut is no difference (seen in `lab bench run`); a blind
+        // injector in one run is.
+        let nothing_tearable = cut(&[(
+            "power_cut.positive_control",
+            Outcome::Skipped { reason: "r".into() },
+        )]);
+        let seen_torn = cut(&[("power_cut.positive_control", Outcome::Passed)]);
+        assert_eq!(verdict_difference(&nothing_tearable, &seen_torn), None);
+        assert_eq!(verdict_difference(&seen_torn, &nothing_tearable), None);
+        let blind = cut(&[("power_cut.positive_control", fail())]);
+        assert!(verdict_difference(&seen_torn, &blind)
+            .unwrap()
+            .contains("positive_control"));
     }
 
     use super::*;

@@ -282,7 +282,15 @@ fn reuse(
                 .map_err(|e| format!("swapping the NVMe device: {e}")),
         })
         .and_then(|done| match held.vm.splats().first() {
-            Some(s) => Err(format!("the reset left a splat: {}", s.title)),
+            Some(s) => Err(format!(
+                "the reset{} left a splat: {}",
+                if swap_to.is_some() {
+                    " or the device swap"
+                } else {
+                    ""
+                },
+                s.title
+            )),
             None => Ok(done),
         });
     match outcome {
