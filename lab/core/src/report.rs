@@ -105,8 +105,8 @@ impl SuiteReport {
 
 /// Why two runs of one testcase disagree, if they do (`lab run -j 1`
 /// against `-j N` with reuse: the equivalence test and `lab bench run`).
-/// Every check must come out the same, with one allowance a power cut
-/// forces on any two runs: the cut races the guest, so which of the last
+/// Every check must come out the same, with one allowance a power cut (a
+/// real one or a sweep's) forces on any two runs: the cut races the guest, so which of the last
 /// steps' results reach the host before QEMU dies (`stepNN.*`), which writes
 /// are in flight and so which crash states exist (`state.*`), which cut
 /// points a sweep finds (`cut-*`), whether an atomic write was in flight
@@ -117,7 +117,10 @@ impl SuiteReport {
 /// not skip) must agree, and the worst outcome must be the same, a racy
 /// check's skip aside.
 pub fn verdict_difference(a: &SuiteReport, b: &SuiteReport) -> Option<String> {
-    let cut = |s: &SuiteReport| s.results.iter().any(|r| r.check == "power_cut.cut");
+    // A power cut: a real one (`power_cut.cut`) or a sweep's, which has no
+    // cut check but the same `power_cut.*` device checks (and leaves a
+    // skipped one out of its results, as a property).
+    let cut = |s: &SuiteReport| s.results.iter().any(|r| r.check.starts_with("power_cut."));
     let racy = |check: &str| {
         check.starts_with("step")
             || check.starts_with("state.")
@@ -503,6 +506,32 @@ mod tests {
         assert!(verdict_difference(&seen_torn, &blind)
             .unwrap()
             .contains("positive_control"));
+        // A sweep has no power_cut.cut, and leaves a skipped device check
+        // out of its results: present in one run, absent in the other.
+        let sweep = |extra: &[(&str, Outcome)]| {
+            let mut v = vec![
+                ("step01.open", Outcome::Passed),
+                ("power_cut.states", Outcome::Passed),
+            ];
+            v.extend(extra.iter().cloned());
+            v.push(("sweep.verdicts", Outcome::Passed));
+            suite_with("s", &v)
+        };
+        let with_control = sweep(&[("power_cut.positive_control", Outcome::Passed)]);
+        assert_eq!(verdict_difference(&sweep(&[]), &with_control), None);
+        assert!(verdict_difference(
+            &with_control,
+            &sweep(&[("power_cut.positive_control", fail())])
+        )
+        .is_some());
+        let failed_sweep = suite_with(
+            "s",
+            &[
+                ("power_cut.states", Outcome::Passed),
+                ("sweep.verdicts", fail()),
+            ],
+        );
+        assert!(verdict_difference(&sweep(&[]), &failed_sweep).is_some());
     }
 
     use super::*;
