@@ -30,9 +30,10 @@ pub struct RunArgs {
     pub list: bool,
     /// Testcases at once, each in its own VM (default: what the host can
     /// take: one VM per core under TCG, one per two cores under KVM, less
-    /// when memory is short). Testcases that would boot identical VMs
-    /// share one, wiped between them; `-j 1` boots a VM for every testcase,
-    /// one after another.
+    /// when memory is short). Testcases on the same guest image share one
+    /// VM, wiped between them, its NVMe device swapped by hot-plug where
+    /// theirs differ; `-j 1` boots a VM for every testcase, one after
+    /// another.
     #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
     /// Exit as `git bisect run` expects: 0 good, 1 bad, 125 when this
