@@ -707,6 +707,67 @@ mod tests {
         );
     }
 
+    /// `a.b.c` paths of a nested object, back to dotted keys; a key that
+    /// still holds a dot was not nested.
+    fn flatten(
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        match v.as_object() {
+            Some(m) => {
+                for (k, v) in m {
+                    assert!(!k.contains('.'), "{k} was not nested");
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            None => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the keys (distinct, none the prefix of another, as a
+        /// block node's are), the nested JSON `blockdev-add` gets holds
+        /// exactly the flat list's keys and values, and the command line's
+        /// text lists them in order, a flag as on/off.
+        #[test]
+        fn nested_json_is_the_flat_list_and_the_text_its_order(
+            entries in proptest::collection::vec(
+                (proptest::collection::vec(0u8..3, 0..3), 0u8..3, 0u64..1000),
+                0..12,
+            )
+        ) {
+            let mut p = Props::default();
+            let mut keys = Vec::new();
+            for (n, (path, kind, value)) in entries.iter().enumerate() {
+                let mut key: Vec<String> = path.iter().map(|s| ["a", "b", "c"][*s as usize].to_string()).collect();
+                // Leaves are named x<n>: unique, and never an inner segment.
+                key.push(format!("x{n}"));
+                let key = key.join(".");
+                p = match kind {
+                    0 => p.str(&key, format!("v{value}")),
+                    1 => p.int(&key, *value),
+                    _ => p.flag(&key, value % 2 == 0),
+                };
+                keys.push(key);
+            }
+            let mut back = serde_json::Map::new();
+            flatten("", &p.nested_json(), &mut back);
+            proptest::prop_assert_eq!(back, p.flat_json());
+            let text = p.opts();
+            let got: Vec<&str> = text.split(',').filter(|s| !s.is_empty()).map(|kv| kv.split('=').next().unwrap()).collect();
+            proptest::prop_assert_eq!(got, keys.iter().map(String::as_str).collect::<Vec<_>>());
+            proptest::prop_assert!(!text.contains("true") && !text.contains("false"));
+        }
+    }
+
     #[test]
     fn no_disk_no_nvme() {
         let mut s = spec();
