@@ -105,7 +105,9 @@ pub struct LabVm {
     /// Why the first boot failed, when [`VmPlan::boot_retrying`] retried.
     pub retried_after: Option<String>,
     _server: Option<NbdServer>,
-    _scratch: Vec<ScratchDisk>,
+    /// The scratch files behind the namespaces, those of a swapped-out
+    /// device included (QEMU keeps them open until it ends).
+    scratch: Vec<ScratchDisk>,
     _dir: Option<PrivateDir>,
 }
 
@@ -138,7 +140,7 @@ impl LabVm {
     ) -> Result<DeviceSwap, VmError> {
         let started = std::time::Instant::now();
         let write_cache = match self.vm.nvme() {
-            Some(d) if !self._scratch.is_empty() => d.write_cache,
+            Some(d) if !self.scratch.is_empty() => d.write_cache,
             _ => {
                 return Err(VmError::Other(anyhow::anyhow!(
                     "only a VM on scratch files can swap its NVMe device"
@@ -156,7 +158,7 @@ impl LabVm {
             device: device.clone(),
             write_cache,
         };
-        self._scratch.extend(fresh);
+        self.scratch.extend(fresh);
         let unplug = self.vm.replug_nvme(disk, timeout)?;
         let out = self.vm.exec(
             &crate::vm::agent::plugged(
@@ -384,7 +386,7 @@ impl<'h> VmPlan<'h> {
             crash,
             retried_after: None,
             _server: server,
-            _scratch: scratch,
+            scratch,
             _dir: dir,
         })
     }
