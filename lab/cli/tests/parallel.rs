@@ -234,9 +234,19 @@ fn private_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Two VMs at once: a power cut (a VM of its own, on the crash disk and
+/// its NBD server) and a limits check. (Two limits checks would share one
+/// VM now, their devices swapped.)
 fn start_two_vms(results: &Path) -> (std::process::Child, Vec<u32>) {
     let child = lab()
-        .args(["run", "-j", "2", "limits-4k", "limits-512", "--results"])
+        .args([
+            "run",
+            "-j",
+            "2",
+            "limits-4k",
+            "powercut-raw-atomic-4k",
+            "--results",
+        ])
         .arg(results)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
