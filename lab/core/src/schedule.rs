@@ -8,9 +8,9 @@
 //! same boot bound) share one booted VM, one after another, with a clean
 //! slate between them and, where the devices differ, the NVMe controller
 //! replaced. The queue keeps a worker on its VM's class while work of that
-//! class remains, on its device first (a swap costs about a second, a boot
-//! ten), so a class costs one boot per worker that touches it, not one per
-//! testcase; and it sends a worker with nothing left of its class to a
+//! class remains, on its device first (a swap costs about 0.35 s, a boot
+//! about 10 s), so a class costs one boot per worker that touches it, not
+//! one per testcase; and it sends a worker with nothing left of its class to a
 //! class no other worker is on, so a second VM of a class is booted only
 //! when enough of it is left to pay for the boot.
 
