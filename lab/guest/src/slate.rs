@@ -47,6 +47,19 @@ struct Reset {
     ms: u128,
 }
 
+impl Baseline {
+    fn load() -> Result<Baseline, String> {
+        let text = std::fs::read_to_string(BASELINE)
+            .map_err(|e| format!("{BASELINE}: {e} (no `lab-guest baseline` since boot)"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{BASELINE}: {e}"))
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        std::fs::write(BASELINE, text).map_err(|e| format!("{BASELINE}: {e}"))
+    }
+}
+
 pub fn baseline() -> Result<(), String> {
     let b = Baseline {
         pids: pids()?,
@@ -57,8 +70,7 @@ pub fn baseline() -> Result<(), String> {
             .chain([BASELINE.into()])
             .collect(),
     };
-    let text = serde_json::to_string(&b).map_err(|e| e.to_string())?;
-    std::fs::write(BASELINE, text).map_err(|e| format!("{BASELINE}: {e}"))?;
+    b.save()?;
     println!(
         "{}",
         serde_json::json!({ "baseline": { "pids": b.pids.len(), "mounts": b.mounts.len(), "tunables": b.tunables.len() }, "hotplug": hotplug_slots() })
@@ -109,9 +121,7 @@ pub fn plugged(count: usize, lba: u32, bytes: u64) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let text = std::fs::read_to_string(BASELINE)
-        .map_err(|e| format!("{BASELINE}: {e} (no `lab-guest baseline` since boot)"))?;
-    let mut base: Baseline = serde_json::from_str(&text).map_err(|e| format!("{BASELINE}: {e}"))?;
+    let mut base = Baseline::load()?;
     base.tunables
         .retain(|(path, _)| !path.starts_with("/sys/block/"));
     base.tunables.extend(
@@ -119,8 +129,7 @@ pub fn plugged(count: usize, lba: u32, bytes: u64) -> Result<(), String> {
             .into_iter()
             .filter(|(path, _)| path.starts_with("/sys/block/")),
     );
-    let text = serde_json::to_string(&base).map_err(|e| e.to_string())?;
-    std::fs::write(BASELINE, text).map_err(|e| format!("{BASELINE}: {e}"))?;
+    base.save()?;
     println!(
         "{}",
         serde_json::json!({ "plugged": want, "ms": started.elapsed().as_millis() })
@@ -130,9 +139,7 @@ pub fn plugged(count: usize, lba: u32, bytes: u64) -> Result<(), String> {
 
 pub fn reset() -> Result<(), String> {
     let started = Instant::now();
-    let text = std::fs::read_to_string(BASELINE)
-        .map_err(|e| format!("{BASELINE}: {e} (no `lab-guest baseline` since boot)"))?;
-    let base: Baseline = serde_json::from_str(&text).map_err(|e| format!("{BASELINE}: {e}"))?;
+    let base = Baseline::load()?;
     let mut r = Reset {
         killed: kill_new_processes(&base)?,
         ..Reset::default()
