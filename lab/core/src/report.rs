@@ -426,6 +426,19 @@ mod tests {
         }
     }
 
+    /// A suite of `head`'s checks, then `extra`'s, then `last`.
+    fn framed(
+        name: &str,
+        head: &[(&str, Outcome)],
+        extra: &[(&str, Outcome)],
+        last: (&str, Outcome),
+    ) -> SuiteReport {
+        let mut v = head.to_vec();
+        v.extend(extra.iter().cloned());
+        v.push(last);
+        suite_with(name, &v)
+    }
+
     #[test]
     fn verdicts_differ_unless_a_power_cut_raced_the_guest() {
         let fail = || Outcome::Failed {
@@ -445,14 +458,17 @@ mod tests {
             .unwrap()
             .contains("step01.open"));
 
+        let pass = Outcome::Passed;
         let cut = |extra: &[(&str, Outcome)]| {
-            let mut v = vec![
-                ("power_cut.cut", Outcome::Passed),
-                ("step01.open", Outcome::Passed),
-            ];
-            v.extend(extra.iter().cloned());
-            v.push(("power_cut.states", Outcome::Passed));
-            suite_with("c", &v)
+            framed(
+                "c",
+                &[
+                    ("power_cut.cut", pass.clone()),
+                    ("step01.open", pass.clone()),
+                ],
+                extra,
+                ("power_cut.states", pass.clone()),
+            )
         };
         // A step or a crash state only one run saw: the race, not a difference.
         let more = cut(&[
@@ -509,13 +525,15 @@ mod tests {
         // A sweep has no power_cut.cut, and leaves a skipped device check
         // out of its results: present in one run, absent in the other.
         let sweep = |extra: &[(&str, Outcome)]| {
-            let mut v = vec![
-                ("step01.open", Outcome::Passed),
-                ("power_cut.states", Outcome::Passed),
-            ];
-            v.extend(extra.iter().cloned());
-            v.push(("sweep.verdicts", Outcome::Passed));
-            suite_with("s", &v)
+            framed(
+                "s",
+                &[
+                    ("step01.open", pass.clone()),
+                    ("power_cut.states", pass.clone()),
+                ],
+                extra,
+                ("sweep.verdicts", pass.clone()),
+            )
         };
         let with_control = sweep(&[("power_cut.positive_control", Outcome::Passed)]);
         assert_eq!(verdict_difference(&sweep(&[]), &with_control), None);
